@@ -1,0 +1,429 @@
+"""Verdicts: named rules with documented thresholds, read off a `GradientHistory`.
+
+Each rule looks at plain numbers of the record and, when it fires, gives a
+`Finding`: which layers, the measured value against the threshold, the
+likely cause and the remedy the lecture gives. No TensorFlow here: a saved run
+is diagnosed exactly like a live one.
+
+The central measure is the *ratio to the output layer*: the RMS of the
+back-propagated gradient d(loss)/d(output of layer l), divided by the same at
+the output layer, as a median over all recorded steps. It is the quantity
+that shrinks toward the input in Glorot & Bengio (2010). Runs that did not
+record it (a model without tappable layers) fall back to the ratio of weight
+gradient norms.
+
+Example:
+
+>>> d = diagnose(load_run("runs/tanh"))     # doctest: +SKIP
+>>> print(d.sentences()[0])                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gradscope.history import GradientHistory
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    threshold: float
+    meaning: str
+    remedy: str
+
+
+#: Every rule, its threshold and its remedy. The README prints this table.
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in [
+        Rule(
+            "non_finite",
+            0.0,
+            "a gradient, an activation, a weight or the loss became NaN or Inf",
+            "lower the learning rate, clip gradients (clipnorm), and check the inputs and the loss for log(0) or division by 0",
+        ),
+        Rule(
+            "vanishing",
+            0.05,
+            "a layer's back-propagated gradient (RMS) is below 0.05 of the output layer's",
+            "use ReLU in the hidden layers, Glorot (tanh) or He (ReLU) initialisation, a shallower net, or batch normalisation",
+        ),
+        Rule(
+            "exploding",
+            20.0,
+            "a layer's back-propagated gradient (RMS) is above 20 times the output layer's",
+            "use smaller initial weights (Glorot/He), clip gradients (clipnorm), lower the learning rate, or add normalisation",
+        ),
+        Rule(
+            "saturated",
+            0.3,
+            "over 30% of a tanh/sigmoid layer's outputs sit in the flat tails (|a| > 0.99), where f'(s) is near 0",
+            "use smaller initial weights (Glorot), normalise the inputs, add batch normalisation, or switch to ReLU",
+        ),
+        Rule(
+            "dead_relu",
+            0.4,
+            "over 40% of a ReLU layer's units output 0 for every sample in the batch, so they pass no gradient",
+            "use He initialisation, a lower learning rate, LeakyReLU/ELU, and check for large negative biases",
+        ),
+        Rule(
+            "small_weights",
+            0.8,
+            "a layer's initial weight gain sqrt(fan_in * Var(W)) is below 0.8: each layer shrinks the signal (activations pile up at 0)",
+            "use Glorot (tanh, sigmoid) or He (ReLU) initialisation instead of a fixed small range",
+        ),
+        Rule(
+            "large_weights",
+            2.0,
+            "a layer's initial weight gain sqrt(fan_in * Var(W)) is above 2 (3 for ReLU): each layer amplifies the signal (tanh piles up at +-1)",
+            "use Glorot (tanh, sigmoid) or He (ReLU) initialisation",
+        ),
+        Rule(
+            "stalled",
+            1.5,
+            "training accuracy at the end is below 1.5 times chance and the loss fell by less than 10%",
+            "check the output activation and loss pair (softmax with cross-entropy learns where tanh with MSE can stall), the initialisation and the learning rate",
+        ),
+    ]
+}
+
+
+@dataclass
+class NonFinite:
+    """Where a run first went NaN or Inf."""
+
+    step: int
+    layer: str | None
+    variable: str | None
+    where: str  # "weights", "activations", "loss" or "gradients"
+
+    def sentence(self) -> str:
+        place = {
+            "weights": f"the weights of layer {self.layer} ({self.variable})",
+            "activations": f"the output of layer {self.layer}",
+            "loss": "the loss",
+            "gradients": f"the gradient of layer {self.layer} ({self.variable})",
+        }[self.where]
+        return f"non-finite values (NaN/Inf) first appeared at step {self.step} in {place}"
+
+
+@dataclass
+class LayerVerdict:
+    name: str
+    verdict: str  # healthy / vanishing / exploding / non-finite
+    ratio: float  # to the output layer, median over steps
+    grad_first: float
+    grad_last: float
+    saturation: float
+    dead: float
+    dact_mean: float
+    gain: float
+    activation: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Finding:
+    rule: str
+    layers: list[str]
+    message: str
+    cause: str
+    remedy: str
+
+
+@dataclass
+class Diagnosis:
+    measure: str  # "backprop" or "grad_norm"
+    layers: list[LayerVerdict]
+    findings: list[Finding]
+    first_ratio: float  # first watched layer / output layer
+    derivative_product: float  # product of mean f'(s) from layer 2 to the output
+    weight_product: float  # product of backward weight gains over the same layers
+    nonfinite: NonFinite | None
+    final_loss: float
+    final_accuracy: float
+
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+    def shrink_sentence(self, label: str = "") -> str:
+        """'layer 1 gets 1/37 of the output layer's back-propagated gradient'."""
+        what = "back-propagated gradient" if self.measure == "backprop" else "gradient norm"
+        r = self.first_ratio
+        prefix = f"{label}: " if label else ""
+        if not math.isfinite(r):
+            return f"{prefix}the first layer's {what} is not finite"
+        share = f"1/{1 / r:.0f}" if 0 < r < 1 else f"{r:.2g}x"
+        return f"{prefix}layer 1 gets {share} of the output layer's {what}"
+
+    def sentences(self) -> list[str]:
+        out = [self.shrink_sentence() + "."]
+        if math.isfinite(self.derivative_product) and self.measure == "backprop":
+            out.append(
+                f"Chain rule: the mean activation derivatives of the layers above layer 1 multiply to "
+                f"{self.derivative_product:.3g} and their weight gains to {self.weight_product:.3g}; "
+                f"together {self.derivative_product * self.weight_product:.3g}, against {self.first_ratio:.3g} measured."
+            )
+        if not self.findings:
+            out.append("Verdict: healthy. No rule fired.")
+        for f in self.findings:
+            out.append(f"[{f.rule}] {f.message} Cause: {f.cause}. Remedy: {f.remedy}.")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sentences"] = self.sentences()
+        return d
+
+
+def _median(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, axis=0) if len(a) else np.full(a.shape[1:], np.nan)
+
+
+def _finite_rows(a: np.ndarray) -> np.ndarray:
+    return a[np.all(np.isfinite(a), axis=1)] if a.ndim == 2 else a[np.isfinite(a)]
+
+
+def weight_gains(history: GradientHistory, row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Forward gain sqrt(fan_in Var(W)) and backward gain sqrt(fan_out Var(W)) of each kernel.
+
+    Read from the recorded kernel norm: ||W||^2 = fan_in * fan_out * Var(W),
+    assuming zero-mean weights. NaN for layers without a 2-D+ kernel.
+    """
+    fwd = np.full(len(history.layers), np.nan)
+    bwd = np.full(len(history.layers), np.nan)
+    wn = history.variable_series.get("weight_norm")
+    if wn is None or not len(history):
+        return fwd, bwd
+    for li, (name, info) in enumerate(zip(history.layers, history.layer_info)):
+        key = f"{name}/kernel"
+        if key in history.variables and info.get("fan_in") and info.get("fan_out"):
+            norm = wn[row, history.variables.index(key)]
+            fwd[li] = norm / math.sqrt(info["fan_out"])
+            bwd[li] = norm / math.sqrt(info["fan_in"])
+    return fwd, bwd
+
+
+def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: bool = False) -> NonFinite | None:
+    """The first step where anything went NaN/Inf, traced to its layer.
+
+    Forward origins win: the first layer (in forward order) whose weights or
+    outputs are non-finite is where the trouble started, since everything
+    after it inherits it. With finite activations, a non-finite loss comes
+    next, then the gradients, searched from the output layer down (the
+    direction back-propagation runs). Under loss scaling, non-finite
+    gradients alone are the loss scaler's business (it skips the step), so
+    they are not reported.
+    """
+    if len(history) <= since_row:
+        return None
+    rows = slice(since_row, None)
+    steps = history.steps[rows]
+    n = len(steps)
+    nan_rows = np.zeros(n, dtype=bool)
+
+    def bad(a: np.ndarray | None) -> np.ndarray:
+        # NaN in a statistic that does not apply (e.g. saturation of ReLU) is
+        # "not measured"; only act_mean/act_std, norms and loss are checked,
+        # and those are NaN only when their inputs were.
+        if a is None:
+            return np.zeros((n, 1), dtype=bool)
+        return ~np.isfinite(a[rows]).reshape(n, -1)
+
+    wvar = history.variable_series.get("weight_norm")
+    gvar = history.variable_series.get("grad_norm")
+    act = bad(history.get("act_mean")) | bad(history.get("act_std"))
+    wbad = bad(wvar)
+    gbad = bad(gvar)
+    loss = history.scalars.get("loss")
+    lbad = bad(loss)[:, 0] if loss is not None else np.zeros(n, bool)
+    # An act_mean that was never recorded (no tap) is NaN in every row; don't
+    # count layers that are NaN at every row of the whole run as non-finite.
+    never = np.zeros(act.shape[1], dtype=bool)
+    if history.get("act_mean") is not None:
+        never = np.all(np.isnan(history["act_mean"]), axis=0)
+    act = act & ~never
+    nan_rows = act.any(1) | wbad.any(1) | lbad | (gbad.any(1) & (not loss_scaled))
+    if not nan_rows.any():
+        return None
+    r = int(np.argmax(nan_rows))
+    step = int(steps[r])
+    var_layer = [v.split("/", 1)[0] for v in history.variables]
+    for li, layer in enumerate(history.layers):
+        bad_vars = [v for vi, v in enumerate(history.variables) if var_layer[vi] == layer and wbad[r, vi]]
+        if bad_vars:
+            return NonFinite(step, layer, bad_vars[0].split("/", 1)[1], "weights")
+        if act.shape[1] > li and act[r, li]:
+            gv = [v for vi, v in enumerate(history.variables) if var_layer[vi] == layer and gbad[r, vi]]
+            return NonFinite(step, layer, gv[0].split("/", 1)[1] if gv else None, "activations")
+    if lbad[r]:
+        return NonFinite(step, None, None, "loss")
+    for vi in range(len(history.variables) - 1, -1, -1):
+        if gbad[r, vi]:
+            layer, var = history.variables[vi].split("/", 1)
+            return NonFinite(step, layer, var, "gradients")
+    return NonFinite(step, None, None, "gradients")
+
+
+def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagnosis:
+    """Applies every rule in `RULES` to a history; see the module docstring."""
+    L = len(history.layers)
+    if not len(history) or not L:
+        raise ValueError("the history is empty: nothing was recorded to diagnose")
+    bp = history.get("backprop")
+    measure = "backprop" if bp is not None and np.isfinite(bp).any() else "grad_norm"
+    series = history[measure]
+    finite = _finite_rows(series)
+    base = finite if len(finite) else series
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = _median(base / base[:, -1:])
+    grad = history["grad_norm"]
+    nan = np.full(L, np.nan)
+    sat = _median(history["saturation"]) if "saturation" in history else nan
+    dead = _median(history["dead"]) if "dead" in history else nan
+    dact = _median(history["dact_mean"]) if "dact_mean" in history else nan
+    fwd_gain, bwd_gain = weight_gains(history, 0)
+    acts = history.info("activation")
+    nonfinite = first_nonfinite(history)
+    nonfinite_layers = set()
+    if nonfinite is not None:
+        nonfinite_layers = {
+            name for li, name in enumerate(history.layers) if not np.all(np.isfinite(series[:, li]))
+        }
+
+    verdicts: list[LayerVerdict] = []
+    for li, name in enumerate(history.layers):
+        r = float(ratios[li])
+        if name in nonfinite_layers and not len(finite):
+            v = "non-finite"
+        elif r < RULES["vanishing"].threshold:
+            v = "vanishing"
+        elif r > RULES["exploding"].threshold:
+            v = "exploding"
+        elif name in nonfinite_layers:
+            v = "non-finite"
+        else:
+            v = "healthy"
+        verdicts.append(
+            LayerVerdict(
+                name, v, r, float(grad[0, li]), float(grad[-1, li]), float(sat[li]), float(dead[li]),
+                float(dact[li]), float(fwd_gain[li]), acts[li],
+            )
+        )
+
+    findings: list[Finding] = []
+    if nonfinite is not None:
+        findings.append(_finding("non_finite", [nonfinite.layer or "-"], nonfinite.sentence() + ".", "numeric overflow or an invalid operation"))
+    saturated = [v.name for v in verdicts if v.saturation > RULES["saturated"].threshold]
+    dead_layers = [v.name for v in verdicts if v.dead > RULES["dead_relu"].threshold]
+    small = [v.name for v in verdicts if v.gain < RULES["small_weights"].threshold]
+    large = [
+        v.name
+        for v in verdicts
+        if v.gain > (3.0 if (v.activation or "").startswith("relu") else RULES["large_weights"].threshold)
+    ]
+    dprod = float(np.prod(dact[1:])) if L > 1 else float("nan")
+    wprod = float(np.prod(bwd_gain[1:])) if L > 1 else float("nan")
+
+    vanishing = [v.name for v in verdicts if v.verdict == "vanishing"]
+    if vanishing:
+        cause = _vanishing_cause(saturated, dead_layers, small, dprod, wprod, L)
+        msg = (
+            f"The back-propagated gradient shrinks toward the input: {', '.join(vanishing)} get "
+            f"{_list_ratios(verdicts, vanishing)} of the output layer's (threshold {RULES['vanishing'].threshold})."
+        )
+        if measure == "grad_norm":
+            msg = msg.replace("back-propagated gradient", "weight-gradient norm")
+        findings.append(_finding("vanishing", vanishing, msg, cause))
+    exploding = [v.name for v in verdicts if v.verdict == "exploding"]
+    if exploding:
+        cause = "weights too large" if large else "depth: each layer multiplies the gradient by more than 1"
+        msg = (
+            f"The back-propagated gradient grows toward the input: {', '.join(exploding)} get "
+            f"{_list_ratios(verdicts, exploding)} times the output layer's (threshold {RULES['exploding'].threshold:g})."
+        )
+        findings.append(_finding("exploding", exploding, msg, cause))
+    if saturated:
+        msg = f"Saturated units: {_list_share(verdicts, saturated, 'saturation')} of the outputs sit at +-1 (threshold {RULES['saturated'].threshold:.0%})."
+        cause = "weights too large for tanh/sigmoid" if large else "pre-activations too large, so f'(s) is near 0"
+        findings.append(_finding("saturated", saturated, msg, cause))
+    if dead_layers:
+        msg = f"Dead ReLUs: {_list_share(verdicts, dead_layers, 'dead')} of the units never fire (threshold {RULES['dead_relu'].threshold:.0%})."
+        findings.append(_finding("dead_relu", dead_layers, msg, "pre-activations below 0 for every sample (negative bias or a too large step)"))
+    if small:
+        gains = ", ".join(f"{n} {verdicts[history.layers.index(n)].gain:.2f}" for n in small)
+        findings.append(_finding("small_weights", small, f"Initial weight gains below {RULES['small_weights'].threshold}: {gains}.", "weights too small for the layer's fan-in"))
+    if large:
+        gains = ", ".join(f"{n} {verdicts[history.layers.index(n)].gain:.2f}" for n in large)
+        findings.append(_finding("large_weights", large, f"Initial weight gains above {RULES['large_weights'].threshold:g}: {gains}.", "weights too large for the layer's fan-in"))
+
+    loss = history.scalars.get("loss", np.full(len(history), np.nan))
+    acc = history.scalars.get("accuracy", np.full(len(history), np.nan))
+    tail = max(1, len(history) // 10)
+    final_loss = float(_median(loss[-tail:][:, None])[0]) if len(loss) else float("nan")
+    first_loss = float(_median(loss[:tail][:, None])[0]) if len(loss) else float("nan")
+    final_acc = float(_median(acc[-tail:][:, None])[0]) if len(acc) else float("nan")
+    classes = num_classes or history.config.get("num_classes") or _output_units(history)
+    if classes and math.isfinite(final_acc) and len(history) >= 20:
+        chance = 1.0 / classes
+        fell = (first_loss - final_loss) / abs(first_loss) if first_loss else 0.0
+        if final_acc < RULES["stalled"].threshold * chance and fell < 0.1:
+            out = history.layers[-1]
+            cause = "the output layer is saturated" if out in saturated else "the gradient reaching the weights is too small to move them"
+            findings.append(
+                _finding(
+                    "stalled",
+                    [out],
+                    f"Training stalled: accuracy {final_acc:.1%} against chance {chance:.1%}, and the loss fell by {fell:.0%}.",
+                    cause,
+                )
+            )
+    return Diagnosis(
+        measure, verdicts, findings, float(ratios[0]), dprod, wprod, nonfinite, final_loss, final_acc
+    )
+
+
+def _vanishing_cause(saturated, dead, small, dprod, wprod, L) -> str:
+    if saturated:
+        return f"saturated units in {', '.join(saturated)}: tanh'(s) and sigmoid'(s) are near 0 there"
+    if dead:
+        return f"dead ReLUs in {', '.join(dead)}"
+    if math.isfinite(dprod) and dprod < 0.1:
+        return f"the activation derivatives: their product over the layers is {dprod:.2g} (sigmoid'(s) is at most 0.25)"
+    if small or (math.isfinite(wprod) and wprod < 0.2):
+        return "weights too small: each layer scales the gradient down (product of weight gains %.2g)" % wprod
+    return f"depth: {L} layers multiply factors below 1"
+
+
+def _finding(rule: str, layers: list[str], message: str, cause: str) -> Finding:
+    return Finding(rule, layers, message, cause, RULES[rule].remedy)
+
+
+def _list_ratios(verdicts: list[LayerVerdict], names: list[str]) -> str:
+    by = {v.name: v for v in verdicts}
+    return ", ".join(f"{_fmt_ratio(by[n].ratio)}" for n in names)
+
+
+def _fmt_ratio(r: float) -> str:
+    if not math.isfinite(r):
+        return "n/a"
+    return f"1/{1 / r:.0f}" if 0 < r < 1 else f"{r:.3g}"
+
+
+def _list_share(verdicts: list[LayerVerdict], names: list[str], attr: str) -> str:
+    by = {v.name: v for v in verdicts}
+    return ", ".join(f"{n} {getattr(by[n], attr):.0%}" for n in names)
+
+
+def _output_units(history: GradientHistory) -> int | None:
+    units = history.info("units")
+    return units[-1] if units and units[-1] and units[-1] > 1 else None

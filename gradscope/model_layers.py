@@ -1,0 +1,132 @@
+"""Which layers of a Keras model gradscope watches, and what it knows of them.
+
+A watched layer is one that owns trainable variables itself (not through
+sub-layers), listed in forward order. Nested models and layers that hold
+sub-layers are walked through, so a `Sequential` inside a functional model
+shows its `Dense` layers, not one opaque block.
+
+Example:
+
+>>> specs = watched_layers(model)                    # doctest: +SKIP
+>>> [s.name for s in specs]                          # doctest: +SKIP
+['dense', 'dense_1']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+
+@dataclass
+class LayerSpec:
+    """A watched layer and the indices of its variables in the model's list."""
+
+    name: str
+    layer: Any
+    var_indices: list[int] = field(default_factory=list)
+    var_names: list[str] = field(default_factory=list)
+
+    @property
+    def activation(self) -> str | None:
+        return activation_name(self.layer)
+
+    def info(self, model_vars: list[Any]) -> dict[str, Any]:
+        """Plain facts for the record (JSON-able, no TensorFlow objects)."""
+        variables = [model_vars[i] for i in self.var_indices]
+        params = int(sum(int(np.prod(v.shape)) for v in variables))
+        kernel = next((v for v, n in zip(variables, self.var_names) if n == "kernel"), None)
+        fan_in = fan_out = None
+        if kernel is not None and len(kernel.shape) >= 2:
+            receptive = int(np.prod(kernel.shape[:-2])) if len(kernel.shape) > 2 else 1
+            fan_in = int(kernel.shape[-2]) * receptive
+            fan_out = int(kernel.shape[-1]) * receptive
+        units = getattr(self.layer, "units", None) or getattr(self.layer, "filters", None)
+        try:
+            shape = str(tuple(self.layer.output.shape))
+        except (AttributeError, ValueError, RuntimeError):
+            shape = None
+        return {
+            "name": self.name,
+            "class": type(self.layer).__name__,
+            "units": int(units) if units is not None else None,
+            "activation": self.activation,
+            "params": params,
+            "output_shape": shape,
+            "variables": list(self.var_names),
+            "fan_in": fan_in,
+            "fan_out": fan_out,
+        }
+
+
+def activation_name(layer: Any) -> str | None:
+    """The name of a layer's built-in activation ('tanh', 'relu', ...), if it has one."""
+    act = getattr(layer, "activation", None)
+    if act is None:
+        return None
+    name = getattr(act, "__name__", None) or type(act).__name__
+    return str(name).lower()
+
+
+def _sublayers(layer: Any) -> list[Any]:
+    # `_layers` is where Keras 3 tracks the layers assigned to a layer or
+    # model; `layers` is the public view for models. Either may be absent.
+    subs = getattr(layer, "_layers", None)
+    if subs is None:
+        subs = getattr(layer, "layers", None)
+    return list(subs or [])
+
+
+def watched_layers(model: Any) -> list[LayerSpec]:
+    """The layers that own trainable variables, in forward order.
+
+    Variables are matched by identity with ``model.trainable_variables``, so
+    the indices line up with the gradients ``fit`` computes.
+    """
+    model_vars = list(model.trainable_variables)
+    index = {id(v): i for i, v in enumerate(model_vars)}
+    specs: list[LayerSpec] = []
+    seen: set[int] = set()
+
+    def visit(layer: Any) -> None:
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        nested: set[int] = set()
+        for sub in _sublayers(layer):
+            nested.update(id(v) for v in sub.trainable_variables)
+        own = [v for v in layer.trainable_variables if id(v) not in nested and id(v) in index]
+        if own and layer is not model:
+            spec = LayerSpec(layer.name, layer)
+            for v in own:
+                spec.var_indices.append(index[id(v)])
+                spec.var_names.append(_short_name(v))
+            specs.append(spec)
+        for sub in _sublayers(layer):
+            visit(sub)
+
+    visit(model)
+    # A model that owns variables directly (rare) has them reported under its name.
+    claimed = {i for s in specs for i in s.var_indices}
+    leftover = [i for i in range(len(model_vars)) if i not in claimed]
+    if leftover:
+        specs.append(
+            LayerSpec(model.name, model, leftover, [_short_name(model_vars[i]) for i in leftover])
+        )
+    # Forward order: the order of first appearance in trainable_variables,
+    # which Keras keeps in the order layers were built (called).
+    specs.sort(key=lambda s: min(s.var_indices))
+    return specs
+
+
+def _short_name(variable: Any) -> str:
+    path = getattr(variable, "path", None) or variable.name
+    return str(path).rsplit("/", 1)[-1].split(":")[0]
+
+
+def count_params(model: keras.Model) -> int:
+    """All weights, trainable or not, as Keras' summary counts them."""
+    return int(sum(int(np.prod(v.shape)) for v in model.weights))

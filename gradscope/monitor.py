@@ -1,0 +1,369 @@
+"""`GradientMonitor`: the Keras callback that records every step's gradients.
+
+It is used in two places: added by a user to ``model.fit(callbacks=[...])``,
+and inside gradscope's own loop (`gradscope.train`), which makes one when it
+is not given one. Either way the measured data flows one way:
+
+    hooks (in the graph) -> Recorder (device ring) -> flush -> GradientHistory
+    -> diagnosis / renderers
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from typing import Any, Callable, Iterable
+
+import keras
+import numpy as np
+
+from gradscope.diagnosis import NonFinite, first_nonfinite
+from gradscope.history import GradientHistory
+from gradscope.hooks import HookError, Hooks
+from gradscope.model_layers import LayerSpec, watched_layers
+from gradscope.recorder import Recorder, Rows
+from gradscope.stats import FORWARD_STATS
+
+_POLICIES = ("warn", "stop", "raise")
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """Raised by ``GradientMonitor(on_nonfinite="raise")``; ``.report`` says where."""
+
+    def __init__(self, report: NonFinite) -> None:
+        super().__init__(report.sentence())
+        self.report = report
+
+
+class GradientMonitor(keras.callbacks.Callback):
+    """Records the gradients `fit` applies, for every layer, at every step.
+
+    Add it to ``fit``'s callbacks; nothing in the model changes. During
+    training it wraps (on the instances only) the watched layers' ``call``,
+    ``model.compute_loss`` and the optimizer's ``apply``, so it sees the very
+    gradients the optimizer applies - unscaled under mixed precision - and the
+    gradient that reaches each layer's output. Statistics are reduced to a few
+    numbers per layer inside the compiled step and fetched in batches. At the
+    end of training the wrappers are removed.
+
+    At the end of each epoch it adds ``grad_norm/<layer>`` (the epoch's mean)
+    to the epoch logs, so `History`, `CSVLogger` and Keras' `TensorBoard`
+    carry them; put the monitor *before* those callbacks in the list.
+
+    One instance survives several ``fit`` calls. With ``continue_history``
+    each call appends to the same history, and steps keep counting;
+    otherwise each call starts a new one.
+
+    Args:
+        every: record every N-th step. Defaults to `1` (every step).
+        layers: names of the layers to watch, or a function
+            ``layer -> bool``. Defaults to `None`, every layer that owns
+            trainable weights.
+        verbose: `0` is silent. `1` shows a live per-layer table while
+            training (a table per epoch when Keras' own progress bar is on,
+            and plain lines when the output is not a terminal), and the
+            summary with its verdict at the end. Defaults to `0`.
+        on_nonfinite: what to do when a gradient, an activation or the loss
+            becomes NaN or Inf: `"warn"` prints where it started (step, layer
+            and variable) once, `"stop"` also stops training, `"raise"`
+            raises `NonFiniteGradientError`. Defaults to `"warn"`.
+        continue_history: keep one history across ``fit`` calls. Defaults to
+            `True`.
+        saturation_threshold: |a| above which a tanh unit counts as saturated
+            (sigmoid: a above it, or below 1 minus it). Defaults to `0.99`.
+        flush_every: steps between two fetches of the records from the
+            device, when nothing else asks for them. Defaults to `256`.
+        console: a `rich.console.Console` for the output. Defaults to `None`
+            (standard output).
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from gradscope import GradientMonitor
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+    ...                           keras.layers.Dense(2)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> monitor = GradientMonitor()
+    >>> _ = model.fit(np.ones((32, 4)), np.ones((32, 2)), epochs=1, verbose=0, callbacks=[monitor])
+    >>> monitor.history["grad_norm"].shape
+    (1, 2)
+    """
+
+    def __init__(
+        self,
+        every: int = 1,
+        layers: Iterable[str] | Callable[[Any], bool] | None = None,
+        verbose: int = 0,
+        on_nonfinite: str = "warn",
+        continue_history: bool = True,
+        saturation_threshold: float = 0.99,
+        flush_every: int = 256,
+        console: Any = None,
+    ) -> None:
+        super().__init__()
+        if on_nonfinite not in _POLICIES:
+            raise ValueError(f"on_nonfinite must be one of {', '.join(_POLICIES)}; got {on_nonfinite!r}")
+        if int(every) < 1:
+            raise ValueError(f"every must be a positive whole number; got {every!r}")
+        self.every = int(every)
+        self.layer_filter = layers
+        self.verbose = int(verbose)
+        self.on_nonfinite = on_nonfinite
+        self.continue_history = continue_history
+        self.saturation_threshold = float(saturation_threshold)
+        self.flush_every = max(1, int(flush_every))
+        self.console = console
+        self.history: GradientHistory | None = None
+        self.nonfinite: NonFinite | None = None
+        self.config: dict[str, Any] = {}
+        self.view: Any = None
+        self._recorder: Recorder | None = None
+        self._hooks: Hooks | None = None
+        self._specs: list[LayerSpec] = []
+        self._epoch = 0
+        self._steps_since_flush = 0
+        self._last_flush = 0.0
+        self._epoch_first_row = 0
+        self._started_rows = 0
+
+    # -- set-up -------------------------------------------------------------------
+    def _select(self, specs: list[LayerSpec]) -> list[LayerSpec]:
+        f = self.layer_filter
+        if f is None:
+            return specs
+        if callable(f):
+            return [s for s in specs if f(s.layer)]
+        names = set(f)
+        unknown = names - {s.name for s in specs}
+        if unknown:
+            raise ValueError(
+                f"GradientMonitor(layers=...) names unknown layers: {', '.join(sorted(unknown))}; "
+                f"the model's weighted layers are: {', '.join(s.name for s in specs)}"
+            )
+        return [s for s in specs if s.name in names]
+
+    def _prepare(self) -> None:
+        model = self.model
+        specs = self._select(watched_layers(model))
+        same_layers = [s.name for s in specs] == [s.name for s in self._specs]
+        if self._recorder is None or not same_layers or not self.continue_history:
+            var_layer = [li for li, s in enumerate(specs) for _ in s.var_indices]
+            capacity = max(2 * self.flush_every, 4 * int(getattr(model, "steps_per_execution", 1) or 1))
+            self._recorder = Recorder(
+                [s.activation for s in specs],
+                var_layer,
+                capacity=capacity,
+                every=self.every,
+                saturation_threshold=self.saturation_threshold,
+            )
+        if self.history is None or not same_layers or not self.continue_history:
+            model_vars = list(model.trainable_variables)
+            self.history = GradientHistory(
+                [s.name for s in specs],
+                variables=[f"{s.name}/{n}" for s in specs for n in s.var_names],
+                layer_info=[s.info(model_vars) for s in specs],
+                config=dict(self.config),
+            )
+            self._started_rows = 0
+        self._specs = specs
+
+    # -- Keras hooks ------------------------------------------------------------------
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # State that belongs to one fit() call is reset here; the history
+        # survives (see continue_history).
+        self.nonfinite = None
+        self._epoch = 0
+        self._steps_since_flush = 0
+        try:
+            self._prepare()
+            self._hooks = Hooks(self.model, self._recorder, self._specs)
+            self._hooks.install()
+        except (HookError, ValueError, AttributeError, TypeError) as exc:
+            if isinstance(exc, ValueError) and "GradientMonitor(" in str(exc):
+                raise
+            self._hooks = None
+            _warn(f"gradscope: cannot hook this model ({exc}); training goes on without gradient records")
+            return
+        # fit() built its train function before calling us; build it again so
+        # that the trace includes the hooks. (gradscope's loop traces later.)
+        if hasattr(self.model, "make_train_function") and getattr(self.model, "train_function", None) is not None:
+            self.model.make_train_function(force=True)
+        self._recorder.request_histogram()
+        self._want_start_histogram = "start" not in self.history.histograms
+        self._last_flush = time.monotonic()
+        if self.verbose:
+            from gradscope.render.terminal import LiveView
+
+            keras_bar = bool(self.params.get("verbose")) if self.params else False
+            self.view = LiveView(self.history, self.params or {}, console=self.console, keras_bar=keras_bar)
+            self.view.start()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+        self._epoch_first_row = len(self.history) if self.history is not None else 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._hooks is None:
+            return
+        self._steps_since_flush += int(getattr(self.model, "steps_per_execution", 1) or 1)
+        now = time.monotonic()
+        due = self._steps_since_flush >= self.flush_every // self.every or self.on_nonfinite != "warn"
+        if self.view is not None and now - self._last_flush > self.view.refresh_seconds:
+            due = True
+        if due:
+            self.flush()
+            if self.view is not None:
+                self.view.update(epoch=self._epoch, batch=batch, logs=logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._hooks is None:
+            return
+        self.flush()
+        rows = slice(self._epoch_first_row, len(self.history))
+        if logs is not None and len(self.history) and rows.stop > rows.start:
+            means = _nanmean(self.history["grad_norm"][rows])
+            for name, value in zip(self.history.layers, means):
+                logs[f"grad_norm/{name}"] = float(value)
+        if self.view is not None:
+            self.view.epoch_end(epoch, logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._hooks is None:
+            return
+        try:
+            self.flush()
+            end = self._recorder.read_histogram()
+            if end is not None and len(self.history):
+                self.history.histograms["end"] = end
+        finally:
+            self._hooks.remove()
+            self._hooks = None
+            # The train function traced with the hooks keeps calling them;
+            # replace it so a later fit() without this monitor runs clean.
+            if hasattr(self.model, "make_train_function") and getattr(self.model, "train_function", None) is not None:
+                self.model.make_train_function(force=True)
+        if self.view is not None:
+            self.view.stop()
+            self.view = None
+        if len(self.history) == self._started_rows:
+            _warn(
+                "gradscope: no step was recorded: the model's train_step never called "
+                "optimizer.apply / apply_gradients"
+            )
+        self._started_rows = len(self.history)
+        if self.verbose:
+            self.summary()
+
+    # -- records ------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Fetches pending rows from the device into `history`; returns how many."""
+        if self._recorder is None or self.history is None:
+            return 0
+        rows = self._recorder.flush()
+        self._steps_since_flush = 0
+        self._last_flush = time.monotonic()
+        if rows.lost:
+            _warn(f"gradscope: {rows.lost} steps were overwritten before they were fetched")
+        if not len(rows):
+            return 0
+        first_new = len(self.history)
+        _append_rows(self.history, rows, self._specs, self._epoch)
+        if self._want_start_histogram:
+            start = self._recorder.read_histogram()
+            if start is not None:
+                self.history.histograms["start"] = start
+                self._want_start_histogram = False
+        # Keep the "end" histogram fresh: ask the next step to refill it.
+        self._recorder.request_histogram()
+        self._check_nonfinite(first_new)
+        return len(rows)
+
+    def _check_nonfinite(self, first_row: int) -> None:
+        if self.nonfinite is not None:
+            return
+        scaled = bool(self._recorder and self._recorder.scale_fn)
+        report = first_nonfinite(self.history, since_row=first_row, loss_scaled=scaled)
+        if report is None:
+            return
+        self.nonfinite = report
+        if self.on_nonfinite == "raise":
+            raise NonFiniteGradientError(report)
+        _warn("gradscope: " + report.sentence())
+        if self.on_nonfinite == "stop" and self.model is not None:
+            self.model.stop_training = True
+
+    # -- showing ---------------------------------------------------------------------------
+    def summary(self, console: Any = None) -> Any:
+        """Prints the per-layer summary table and the verdict; returns the diagnosis."""
+        from gradscope.diagnosis import diagnose
+        from gradscope.render.terminal import print_summary
+
+        diagnosis = diagnose(self._require_history())
+        print_summary(self.history, diagnosis, console=console or self.console)
+        return diagnosis
+
+    def plot(self, path: str = "grads.png") -> Any:
+        """Saves the per-layer gradient norms over the steps as a PNG."""
+        from gradscope.render.plots import plot_grad_norms
+
+        return plot_grad_norms(self._require_history(), path)
+
+    def save(self, folder: str) -> Any:
+        """Saves the run folder (history, summary, plots); see the README."""
+        from gradscope.report import save_run
+
+        return save_run(self._require_history(), folder)
+
+    def _require_history(self) -> GradientHistory:
+        if self.history is None or not len(self.history):
+            raise RuntimeError("GradientMonitor has recorded nothing yet: pass it to fit(callbacks=[...]) first")
+        return self.history
+
+
+def _append_rows(history: GradientHistory, rows: Rows, specs: list[LayerSpec], epoch: int) -> None:
+    """Turns raw device rows into the per-layer series of the history."""
+    var_layer = np.array([li for li, s in enumerate(specs) for _ in s.var_indices], dtype=np.int64)
+    n, L = len(rows), len(specs)
+
+    def per_layer(values: np.ndarray) -> np.ndarray:
+        out = np.zeros((n, L))
+        for li in range(L):
+            out[:, li] = values[:, var_layer == li].sum(axis=1)
+        return out
+
+    grad = np.sqrt(per_layer(rows.grad_sq))
+    weight = np.sqrt(per_layer(rows.weight_sq))
+    update = np.sqrt(per_layer(rows.update_sq))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(weight > 0, update / weight, np.nan)
+    series = {
+        "grad_norm": grad,
+        "weight_norm": weight,
+        "update_ratio": ratio,
+        "backprop": np.sqrt(rows.backprop_sq),
+    }
+    for k, name in enumerate(FORWARD_STATS):
+        series[name] = rows.forward[:, :, k]
+    scalars = {
+        "loss": rows.scalars[:, 0],
+        "accuracy": rows.scalars[:, 1],
+        "loss_scale": rows.scalars[:, 2],
+        "epoch": np.full(n, float(epoch)),
+    }
+    variables = {
+        "grad_norm": np.sqrt(rows.grad_sq),
+        "weight_norm": np.sqrt(rows.weight_sq),
+        "update_norm": np.sqrt(rows.update_sq),
+    }
+    history.append(rows.steps, series, scalars, variables)
+
+
+def _nanmean(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=0)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,56 @@
+"""A run folder, written and shown again: the one place that combines the
+record, the diagnosis and the renderers. No TensorFlow is imported here, so
+``gradscope report RUN_DIR`` works on a saved run anywhere.
+
+Run folder layout (see the README):
+
+    run.json        layers, variables, layer facts, config (JSON)
+    history.npz     steps, per-layer series, scalars, variable series (numpy)
+    summary.json    the diagnosis: per-layer verdicts, findings, sentences
+    plots/*.png     gradient norms over steps, depth profile, histograms
+
+Example:
+
+>>> save_run(history, "runs/tanh")        # doctest: +SKIP
+>>> show_run("runs/tanh")                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from gradscope.diagnosis import Diagnosis, diagnose
+from gradscope.history import GradientHistory, load_run
+
+
+def save_run(history: GradientHistory, folder: str | os.PathLike, plots: bool = True) -> Path:
+    """Saves history, diagnosis and plots into ``folder``; returns the folder."""
+    diagnosis = diagnose(history)
+    folder = history.save(folder, summary=diagnosis.to_dict())
+    if plots:
+        from gradscope.render.plots import save_run_plots
+
+        save_run_plots(history, folder)
+    return folder
+
+
+def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True) -> Diagnosis:
+    """Loads a run folder, prints its last per-layer table, summary and verdict,
+    and (re)draws its plots."""
+    from rich.console import Console
+
+    from gradscope.render.terminal import layer_table, print_summary
+
+    history = load_run(folder)
+    console = console or Console()
+    diagnosis = diagnose(history)
+    console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers", highlight=False)
+    print_summary(history, diagnosis, console=console)
+    if plots:
+        from gradscope.render.plots import save_run_plots
+
+        paths = save_run_plots(history, folder)
+        console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False)
+    return diagnosis
