@@ -68,30 +68,34 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "dead_relu",
-            0.4,
-            "over 40% of a ReLU layer's units output 0 for every sample in the batch, so they pass no gradient",
+            0.5,
+            "half or more of a ReLU layer's units output 0 for every sample in the batch, so they pass no gradient",
             "use He initialisation, a lower learning rate, LeakyReLU/ELU, and check for large negative biases",
         ),
         Rule(
             "small_weights",
             0.8,
-            "a layer's initial weight gain sqrt(fan_in * Var(W)) is below 0.8: each layer shrinks the signal (activations pile up at 0)",
+            "a layer's initial weight gains forward, sqrt(fan_in * Var(W)), and backward, sqrt(fan_out * Var(W)), are both below 0.8: the layer shrinks the signal (activations pile up at 0) and the gradient",
             "use Glorot (tanh, sigmoid) or He (ReLU) initialisation instead of a fixed small range",
         ),
         Rule(
             "large_weights",
             2.0,
-            "a layer's initial weight gain sqrt(fan_in * Var(W)) is above 2 (3 for ReLU): each layer amplifies the signal (tanh piles up at +-1)",
+            "a layer's initial weight gains forward and backward are both above 2 (3 for ReLU): the layer amplifies the signal (tanh piles up at +-1) and the gradient",
             "use Glorot (tanh, sigmoid) or He (ReLU) initialisation",
         ),
         Rule(
             "stalled",
             1.5,
-            "training accuracy at the end is below 1.5 times chance and the loss fell by less than 10%",
+            "after at least 50 recorded steps, training accuracy over the last tenth of them is below 1.5 times chance",
             "check the output activation and loss pair (softmax with cross-entropy learns where tanh with MSE can stall), the initialisation and the learning rate",
         ),
     ]
 }
+
+
+#: The stalled rule needs this many recorded steps: early on every net is near chance.
+STALL_MIN_STEPS = 50
 
 
 @dataclass
@@ -142,9 +146,12 @@ class Diagnosis:
     measure: str  # "backprop" or "grad_norm"
     layers: list[LayerVerdict]
     findings: list[Finding]
-    first_ratio: float  # first watched layer / output layer
-    derivative_product: float  # product of mean f'(s) from layer 2 to the output
-    weight_product: float  # product of backward weight gains over the same layers
+    first_ratio: float  # first watched layer / output layer (the verdict's ratio)
+    early_ratio: float  # the same over the first tenth of the steps
+    late_ratio: float  # and over the last tenth
+    derivative_product: float  # product of mean f'(s), layer 2 to the output, early
+    derivative_rms_product: float  # product of RMS f'(s) over the same layers
+    weight_product: float  # product of backward weight gains sqrt(fan_out Var W), at the start
     nonfinite: NonFinite | None
     final_loss: float
     final_accuracy: float
@@ -165,11 +172,18 @@ class Diagnosis:
 
     def sentences(self) -> list[str]:
         out = [self.shrink_sentence() + "."]
-        if math.isfinite(self.derivative_product) and self.measure == "backprop":
+        if math.isfinite(self.early_ratio) and math.isfinite(self.late_ratio):
             out.append(
-                f"Chain rule: the mean activation derivatives of the layers above layer 1 multiply to "
-                f"{self.derivative_product:.3g} and their weight gains to {self.weight_product:.3g}; "
-                f"together {self.derivative_product * self.weight_product:.3g}, against {self.first_ratio:.3g} measured."
+                f"The ratio is {_fmt_ratio(self.early_ratio)} over the first tenth of the steps "
+                f"and {_fmt_ratio(self.late_ratio)} over the last."
+            )
+        if math.isfinite(self.derivative_product) and self.measure == "backprop":
+            predicted = self.derivative_rms_product * self.weight_product
+            out.append(
+                f"Chain rule, at the start: the mean activation derivatives f'(s) of the layers above layer 1 "
+                f"multiply to {self.derivative_product:.3g} (their RMS to {self.derivative_rms_product:.3g}), "
+                f"the weights' backward gains to {self.weight_product:.3g}; "
+                f"predicted ratio {predicted:.3g}, measured {self.early_ratio:.3g}."
             )
         if not self.findings:
             out.append("Verdict: healthy. No rule fired.")
@@ -191,6 +205,25 @@ def _median(a: np.ndarray) -> np.ndarray:
 
 def _finite_rows(a: np.ndarray) -> np.ndarray:
     return a[np.all(np.isfinite(a), axis=1)] if a.ndim == 2 else a[np.isfinite(a)]
+
+
+def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each layer's series relative to the output layer: (verdict, early, late).
+
+    Early and late are medians over the first and the last tenth of the
+    recorded steps (at least one step each). The verdict ratio is, per layer,
+    whichever of the two lies further from 1 on a log scale: a net that
+    starts vanishing and one that drifts into it are both caught.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = series / series[:, -1:]
+    n = len(rel)
+    k = max(1, n // 10)
+    early, late = _median(rel[:k]), _median(rel[-k:])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pick_late = np.abs(np.log(late)) > np.abs(np.log(early))
+    worst = np.where(np.isfinite(late) & (pick_late | ~np.isfinite(early)), late, early)
+    return worst, early, late
 
 
 def weight_gains(history: GradientHistory, row: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -282,10 +315,7 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
     bp = history.get("backprop")
     measure = "backprop" if bp is not None and np.isfinite(bp).any() else "grad_norm"
     series = history[measure]
-    finite = _finite_rows(series)
-    base = finite if len(finite) else series
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = _median(base / base[:, -1:])
+    ratios, early, late = depth_ratios(series)
     grad = history["grad_norm"]
     nan = np.full(L, np.nan)
     sat = _median(history["saturation"]) if "saturation" in history else nan
@@ -325,13 +355,25 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
         findings.append(_finding("non_finite", [nonfinite.layer or "-"], nonfinite.sentence() + ".", "numeric overflow or an invalid operation"))
     saturated = [v.name for v in verdicts if v.saturation > RULES["saturated"].threshold]
     dead_layers = [v.name for v in verdicts if v.dead > RULES["dead_relu"].threshold]
-    small = [v.name for v in verdicts if v.gain < RULES["small_weights"].threshold]
-    large = [
-        v.name
-        for v in verdicts
-        if v.gain > (3.0 if (v.activation or "").startswith("relu") else RULES["large_weights"].threshold)
+    # Too small means too small both ways: forward (the signal) and backward
+    # (the gradient). A wide layer after a narrow input is not "too small"
+    # just because its forward gain is below 1; Glorot trades the two.
+    small = [
+        name for li, name in enumerate(history.layers)
+        if max(fwd_gain[li], bwd_gain[li]) < RULES["small_weights"].threshold
     ]
-    dprod = float(np.prod(dact[1:])) if L > 1 else float("nan")
+    large = [
+        name for li, name in enumerate(history.layers)
+        if min(fwd_gain[li], bwd_gain[li])
+        > (3.0 if (acts[li] or "").startswith("relu") else RULES["large_weights"].threshold)
+    ]
+    # The chain-rule explanation is made at the start of training, where the
+    # weights are the initial ones the gains were read from.
+    k = max(1, len(history) // 10)
+    dact_early = _median(history["dact_mean"][:k]) if "dact_mean" in history else nan
+    drms_early = _median(history["dact_rms"][:k]) if "dact_rms" in history else nan
+    dprod = float(np.prod(dact_early[1:])) if L > 1 else float("nan")
+    drms = float(np.prod(drms_early[1:])) if L > 1 else float("nan")
     wprod = float(np.prod(bwd_gain[1:])) if L > 1 else float("nan")
 
     vanishing = [v.name for v in verdicts if v.verdict == "vanishing"]
@@ -373,22 +415,23 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
     first_loss = float(_median(loss[:tail][:, None])[0]) if len(loss) else float("nan")
     final_acc = float(_median(acc[-tail:][:, None])[0]) if len(acc) else float("nan")
     classes = num_classes or history.config.get("num_classes") or _output_units(history)
-    if classes and math.isfinite(final_acc) and len(history) >= 20:
+    if classes and math.isfinite(final_acc) and len(history) >= STALL_MIN_STEPS:
         chance = 1.0 / classes
         fell = (first_loss - final_loss) / abs(first_loss) if first_loss else 0.0
-        if final_acc < RULES["stalled"].threshold * chance and fell < 0.1:
+        if final_acc < RULES["stalled"].threshold * chance:
             out = history.layers[-1]
             cause = "the output layer is saturated" if out in saturated else "the gradient reaching the weights is too small to move them"
             findings.append(
                 _finding(
                     "stalled",
                     [out],
-                    f"Training stalled: accuracy {final_acc:.1%} against chance {chance:.1%}, and the loss fell by {fell:.0%}.",
+                    f"Training stalled: accuracy {final_acc:.1%} against chance {chance:.1%}; the loss changed by {-fell:+.0%}.",
                     cause,
                 )
             )
     return Diagnosis(
-        measure, verdicts, findings, float(ratios[0]), dprod, wprod, nonfinite, final_loss, final_acc
+        measure, verdicts, findings, float(ratios[0]), float(early[0]), float(late[0]),
+        dprod, drms, wprod, nonfinite, final_loss, final_acc,
     )
 
 
@@ -398,7 +441,10 @@ def _vanishing_cause(saturated, dead, small, dprod, wprod, L) -> str:
     if dead:
         return f"dead ReLUs in {', '.join(dead)}"
     if math.isfinite(dprod) and dprod < 0.1:
-        return f"the activation derivatives: their product over the layers is {dprod:.2g} (sigmoid'(s) is at most 0.25)"
+        return (
+            f"the activation derivatives: f'(s) multiplies to {dprod:.2g} over the layers above layer 1 "
+            "(sigmoid'(s) is at most 0.25; tanh'(s) falls toward 0 as |s| grows)"
+        )
     if small or (math.isfinite(wprod) and wprod < 0.2):
         return "weights too small: each layer scales the gradient down (product of weight gains %.2g)" % wprod
     return f"depth: {L} layers multiply factors below 1"

@@ -33,6 +33,8 @@ Standard per-layer series (a run records those its model allows):
                     sigmoid: a < 0.01 or a > 0.99); NaN for other activations
 ``dead``            share of units that output 0 for every sample (ReLU-like)
 ``dact_mean``       mean activation derivative f'(s) over units and batch
+``dact_rms``        root mean square of f'(s): the factor the gradient's RMS
+                    is multiplied by when it passes the activation
 ==================  =========================================================
 
 Variable series: ``grad_norm``, ``weight_norm``, ``update_norm``.

@@ -113,6 +113,7 @@ class Hooks:
         else:
             recorder.scale_fn = None
 
+        @tf.autograph.experimental.do_not_convert
         def apply(grads, trainable_variables=None):
             grads = list(grads)
             tvs = list(trainable_variables) if trainable_variables is not None else list(
@@ -125,11 +126,11 @@ class Hooks:
                     staged.append((col, sq_norm(g)))
             recorder.stage_grads(staged)
             result = original_apply(grads, trainable_variables)
-            weights = [
-                (col, sq_norm(v.value if hasattr(v, "value") else v))
-                for v in self.variables
-                if (col := self.var_index.get(id(v))) is not None
-            ]
+            weights = []
+            for v in self.variables:
+                col = self.var_index.get(id(v))
+                if col is not None:
+                    weights.append((col, sq_norm(_read(v))))
             recorder.commit(weights)
             return result
 
@@ -143,12 +144,12 @@ class Hooks:
         for method in ("assign_add", "assign_sub", "assign"):
             original = getattr(opt, method)
 
+            @tf.autograph.experimental.do_not_convert
             def wrapper(variable, value, _original=original, _method=method):
                 col = self.var_index.get(id(variable))
                 if col is not None:
                     if _method == "assign":
-                        current = variable.value if hasattr(variable, "value") and not isinstance(variable, tf.Variable) else variable
-                        delta = tf.cast(value, tf.float32) - tf.cast(tf.convert_to_tensor(current), tf.float32)
+                        delta = tf.cast(value, tf.float32) - tf.cast(_read(variable), tf.float32)
                         recorder.stage_update(col, sq_norm(delta))
                     else:
                         recorder.stage_update(col, sq_norm(value))
@@ -162,6 +163,7 @@ class Hooks:
         original = model.compute_loss
         recorder = self.recorder
 
+        @tf.autograph.experimental.do_not_convert
         def compute_loss(*args, **kwargs):
             loss = original(*args, **kwargs)
             names = ("x", "y", "y_pred", "sample_weight")
@@ -180,6 +182,7 @@ class Hooks:
         original = layer.call
         recorder = self.recorder
 
+        @tf.autograph.experimental.do_not_convert
         def call(*args, **kwargs):
             out = original(*args, **kwargs)
             # Symbolic calls (building a functional model) and layers whose
@@ -190,6 +193,13 @@ class Hooks:
 
         self._patch(layer, "call", call)
         return True
+
+
+def _read(variable: Any) -> tf.Tensor:
+    """The value of a Keras variable or of the tf.Variable behind it."""
+    if isinstance(variable, tf.Variable):
+        return tf.convert_to_tensor(variable)
+    return tf.convert_to_tensor(variable.value)
 
 
 def _tap(recorder: Recorder, index: int, out: tf.Tensor) -> tf.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 #: The order of the forward statistics in a recorded row.
-FORWARD_STATS = ("act_mean", "act_std", "saturation", "dead", "dact_mean")
+FORWARD_STATS = ("act_mean", "act_std", "saturation", "dead", "dact_mean", "dact_rms")
 
 _NAN = float("nan")
 
@@ -48,7 +48,7 @@ def mean_square(t: tf.Tensor) -> tf.Tensor:
 
 
 def forward_stats(a: tf.Tensor, activation: str | None, saturation_threshold: float) -> tf.Tensor:
-    """The `FORWARD_STATS` of one layer's output ``a`` (batch first), shape (5,).
+    """The `FORWARD_STATS` of one layer's output ``a`` (batch first), shape (6,).
 
     A statistic that does not apply to the activation (saturation of a ReLU,
     dead units of a tanh) is NaN rather than 0, so it is not mistaken for a
@@ -73,8 +73,12 @@ def forward_stats(a: tf.Tensor, activation: str | None, saturation_threshold: fl
     else:
         dead = nan
     derivative = _DERIVATIVE_FROM_OUTPUT.get(activation or "")
-    dact = tf.reduce_mean(derivative(a)) if derivative is not None else nan
-    return tf.stack([mean, std, saturation, dead, dact])
+    if derivative is not None:
+        d = derivative(a)
+        dact, dact_rms = tf.reduce_mean(d), tf.sqrt(tf.reduce_mean(tf.square(d)))
+    else:
+        dact = dact_rms = nan
+    return tf.stack([mean, std, saturation, dead, dact, dact_rms])
 
 
 def histogram(a: tf.Tensor, activation: str | None, bins: int) -> tuple[tf.Tensor, tf.Tensor]:

@@ -1,0 +1,191 @@
+"""gradscope's own training loop: one compiled `tf.GradientTape` step per batch.
+
+It is a plain loop, written to be read. The recording is not in here: the
+loop makes (or is given) a `GradientMonitor`, which hooks the model exactly
+as it does under ``model.fit``. So the loop and ``fit`` record the same
+numbers, and any Keras callback (``CSVLogger``, ``EarlyStopping``, ...) works
+with both.
+
+Example:
+
+>>> import numpy as np, keras, gradscope
+>>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+...                           keras.layers.Dense(2)])
+>>> history = gradscope.train(model, np.ones((64, 4)), np.ones((64, 2)), loss="mse",
+...                           optimizer="adam", batch_size=16, epochs=1)
+>>> history["grad_norm"].shape
+(4, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from gradscope.history import GradientHistory
+from gradscope.monitor import GradientMonitor
+from gradscope.stats import batch_accuracy
+
+
+def train(
+    model: keras.Model,
+    x: Any,
+    y: Any = None,
+    *,
+    loss: Any = None,
+    optimizer: Any = None,
+    batch_size: int = 128,
+    epochs: int | None = None,
+    steps: int | None = None,
+    validation_data: tuple[Any, Any] | Any = None,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    shuffle: bool = True,
+    seed: int | None = None,
+    verbose: int = 0,
+    jit_compile: bool = False,
+) -> GradientHistory:
+    """Trains ``model`` and returns the `GradientHistory` of every step.
+
+    Args:
+        model: any Keras 3 model. If ``loss`` or ``optimizer`` is given, or
+            the model is not compiled yet, it is compiled with them.
+        x, y: numpy arrays (or tensors), or ``x`` a `tf.data.Dataset` of
+            ``(x, y)`` batches and ``y`` None.
+        loss: a Keras loss or its name. Defaults to the compiled one.
+        optimizer: a Keras optimizer or its name. Defaults to the compiled
+            one, or `"adam"`.
+        batch_size: samples per step, for arrays. Defaults to `128`.
+        epochs: passes over the data. Defaults to `1` when ``steps`` is not
+            given either.
+        steps: stop after this many steps in all, even mid-epoch. Defaults
+            to `None` (run the epochs).
+        validation_data: ``(x_val, y_val)`` or a dataset, evaluated at each
+            epoch end into ``val_loss``/``val_accuracy`` logs.
+        callbacks: Keras callbacks. A `GradientMonitor` among them is used
+            for the recording; otherwise one is made.
+        shuffle: reshuffle arrays every epoch. Defaults to `True`.
+        seed: seed of the shuffling. Defaults to `None`.
+        verbose: passed to the monitor that is made here (``1``: live table
+            and summary). Defaults to `0`.
+        jit_compile: compile the step with XLA. Defaults to `False`.
+    """
+    if loss is not None or optimizer is not None or getattr(model, "optimizer", None) is None:
+        model.compile(
+            optimizer=optimizer if optimizer is not None else (getattr(model, "optimizer", None) or "adam"),
+            loss=loss if loss is not None else getattr(model, "loss", None),
+        )
+    callbacks = list(callbacks or [])
+    monitor = next((c for c in callbacks if isinstance(c, GradientMonitor)), None)
+    if monitor is None:
+        monitor = GradientMonitor(verbose=verbose)
+        callbacks.insert(0, monitor)
+
+    batches = _Batches(x, y, batch_size, shuffle, seed)
+    if epochs is None:
+        epochs = math.ceil(steps / batches.per_epoch) if steps and batches.per_epoch else 1
+    total = steps if steps is not None else (batches.per_epoch * epochs if batches.per_epoch else None)
+    if steps is not None and batches.per_epoch:
+        epochs = min(epochs, math.ceil(steps / batches.per_epoch))
+
+    cbks = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=False, model=model)
+    cbks.set_params(
+        {"verbose": 0, "epochs": epochs, "steps": batches.per_epoch, "batch_size": batch_size, "total_steps": total}
+    )
+    model.stop_training = False
+    sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
+
+    cbks.on_train_begin()
+    # Traced after on_train_begin, so the trace includes the monitor's hooks.
+    step_fn = tf.function(_make_step(model, sums), jit_compile=jit_compile, reduce_retracing=True)
+    done = 0
+    logs: dict[str, Any] = {}
+    try:
+        for epoch in range(epochs):
+            cbks.on_epoch_begin(epoch)
+            sums.assign(tf.zeros(3))
+            for batch, (xb, yb) in enumerate(batches.epoch()):
+                if total is not None and done >= total:
+                    break
+                cbks.on_train_batch_begin(batch)
+                mean_loss, mean_acc = step_fn(xb, yb)
+                done += 1
+                cbks.on_train_batch_end(batch, {"loss": mean_loss, "accuracy": mean_acc})
+                if model.stop_training:
+                    break
+            loss_sum, acc_sum, seen = (float(v) for v in sums.numpy())
+            logs = {"loss": loss_sum / max(seen, 1), "accuracy": acc_sum / max(seen, 1)}
+            if validation_data is not None:
+                logs.update(_validate(model, validation_data, batch_size))
+            cbks.on_epoch_end(epoch, logs)
+            if model.stop_training or (total is not None and done >= total):
+                break
+    finally:
+        # Ctrl-C or an error still closes the run, so every recorded step is kept.
+        cbks.on_train_end(logs)
+    return monitor.history
+
+
+def _make_step(model: keras.Model, sums: tf.Variable):
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            y_pred = model(xb, training=True)
+            loss = model.compute_loss(x=xb, y=yb, y_pred=y_pred, training=True)
+            scaled = model.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        model.optimizer.apply(grads, model.trainable_variables)
+        n = tf.cast(tf.shape(y_pred)[0], tf.float32)
+        acc = batch_accuracy(yb, y_pred)
+        sums.assign_add(tf.stack([tf.cast(loss, tf.float32) * n, acc * n, n]))
+        return sums[0] / sums[2], sums[1] / sums[2]
+
+    return step
+
+
+class _Batches:
+    """Batches of arrays kept on the device, or of a `tf.data.Dataset`."""
+
+    def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool, seed: int | None) -> None:
+        self.dataset = x if isinstance(x, tf.data.Dataset) else None
+        if self.dataset is not None:
+            card = int(self.dataset.cardinality())
+            self.per_epoch = card if card > 0 else 0
+            return
+        if y is None:
+            raise ValueError("train(model, x, y): y is required unless x is a tf.data.Dataset")
+        if len(x) != len(y):
+            raise ValueError(f"x and y have different lengths: {len(x)} and {len(y)}")
+        if len(x) == 0:
+            raise ValueError("x is empty")
+        self.x = tf.constant(np.asarray(x))
+        self.y = tf.constant(np.asarray(y))
+        self.n = int(len(x))
+        self.batch_size = int(batch_size)
+        self.per_epoch = math.ceil(self.n / self.batch_size)
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+
+    def epoch(self):
+        if self.dataset is not None:
+            yield from self.dataset
+            return
+        order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        for start in range(0, self.n, self.batch_size):
+            idx = tf.constant(order[start : start + self.batch_size])
+            yield tf.gather(self.x, idx), tf.gather(self.y, idx)
+
+
+def _validate(model: keras.Model, data: Any, batch_size: int) -> dict[str, float]:
+    if isinstance(data, tf.data.Dataset):
+        xv, yv = data, None
+    else:
+        xv, yv = data[0], data[1]
+    pred_loss = model.evaluate(xv, yv, batch_size=batch_size, verbose=0, return_dict=True)
+    out = {"val_loss": float(pred_loss["loss"])}
+    if yv is not None:
+        y_pred = model.predict(xv, batch_size=max(batch_size, 512), verbose=0)
+        out["val_accuracy"] = float(batch_accuracy(tf.constant(yv), tf.constant(y_pred)))
+    return out
