@@ -291,19 +291,30 @@ def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: b
     r = int(np.argmax(nan_rows))
     step = int(steps[r])
     var_layer = [v.split("/", 1)[0] for v in history.variables]
+
+    def layer_vars(layer: str, mask: np.ndarray) -> list[str]:
+        return [v.split("/", 1)[1] for vi, v in enumerate(history.variables) if var_layer[vi] == layer and mask[r, vi]]
+
+    # 1. Forward: the first layer (in forward order) whose weights, as the
+    #    step used them, or whose output is non-finite. Everything after it
+    #    inherits the trouble, and a ReLU can even hide it (relu(NaN) is 0
+    #    on some kernels), so the weights are checked as well as the outputs.
     for li, layer in enumerate(history.layers):
-        bad_vars = [v for vi, v in enumerate(history.variables) if var_layer[vi] == layer and wbad[r, vi]]
-        if bad_vars:
-            return NonFinite(step, layer, bad_vars[0].split("/", 1)[1], "weights")
+        bad_w = layer_vars(layer, wbad)
+        if bad_w:
+            return NonFinite(step, layer, bad_w[0], "weights")
         if act.shape[1] > li and act[r, li]:
-            gv = [v for vi, v in enumerate(history.variables) if var_layer[vi] == layer and gbad[r, vi]]
-            return NonFinite(step, layer, gv[0].split("/", 1)[1] if gv else None, "activations")
+            bad_g = layer_vars(layer, gbad)
+            return NonFinite(step, layer, bad_g[0] if bad_g else None, "activations")
+    # 2. A finite forward pass with a non-finite loss: the loss itself.
     if lbad[r]:
         return NonFinite(step, None, None, "loss")
-    for vi in range(len(history.variables) - 1, -1, -1):
-        if gbad[r, vi]:
-            layer, var = history.variables[vi].split("/", 1)
-            return NonFinite(step, layer, var, "gradients")
+    # 3. Backward: the gradient nearest the output, where back-propagation starts.
+    if not loss_scaled:
+        for vi in range(len(history.variables) - 1, -1, -1):
+            if gbad[r, vi]:
+                layer, var = history.variables[vi].split("/", 1)
+                return NonFinite(step, layer, var, "gradients")
     return NonFinite(step, None, None, "gradients")
 
 

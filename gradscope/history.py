@@ -24,8 +24,9 @@ Standard per-layer series (a run records those its model allows):
 ==================  =========================================================
 ``grad_norm``       L2 norm of d(loss)/d(weights) over the layer's trainable
                     variables (unscaled under mixed precision)
-``weight_norm``     L2 norm of the layer's trainable variables after the step
-``update_ratio``    ||weight update|| / ||weights||
+``weight_norm``     L2 norm of the layer's trainable variables, as the step
+                    used them (before its update)
+``update_ratio``    ||the optimizer's update|| / ||weights before it||
 ``backprop``        RMS over batch and units of d(loss)/d(layer output)
 ``act_mean``        mean of the layer's output
 ``act_std``         standard deviation of the layer's output

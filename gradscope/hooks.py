@@ -105,7 +105,11 @@ class Hooks:
         original_apply = optimizer.apply
         recorder = self.recorder
         inner = getattr(optimizer, "inner_optimizer", None)
-        if inner is not None and hasattr(optimizer, "dynamic_scale"):
+        if not getattr(optimizer, "built", True) and self.model.built:
+            # The loss scale (and the slots) exist only once the optimizer is
+            # built; the taps read the scale while the step is traced.
+            optimizer.build(self.model.trainable_variables)
+        if inner is not None:
             recorder.scale_fn = lambda: optimizer.dynamic_scale
         elif getattr(optimizer, "loss_scale_factor", None):
             factor = float(optimizer.loss_scale_factor)
@@ -125,12 +129,18 @@ class Hooks:
                 if col is not None and g is not None:
                     staged.append((col, sq_norm(g)))
             recorder.stage_grads(staged)
-            result = original_apply(grads, trainable_variables)
+            # The norms of the weights this step used, read before the update.
+            # The control dependency makes the reductions finish before apply
+            # writes the variables, so TensorFlow need not copy them.
             weights = []
             for v in self.variables:
                 col = self.var_index.get(id(v))
                 if col is not None:
                     weights.append((col, sq_norm(_read(v))))
+            if weights and tf.inside_function():
+                with tf.control_dependencies([w for _, w in weights]):
+                    grads = [g if g is None or isinstance(g, tf.IndexedSlices) else tf.identity(g) for g in grads]
+            result = original_apply(grads, trainable_variables)
             recorder.commit(weights)
             return result
 
@@ -205,13 +215,30 @@ def _read(variable: Any) -> tf.Tensor:
 def _tap(recorder: Recorder, index: int, out: tf.Tensor) -> tf.Tensor:
     """Identity on ``out`` that stages its statistics both ways."""
     recorder.stage_forward(index, out)
+    tapped = _backprop_probe(recorder, index, out)
+    logits = getattr(out, "_keras_logits", None)
+    if logits is not None:
+        # Keras' softmax/sigmoid outputs carry their logits, and its
+        # cross-entropy losses read them instead of the probabilities (for
+        # numerical stability). Keep that link, or the hook would change the
+        # loss fit computes; the gradient then flows through the logits, so
+        # that is where the back-propagated gradient is measured.
+        try:
+            tapped._keras_logits = _backprop_probe(recorder, index, logits)
+        except AttributeError:
+            pass
+    return tapped
+
+
+def _backprop_probe(recorder: Recorder, index: int, t: tf.Tensor) -> tf.Tensor:
+    """Identity whose gradient function stages d(loss)/d(t)."""
 
     @tf.custom_gradient
-    def identity(t):
+    def identity(x):
         def grad(upstream):
             recorder.stage_backprop(index, upstream)
             return upstream
 
-        return tf.identity(t), grad
+        return tf.identity(x), grad
 
-    return identity(out)
+    return identity(t)

@@ -63,7 +63,8 @@ class GradientMonitor(keras.callbacks.Callback):
         verbose: `0` is silent. `1` shows a live per-layer table while
             training (a table per epoch when Keras' own progress bar is on,
             and plain lines when the output is not a terminal), and the
-            summary with its verdict at the end. Defaults to `0`.
+            summary with its verdict at the end. `2` is the live view
+            without the summary. Defaults to `0`.
         on_nonfinite: what to do when a gradient, an activation or the loss
             becomes NaN or Inf: `"warn"` prints where it started (step, layer
             and variable) once, `"stop"` also stops training, `"raise"`
@@ -252,7 +253,7 @@ class GradientMonitor(keras.callbacks.Callback):
                 "optimizer.apply / apply_gradients"
             )
         self._started_rows = len(self.history)
-        if self.verbose:
+        if self.verbose == 1:
             self.summary()
 
     # -- records ------------------------------------------------------------------------

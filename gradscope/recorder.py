@@ -7,10 +7,9 @@ The data path inside one step, in the order the ops run:
 2. backward: the same tap's gradient function stages the RMS of
    d(loss)/d(output);
 3. ``compute_loss`` stages the loss and batch accuracy;
-4. ``optimizer.apply``: the gradients' squared norms are staged, the
-   optimizer's own update sizes are staged as it writes each variable, and
-   after it the weights' norms are read and the whole row is *committed* to a
-   ring buffer.
+4. ``optimizer.apply``: the gradients' and the weights' squared norms are
+   read, the optimizer's own update sizes are staged as it writes each
+   variable, and after it the whole row is *committed* to a ring buffer.
 
 All of it stays on the device. The host calls `Recorder.flush` now and then
 (every few hundred steps, at the end of an epoch, or a few times a second for

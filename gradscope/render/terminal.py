@@ -208,7 +208,8 @@ def print_summary(history: GradientHistory, diagnosis: Diagnosis, console: Conso
         console.print(f"final training loss {fmt(loss, 4)}" + (f", accuracy {acc:.1%}" if math.isfinite(acc) else ""), highlight=False)
     console.print(Text("Diagnosis", style="bold"))
     for sentence in diagnosis.sentences():
-        console.print("  " + sentence, highlight=False)
+        # markup=False: "[vanishing]" is the rule's name, not a rich style tag.
+        console.print("  " + sentence, highlight=False, markup=False)
 
 
 if __name__ == "__main__":  # a small demo without TensorFlow

@@ -1,0 +1,240 @@
+"""Experiments behind the CLI: one configuration (`run`), or several side by side (`compare`).
+
+A `Config` is the lecture's network with the knobs the lecture turns:
+hidden activation, initializer, widths, output activation and loss, and the
+optimiser. Every configuration of a comparison gets the same seed, data,
+data order and step budget, so the differences are the knobs' alone.
+
+Example:
+
+>>> cfg = Config(activation="relu", init="he_normal")          # doctest: +SKIP
+>>> history, diagnosis = run_config(cfg, load_dataset("digits"), ...)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradscope.diagnosis import Diagnosis, diagnose
+from gradscope.history import GradientHistory, _atomic_write, _dumps, load_run
+from gradscope.models import LECTURE_HIDDEN, default_output_activation
+
+COMPARISON_FILE = "comparison.json"
+DEFAULT_STEPS = 400
+
+
+@dataclass
+class Config:
+    """One training configuration of the lecture's network."""
+
+    activation: str = "tanh"
+    init: str = "random_uniform"
+    hidden: list[int] = field(default_factory=lambda: list(LECTURE_HIDDEN))
+    output_activation: str | None = None
+    loss: str = "mse"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    every: int = 1
+    jit: bool = False
+
+    @classmethod
+    def from_args(cls, args: Any, activation: str, init: str) -> "Config":
+        steps = args.steps if (args.steps or args.epochs) else DEFAULT_STEPS
+        return cls(
+            activation=activation, init=init, hidden=list(args.layers), output_activation=args.output_activation,
+            loss=args.loss, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+            epochs=args.epochs, steps=steps, seed=args.seed, every=args.every, jit=args.jit,
+        )
+
+    @property
+    def out_activation(self) -> str:
+        return self.output_activation or default_output_activation(self.loss)
+
+    @property
+    def slug(self) -> str:
+        return f"{self.activation}-{self.init}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.activation}/{self.init}"
+
+
+def load_data(args: Any, console: Any) -> Any:
+    """The data set the flags ask for; notices (fallbacks, splits) are printed."""
+    from gradscope.data import load_dataset
+
+    data = load_dataset(args.dataset, args.data, seed=args.seed, limit=args.limit)
+    for notice in data.notices:
+        console.print(f"notice: {notice}", highlight=False)
+    return data
+
+
+def check_names(config: Config) -> None:
+    """Fails early, in one line, on an unknown activation/initializer/optimizer name."""
+    import keras
+
+    from gradscope.cli import UsageError
+
+    checks = [
+        ("activation", config.activation, keras.activations.get),
+        ("output activation", config.out_activation, keras.activations.get),
+        ("initializer", config.init, keras.initializers.get),
+        ("optimizer", config.optimizer, keras.optimizers.get),
+    ]
+    for what, name, get in checks:
+        try:
+            get(name)
+        except (ValueError, TypeError):
+            raise UsageError(f"unknown Keras {what} {name!r}") from None
+
+
+def build_model(config: Config, data: Any) -> Any:
+    import keras
+
+    from gradscope.models import lecture_mlp
+
+    check_names(config)
+    keras.utils.set_random_seed(config.seed)
+    model = lecture_mlp(
+        input_dim=data.input_dim, hidden=config.hidden, outputs=data.num_classes,
+        activation=config.activation, output_activation=config.out_activation, init=config.init, seed=config.seed,
+    )
+    optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.lr}})
+    loss = "mean_squared_error" if config.loss == "mse" else "categorical_crossentropy"
+    model.compile(optimizer=optimizer, loss=loss)
+    return model
+
+
+def print_model_summary(model: Any, console: Any) -> None:
+    """Each layer's parameter count, as the lecture counts them."""
+    from rich.table import Table
+
+    from gradscope.model_layers import activation_name
+
+    table = Table(title=f"model {model.name}", title_justify="left")
+    for col in ("layer", "output shape", "activation", "params"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for layer in model.layers:
+        params = int(sum(int(np.prod(v.shape)) for v in layer.weights))
+        table.add_row(layer.name, str(tuple(layer.output.shape)), activation_name(layer) or "-", f"{params:,}")
+    table.caption = f"total {model.count_params():,} parameters"
+    console.print(table)
+
+
+def run_config(
+    config: Config, data: Any, args: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True
+) -> tuple[GradientHistory, Diagnosis]:
+    """Builds, trains, diagnoses and saves one configuration."""
+    import gradscope
+    from gradscope.monitor import GradientMonitor
+    from gradscope.render.terminal import print_summary
+    from gradscope.report import save_run
+
+    model = build_model(config, data)
+    print_model_summary(model, console)
+    # verbose=1 also prints the summary at the end; 2 is the live view only.
+    verbose = (1 if show_summary else 2) if live else 0
+    monitor = GradientMonitor(every=config.every, verbose=verbose, console=console)
+    monitor.config = {**asdict(config), "dataset": data.name, "num_classes": data.num_classes,
+                      "train_samples": int(len(data.x_train)), "label": config.label}
+    y_train, y_val = data.one_hot(data.y_train), data.one_hot(data.y_val)
+    console.print(f"training {config.label} on {data.name}: {len(data.x_train):,} samples, "
+                  f"batch {config.batch_size}, " + (f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"),
+                  highlight=False)
+    try:
+        history = gradscope.train(
+            model, data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, steps=config.steps,
+            validation_data=(data.x_val, y_val), callbacks=[monitor], seed=config.seed, jit_compile=config.jit,
+        )
+    except KeyboardInterrupt:
+        # Every recorded step is kept: save what there is, then stop.
+        if monitor.history is not None and len(monitor.history):
+            save_run(monitor.history, out)
+            console.print(f"interrupted: {len(monitor.history)} recorded steps saved to {out}", highlight=False)
+        raise
+    diagnosis = diagnose(history)
+    if show_summary and not live:
+        print_summary(history, diagnosis, console=console)
+    save_run(history, out)
+    console.print(f"saved run to {out}  (show it again: gradscope report {out})", highlight=False)
+    return history, diagnosis
+
+
+def compare(args: Any, console: Any) -> Path:
+    """Trains every activation x initializer and writes a comparison folder."""
+    from gradscope.render.plots import plot_comparison
+
+    data = load_data(args, console)
+    inits = args.inits or [args.init or "random_uniform"]
+    configs = [Config.from_args(args, a, i) for a in args.activations for i in inits]
+    for c in configs:
+        check_names(c)
+    out = Path(args.out) if args.out else Path("runs") / ("compare-" + "-".join(args.activations))
+    results: dict[str, tuple[GradientHistory, Diagnosis]] = {}
+    for n, config in enumerate(configs, 1):
+        console.rule(f"[{n}/{len(configs)}] {config.label}")
+        results[config.label] = run_config(config, data, args, out / config.slug, console,
+                                           live=not args.quiet, show_summary=False)
+    entries = [
+        {"label": c.label, "folder": c.slug, "config": asdict(c)} for c in configs
+    ]
+    _atomic_write(out / COMPARISON_FILE, lambda f: f.write(_dumps({"format": "gradscope-comparison", "runs": entries})))
+    console.rule("comparison")
+    print_comparison({k: v for k, v in results.items()}, console)
+    path = plot_comparison({k: h for k, (h, _) in results.items()}, out / "plots" / "comparison.png")
+    console.print(f"saved comparison to {out} (plots: {path}); show it again: gradscope report {out}", highlight=False)
+    return out
+
+
+def print_comparison(results: dict[str, tuple[GradientHistory, Diagnosis]], console: Any) -> None:
+    """Side-by-side table per configuration and layer, then one sentence each."""
+    from rich.table import Table
+
+    from gradscope.render.terminal import fmt
+
+    table = Table(title="side by side (last step; ratio = verdict ratio to the output layer)", title_justify="left")
+    for col in ("configuration", "layer", "grad_norm", "backprop", "ratio", "saturated", "dead", "f'(s)", "verdict"):
+        table.add_column(col, justify="left" if col in ("configuration", "layer", "verdict") else "right")
+    for label, (history, diagnosis) in results.items():
+        bp = history.get("backprop")
+        for li, v in enumerate(diagnosis.layers):
+            table.add_row(
+                label if li == 0 else "", v.name, fmt(history["grad_norm"][-1, li]),
+                fmt(bp[-1, li]) if bp is not None else "-", fmt(v.ratio),
+                _pct(v.saturation), _pct(v.dead), fmt(v.dact_mean), v.verdict,
+            )
+        loss, acc = diagnosis.final_loss, diagnosis.final_accuracy
+        table.add_row("", "[final]", f"loss {fmt(loss, 4)}", f"acc {acc:.1%}" if math.isfinite(acc) else "-",
+                      "", "", "", "", ", ".join(f.rule for f in diagnosis.findings) or "healthy", end_section=True)
+    console.print(table)
+    for label, (_, diagnosis) in results.items():
+        console.print(diagnosis.shrink_sentence(label) + ".", highlight=False)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if math.isfinite(x) else "-"
+
+
+def show_comparison(folder: Path, console: Any, plots: bool = True) -> None:
+    """`gradscope report` for a comparison folder: no training, no TensorFlow."""
+    meta = json.loads((folder / COMPARISON_FILE).read_text())
+    results = {}
+    for entry in meta["runs"]:
+        history = load_run(folder / entry["folder"])
+        results[entry["label"]] = (history, diagnose(history))
+    print_comparison(results, console)
+    if plots:
+        from gradscope.render.plots import plot_comparison
+
+        path = plot_comparison({k: h for k, (h, _) in results.items()}, folder / "plots" / "comparison.png")
+        console.print(f"plots: {path}", highlight=False)

@@ -1,0 +1,1 @@
+"""Renderers of a `GradientHistory`: terminal tables and matplotlib plots."""

@@ -1,0 +1,64 @@
+"""Shared tiny models and data for the tests: small enough to train in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Each test starts from the same seed and the float32 policy."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's bundled 8x8 digits: real images, always available offline."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype("float32")
+    y = np.eye(10, dtype="float32")[d.target]
+    return x, y
+
+
+@pytest.fixture
+def toy():
+    """A small regression-free classification batch (random but fixed)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 12)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 96)]
+    return x, y
+
+
+@pytest.fixture
+def tape_norms():
+    """The reference gradient computation, as a function."""
+    return _tape_layer_grad_norms
+
+
+def _tape_layer_grad_norms(model, x, y, loss_fn, var_groups):
+    """Independent reference: per-layer L2 gradient norms via one tf.GradientTape."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        pred = model(x, training=True)
+        loss = tf.reduce_mean(loss_fn(y, pred))
+    grads = tape.gradient(loss, model.trainable_variables)
+    return [
+        float(np.sqrt(sum(np.sum(np.square(grads[i].numpy().astype(np.float64))) for i in group)))
+        for group in var_groups
+    ], float(loss)

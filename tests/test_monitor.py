@@ -1,0 +1,340 @@
+"""GradientMonitor under model.fit, checked against independent tf.GradientTape gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+from gradscope import GradientMonitor, NonFiniteGradientError
+from gradscope.model_layers import watched_layers
+
+
+def _sequential():
+    return keras.Sequential(
+        [keras.Input((12,)), keras.layers.Dense(16, activation="tanh"),
+         keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax")]
+    )
+
+
+def _functional():
+    inp = keras.Input((12,))
+    a = keras.layers.Dense(16, activation="tanh")(inp)
+    b = keras.layers.Dense(8, activation="sigmoid")(a)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([a, b]))
+    return keras.Model(inp, out)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.d1 = keras.layers.Dense(16, activation="tanh")
+        self.d2 = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, x):
+        return self.d2(self.d1(x))
+
+
+def _reference(model, x, y, weights):
+    """Per-layer gradient norms at the given weights on one batch, by GradientTape."""
+    for v, w in zip(model.trainable_variables, weights):
+        v.assign(w)
+    specs = watched_layers(model)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, model(x, training=True)))
+    grads = tape.gradient(loss, model.trainable_variables)
+    norms = [np.sqrt(sum(np.sum(grads[i].numpy().astype(np.float64) ** 2) for i in s.var_indices)) for s in specs]
+    return np.array(norms), float(loss)
+
+
+@pytest.mark.parametrize("make", [_sequential, _functional, Subclassed], ids=["sequential", "functional", "subclassed"])
+def test_step0_grad_norm_matches_gradient_tape(make, toy):
+    x, y = toy
+    model = make()
+    model(x[:1])  # builds every layer, subclassed models included
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    recorded = monitor.history["grad_norm"][0]
+    expected, loss = _reference(model, x[:32], y[:32], weights)
+    np.testing.assert_allclose(recorded, expected, rtol=1e-5)
+    assert monitor.history.scalars["loss"][0] == pytest.approx(loss, rel=1e-5)
+    assert list(monitor.history.steps) == [0, 1, 2]
+
+
+def test_hooks_leave_the_training_math_unchanged(toy):
+    """Keras reads a softmax output's logits in cross-entropy; the tap must keep that."""
+    x, y = toy
+    losses = []
+    for monitored in (False, True):
+        keras.utils.set_random_seed(7)
+        model = _sequential()
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        cbs = [GradientMonitor()] if monitored else []
+        hist = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=cbs)
+        losses.append(hist.history["loss"])
+        weights = model.get_weights() if not monitored else weights
+        if monitored:
+            for a, b in zip(weights, model.get_weights()):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+
+
+def test_backprop_matches_gradient_wrt_layer_outputs(toy):
+    x, y = toy
+    model = keras.Sequential(
+        [keras.Input((12,)), keras.layers.Dense(16, activation="tanh"),
+         keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    for v, w in zip(model.trainable_variables, weights):
+        v.assign(w)
+    # Independent: run the layers one by one and differentiate w.r.t. each output.
+    with tf.GradientTape() as tape:
+        h, outs = tf.constant(x[:32]), []
+        for layer in model.layers:
+            h = layer(h)
+            outs.append(h)
+        loss = tf.reduce_mean(keras.losses.mean_squared_error(y[:32], h))
+    grads = tape.gradient(loss, outs)
+    expected = [np.sqrt(np.mean(g.numpy().astype(np.float64) ** 2)) for g in grads]
+    np.testing.assert_allclose(monitor.history["backprop"][0], expected, rtol=1e-5)
+    # Forward statistics of the same step, from the same outputs.
+    a = outs[0].numpy()
+    assert monitor.history["act_mean"][0, 0] == pytest.approx(a.mean(), rel=1e-4)
+    assert monitor.history["saturation"][0, 0] == pytest.approx(np.mean(np.abs(a) > 0.99), abs=1e-6)
+    relu_out = outs[1].numpy()
+    assert monitor.history["dead"][0, 1] == pytest.approx(np.mean(np.all(relu_out <= 0, axis=0)), abs=1e-6)
+    assert monitor.history["dact_mean"][0, 0] == pytest.approx(np.mean(1 - a**2), rel=1e-4)
+
+
+def test_update_ratio_is_the_applied_step(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+    before = [v.numpy().astype(np.float64) for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x[:32], y[:32], batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    after = [v.numpy().astype(np.float64) for v in model.trainable_variables]
+    delta = np.sqrt(np.sum((after[0] - before[0]) ** 2) + np.sum((after[1] - before[1]) ** 2))
+    norm = np.sqrt(np.sum(before[0] ** 2) + np.sum(before[1] ** 2))
+    assert monitor.history["update_ratio"][0, 0] == pytest.approx(delta / norm, rel=1e-4)
+    assert monitor.history["weight_norm"][0, 0] == pytest.approx(norm, rel=1e-5)
+
+
+def test_mixed_precision_records_unscaled_gradients(toy):
+    x, y = toy
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = keras.Sequential(
+        [keras.Input((12,)), keras.layers.Dense(16, activation="tanh"),
+         keras.layers.Dense(3), keras.layers.Activation("softmax", dtype="float32")]
+    )
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    scale = float(model.optimizer.initial_scale)
+    assert scale > 1
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    for v, w in zip(model.trainable_variables, weights):
+        v.assign(w)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y[:32], model(x[:32], training=True)))
+        scaled = loss * scale
+    g = tape.gradient(scaled, model.trainable_variables)
+    scaled_norm = np.sqrt(sum(np.sum(gi.numpy().astype(np.float64) ** 2) for gi in g[:2]))
+    recorded = monitor.history["grad_norm"][0, 0]
+    # float16 compute: compare loosely, but the factor of `scale` must be gone.
+    assert recorded == pytest.approx(scaled_norm / scale, rel=2e-2)
+    assert monitor.history.scalars["loss_scale"][0] == scale
+
+
+def test_steps_per_execution_gives_one_row_per_step(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", steps_per_execution=4)
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[monitor])
+    assert list(monitor.history.steps) == list(range(24))
+    assert np.all(np.isfinite(monitor.history["grad_norm"]))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_jit_compile_records_the_same_first_step(jit, toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=jit)
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    expected, _ = _reference(model, x[:32], y[:32], weights)
+    np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
+
+
+def test_custom_train_step_is_recorded(toy):
+    x, y = toy
+
+    class Custom(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d1 = keras.layers.Dense(8, activation="tanh")
+            self.d2 = keras.layers.Dense(3, activation="softmax")
+
+        def call(self, x):
+            return self.d2(self.d1(x))
+
+        def train_step(self, data):
+            xb, yb = data
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(keras.losses.categorical_crossentropy(yb, self(xb, training=True)))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    model = Custom()
+    model(x[:1])
+    model.compile(optimizer="adam")
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    expected, _ = _reference(model, x[:32], y[:32], weights)
+    np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
+
+
+def test_epoch_logs_reach_csvlogger_and_history(toy, tmp_path):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = GradientMonitor()
+    csv = tmp_path / "log.csv"
+    hist = model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[monitor, keras.callbacks.CSVLogger(str(csv))])
+    names = [s.name for s in watched_layers(model)]
+    header = csv.read_text().splitlines()[0].split(",")
+    for name in names:
+        assert f"grad_norm/{name}" in header
+        # The epoch value is the mean of that epoch's recorded steps.
+        assert hist.history[f"grad_norm/{name}"][1] == pytest.approx(
+            monitor.history["grad_norm"][3:6, names.index(name)].mean(), rel=1e-6
+        )
+
+
+def test_several_fit_calls_continue_or_restart(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert list(monitor.history.steps) == list(range(6))
+    fresh = GradientMonitor(continue_history=False)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[fresh])
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[fresh])
+    assert len(fresh.history) == 3
+    # After fit the hooks are gone: a fit without the monitor records nothing more.
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert len(monitor.history) == 6 and "call" not in model.layers[0].__dict__
+
+
+def test_every_n_steps(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = GradientMonitor(every=2)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    assert list(monitor.history.steps) == list(range(0, 12, 2))
+
+
+def test_layers_option_selects_layers(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    last = model.layers[-1].name
+    monitor = GradientMonitor(layers=[last])
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history.layers == [last]
+    with pytest.raises(ValueError, match="unknown layers: nope"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[GradientMonitor(layers=["nope"])])
+
+
+def _poisoned(x, y):
+    """Layer 2 of 3 gets an infinite kernel at step 3 (a callback does it mid-training)."""
+    model = _sequential()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+
+    class Poison(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                k = self.model.layers[1].kernel
+                k.assign(np.full(k.shape, np.inf, np.float32))
+
+    return model, Poison()
+
+
+@pytest.mark.parametrize("policy", ["warn", "stop", "raise"])
+def test_nonfinite_is_traced_to_step_and_layer(policy, toy, capsys):
+    x, y = toy
+    model, poison = _poisoned(x, y)
+    monitor = GradientMonitor(on_nonfinite=policy)
+    if policy == "raise":
+        with pytest.raises(NonFiniteGradientError) as err:
+            model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[poison, monitor])
+        report = err.value.report
+    else:
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[poison, monitor])
+        report = monitor.nonfinite
+        assert "first appeared at step 3" in capsys.readouterr().err
+    assert report.step == 3
+    assert report.layer == model.layers[1].name
+    assert report.variable == "kernel"
+    assert report.where == "weights"
+    if policy == "stop":
+        assert len(monitor.history) == 4  # stopped right after the bad step
+    if policy == "warn":
+        assert len(monitor.history) == 12
+
+
+def test_nan_from_activations_names_first_layer(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    xb = x.copy()
+    xb[40] = np.nan  # sample 40 is in batch 5 (batch size 8): layer 1's output goes NaN first
+    monitor = GradientMonitor(on_nonfinite="stop")
+    model.fit(xb, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    r = monitor.nonfinite
+    assert (r.step, r.layer, r.where) == (5, model.layers[0].name, "activations")
+
+
+def test_unhookable_model_says_so_and_trains(toy, capsys):
+    x, y = toy
+
+    class NoApply(keras.Model):
+        """A train_step that updates weights by hand: there is nothing to hook."""
+
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.d(x)
+
+        def train_step(self, data):
+            xb, yb = data
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self(xb) - yb))
+            for v, g in zip(self.trainable_variables, tape.gradient(loss, self.trainable_variables)):
+                v.assign_sub(0.1 * g)
+            return {"loss": loss}
+
+    model = NoApply()
+    model(x[:1])
+    model.compile(optimizer="sgd")
+    before = model.trainable_variables[0].numpy().copy()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[GradientMonitor()])
+    assert "no step was recorded" in capsys.readouterr().err
+    assert not np.allclose(before, model.trainable_variables[0].numpy())
