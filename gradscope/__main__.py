@@ -1,0 +1,7 @@
+"""python -m gradscope: the same as the gradscope command."""
+
+import sys
+
+from gradscope.cli import main
+
+sys.exit(main())

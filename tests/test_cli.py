@@ -1,0 +1,119 @@
+"""The command line end to end, on small runs; output checked as text."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MNIST_DIR
+
+SMALL = ["--layers", "32,16", "--steps", "30", "--batch-size", "64"]
+
+
+def gradscope(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", "gradscope", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tanh"
+    data = ["--data", str(MNIST_DIR), "--limit", "2000"] if MNIST_DIR.is_dir() else ["--dataset", "digits"]
+    proc = gradscope("run", "--activation", "tanh", *SMALL, *data, "--out", str(out))
+    return proc, out
+
+
+def test_run_prints_model_summary_progress_table_and_verdict(saved_run):
+    proc, out = saved_run
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    if MNIST_DIR.is_dir():
+        assert "only the 10,000 test images were found" in text
+        assert f"total {(784 + 1) * 32 + (32 + 1) * 16 + (16 + 1) * 10:,} parameters" in text
+    for needle in ("model lecture_mlp", "hidden_1", "hidden_2", "output", "step 30/30", "gradscope summary",
+                   "ratio to output", "Diagnosis", "layer 1 gets", "saved run to"):
+        assert needle in text, needle
+    assert "Traceback" not in proc.stderr
+    assert "oneDNN" not in proc.stderr  # TensorFlow's start-up chatter is kept out
+
+
+def test_run_folder_is_documented_format(saved_run):
+    _, out = saved_run
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["layers"] == ["hidden_1", "hidden_2", "output"]
+    assert meta["config"]["activation"] == "tanh" and meta["config"]["steps"] == 30
+    import numpy as np
+
+    with np.load(out / "history.npz") as data:
+        assert data["steps"].tolist() == list(range(30))
+        assert data["layer/grad_norm"].shape == (30, 3)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["layers"]) == 3 and summary["sentences"]
+    for png in ("grad_norms.png", "depth_profile.png", "backprop_norms.png", "activation_histograms.png"):
+        assert (out / "plots" / png).stat().st_size > 1000, png
+
+
+def test_report_shows_the_saved_run_again_without_tensorflow(saved_run):
+    _, out = saved_run
+    code = (
+        "import sys; from gradscope.cli import main; rc = main(['report', sys.argv[1], '--no-plots']); "
+        "assert 'tensorflow' not in sys.modules, 'report imported TensorFlow'; sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "160"})
+    assert proc.returncode == 0, proc.stderr
+    assert "30 recorded steps, 3 layers" in proc.stdout
+    assert "gradscope summary" in proc.stdout and "Diagnosis" in proc.stdout
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path):
+    for args, needle in [
+        (["run", "--activation", "tanhh", *SMALL, "--dataset", "digits", "--out", str(tmp_path / "x")],
+         "unknown Keras activation 'tanhh'"),
+        (["run", "--data", str(tmp_path / "missing")], "missing"),
+        (["report", str(tmp_path)], "is not a gradscope run"),
+        (["run", "--layers", "10,-3"], "positive layer widths"),
+        (["run", "--lr", "0"], "above 0"),
+    ]:
+        proc = gradscope(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert needle in proc.stderr, (needle, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and needle in errors[0], proc.stderr  # argparse adds only a usage line
+
+
+def test_derivatives_table_shows_the_lecture_value():
+    proc = gradscope("derivatives")
+    assert proc.returncode == 0, proc.stderr
+    assert "4.50e-07" in proc.stdout  # tanh'(8), float64
+    assert "rounds to exactly 1.0" in proc.stdout
+    row8 = next(line for line in proc.stdout.splitlines() if line.strip("│ ").startswith("8 "))
+    assert row8.rstrip(" │").endswith("0")  # float32 autodiff gives exactly 0 at s = 8
+
+
+def test_help_teaches():
+    proc = gradscope("run", "--help")
+    assert proc.returncode == 0
+    for needle in ("--activation", "--init", "--output-activation", "--epochs 30", "random_uniform", "Examples:"):
+        assert needle in proc.stdout, needle
+
+
+def test_compare_runs_each_configuration_and_report_shows_it(tmp_path):
+    out = tmp_path / "cmp"
+    proc = gradscope("compare", "--activations", "tanh", "relu", "--inits", "random_uniform", "he_normal",
+                     "--dataset", "digits", *SMALL, "--quiet", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    for label in ("tanh/random_uniform", "tanh/he_normal", "relu/random_uniform", "relu/he_normal"):
+        assert f"{label}: layer 1 gets" in proc.stdout, label
+        assert (out / label.replace("/", "-") / "run.json").is_file()
+    assert (out / "plots" / "comparison.png").stat().st_size > 1000
+    again = gradscope("report", str(out), "--no-plots")
+    assert again.returncode == 0, again.stderr
+    assert "relu/he_normal: layer 1 gets" in again.stdout

@@ -1,0 +1,166 @@
+"""Verdicts on constructed cases whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradscope.diagnosis import RULES, depth_ratios, diagnose, first_nonfinite
+from gradscope.history import GradientHistory
+
+
+@pytest.fixture(scope="module")
+def images():
+    """The real MNIST test images when shared/ is there, else scikit-learn's digits."""
+    from gradscope.data import load_dataset
+
+    from conftest import MNIST_DIR
+
+    data = load_dataset(path=MNIST_DIR, limit=2048) if MNIST_DIR.is_dir() else load_dataset("digits")
+    return data.x_train, data.one_hot(data.y_train)
+
+
+def _train_lecture(images, activation, init, steps, scale=None, bias=None):
+    import keras
+
+    import gradscope
+    from gradscope.models import lecture_mlp
+
+    x, y = images
+    model = lecture_mlp(x.shape[1], activation=activation, init=init, seed=0)
+    for layer in model.layers[:-1]:
+        if scale is not None:
+            layer.kernel.assign(layer.kernel * scale)
+        if bias is not None:
+            layer.bias.assign(np.full(layer.bias.shape, bias, np.float32))
+    return gradscope.train(model, x, y, loss="mse", optimizer=keras.optimizers.Adam(1e-3),
+                           batch_size=128, steps=steps, seed=0)
+
+
+def test_sigmoid_random_uniform_vanishes_at_its_first_layers(images):
+    d = diagnose(_train_lecture(images, "sigmoid", "random_uniform", steps=20))
+    verdicts = [v.verdict for v in d.layers]
+    assert verdicts[:2] == ["vanishing", "vanishing"]
+    assert verdicts[-1] == "healthy"
+    assert "vanishing" in [f.rule for f in d.findings]
+    assert d.first_ratio < RULES["vanishing"].threshold
+    # The chain-rule product explains the shrinkage to within a factor of 3.
+    predicted = d.derivative_rms_product * d.weight_product
+    assert predicted / 3 < d.early_ratio < predicted * 3
+
+
+def test_relu_he_normal_is_healthy(images):
+    d = diagnose(_train_lecture(images, "relu", "he_normal", steps=20))
+    assert [v.verdict for v in d.layers] == ["healthy"] * 5
+    assert not {"vanishing", "exploding", "saturated", "dead_relu"} & {f.rule for f in d.findings}
+
+
+def test_tanh_with_weights_scaled_up_is_saturated(images):
+    h = _train_lecture(images, "tanh", "glorot_uniform", steps=5, scale=8.0)
+    d = diagnose(h)
+    saturated = next(f for f in d.findings if f.rule == "saturated")
+    assert len(saturated.layers) >= 3
+    assert np.nanmedian(h["saturation"][:, 1]) > RULES["saturated"].threshold
+    assert "large_weights" in {f.rule for f in d.findings}
+
+
+def test_relu_with_large_negative_bias_is_dead(images):
+    h = _train_lecture(images, "relu", "he_normal", steps=5, bias=-100.0)
+    d = diagnose(h)
+    dead = next(f for f in d.findings if f.rule == "dead_relu")
+    assert dead.layers[0] == "hidden_1"
+    assert h["dead"][0, 0] == 1.0
+    # No gradient passes a dead layer: every layer below the output gets none.
+    assert np.all(h["grad_norm"][:, :-1] == 0)
+
+
+def test_deep_linear_net_matches_glorot_bengio_closed_form():
+    import keras
+
+    import gradscope
+    from gradscope.theory import linear_backprop_ratio
+
+    n, depth, sigma2 = 256, 6, 1.6 / 256
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((n,))] + [
+        keras.layers.Dense(n, activation="linear", use_bias=False,
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=np.sqrt(sigma2), seed=i))
+        for i in range(depth)
+    ])
+    x = rng.normal(size=(512, n)).astype("float32")
+    y = rng.normal(size=(512, n)).astype("float32")
+    # A loss linear in the output, so d(loss)/d(output) = y / size is
+    # independent of the weights, as the closed form assumes.
+    def linear_loss(y_true, y_pred):
+        return keras.ops.mean(y_true * y_pred, axis=-1)
+
+    h = gradscope.train(model, x, y, loss=linear_loss, optimizer=keras.optimizers.SGD(0.0), batch_size=512, steps=1)
+    bp = h["backprop"][0]
+    for k in range(1, depth):
+        measured = bp[depth - 1 - k] / bp[-1]
+        assert measured == pytest.approx(linear_backprop_ratio(n, sigma2, k), rel=0.10), k
+
+
+def _history(bp: np.ndarray, **scalars) -> GradientHistory:
+    steps, layers = bp.shape
+    h = GradientHistory([f"l{i}" for i in range(layers)],
+                        layer_info=[{"name": f"l{i}", "units": 10} for i in range(layers)])
+    h.append(np.arange(steps), {"grad_norm": bp, "backprop": bp}, scalars or None)
+    return h
+
+
+def test_exploding_and_thresholds_on_synthetic_records():
+    bp = np.tile([100.0, 30.0, 10.0, 1.0], (60, 1))
+    d = diagnose(_history(bp))
+    assert [v.verdict for v in d.layers] == ["exploding", "exploding", "healthy", "healthy"]
+    assert d.findings[0].rule == "exploding" and d.findings[0].layers == ["l0", "l1"]
+    # Exactly at the threshold is not a finding; just below it is.
+    t = RULES["vanishing"].threshold
+    d = diagnose(_history(np.tile([t, 1.0], (10, 1))))
+    assert d.layers[0].verdict == "healthy"
+    d = diagnose(_history(np.tile([t * 0.99, 1.0], (10, 1))))
+    assert d.layers[0].verdict == "vanishing"
+
+
+def test_late_vanishing_is_caught():
+    early = np.tile([0.5, 1.0], (50, 1))
+    late = np.tile([0.001, 1.0], (50, 1))
+    worst, e, l = depth_ratios(np.vstack([early, late]))
+    assert e[0] == 0.5 and l[0] == 0.001 and worst[0] == 0.001
+
+
+def test_stalled_needs_enough_steps_and_chance_accuracy():
+    bp = np.ones((60, 3))
+    h = _history(bp, loss=np.full(60, 0.1), accuracy=np.full(60, 0.11))
+    assert "stalled" in {f.rule for f in diagnose(h).findings}
+    h = _history(bp, loss=np.full(60, 0.1), accuracy=np.full(60, 0.9))
+    assert "stalled" not in {f.rule for f in diagnose(h).findings}
+    h = _history(bp[:20], loss=np.full(20, 0.1), accuracy=np.full(20, 0.11))
+    assert "stalled" not in {f.rule for f in diagnose(h).findings}
+
+
+def test_first_nonfinite_prefers_the_forward_origin():
+    h = GradientHistory(["a", "b", "c"], variables=["a/kernel", "b/kernel", "c/kernel"])
+    act = np.zeros((4, 3))
+    act[2, 1:] = np.nan  # layer b's output (and so c's) is NaN at step 2
+    grads = np.ones((4, 3))
+    grads[2:, :] = np.nan
+    h.append([0, 1, 2, 3], {"act_mean": act, "act_std": act}, {"loss": [1, 1, np.nan, np.nan]},
+             {"grad_norm": grads, "weight_norm": np.ones((4, 3))})
+    r = first_nonfinite(h)
+    assert (r.step, r.layer, r.where) == (2, "b", "activations")
+    assert "step 2" in r.sentence() and "layer b" in r.sentence()
+    # Under loss scaling, non-finite gradients alone are the scaler's business.
+    h2 = GradientHistory(["a"], variables=["a/kernel"])
+    h2.append([0, 1], {"act_mean": np.zeros((2, 1))}, {"loss": [1.0, 1.0]},
+              {"grad_norm": np.array([[np.inf], [1.0]]), "weight_norm": np.ones((2, 1))})
+    assert first_nonfinite(h2, loss_scaled=True) is None
+    assert first_nonfinite(h2).where == "gradients"
+
+
+def test_every_rule_is_documented_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for rule in RULES.values():
+        assert f"`{rule.name}`" in readme, rule.name

@@ -1,0 +1,62 @@
+"""GradientHistory and the run folder: exact round trips, chunked appends."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gradscope import GradientHistory, load_run
+
+
+def _history():
+    rng = np.random.default_rng(0)
+    h = GradientHistory(["a", "b"], variables=["a/kernel", "a/bias", "b/kernel"],
+                        layer_info=[{"name": "a", "units": 4}, {"name": "b", "units": 2}], config={"lr": 1e-3})
+    for start in (0, 3):
+        h.append(np.arange(start, start + 3), {"grad_norm": rng.random((3, 2)), "backprop": rng.random((3, 2))},
+                 {"loss": rng.random(3)}, {"grad_norm": rng.random((3, 3))})
+    h.histograms["start"] = {"step": 0, "ranges": np.array([[-1.0, 1.0], [0, 2]]), "counts": rng.random((2, 5))}
+    return h
+
+
+def test_append_concatenates_chunks_in_order():
+    h = _history()
+    assert h.steps.tolist() == [0, 1, 2, 3, 4, 5]
+    assert h["grad_norm"].shape == (6, 2) and h.names == ["backprop", "grad_norm"]
+    assert h.scalars["loss"].shape == (6,)
+    with pytest.raises(KeyError, match="available: backprop, grad_norm"):
+        h["nope"]
+    with pytest.raises(ValueError, match="expected"):
+        h.append([6], {"grad_norm": np.ones((1, 3))})
+
+
+def test_save_and_load_round_trip_exactly(tmp_path):
+    h = _history()
+    h.save(tmp_path / "run", summary={"ok": True})
+    g = load_run(tmp_path / "run")
+    assert g.layers == h.layers and g.variables == h.variables and g.config == h.config
+    assert g.layer_info == h.layer_info
+    np.testing.assert_array_equal(g.steps, h.steps)
+    for name in h.names:
+        np.testing.assert_array_equal(g[name], h[name])
+    np.testing.assert_array_equal(g.scalars["loss"], h.scalars["loss"])
+    np.testing.assert_array_equal(g.variable_series["grad_norm"], h.variable_series["grad_norm"])
+    np.testing.assert_array_equal(g.histograms["start"]["counts"], h.histograms["start"]["counts"])
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == {"ok": True}
+    # No temporary files are left behind.
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["history.npz", "run.json", "summary.json"]
+
+
+def test_format_is_readable_without_gradscope(tmp_path):
+    h = _history()
+    h.save(tmp_path)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    with np.load(tmp_path / "history.npz") as data:
+        grad = data["layer/grad_norm"]
+        steps = data["steps"]
+    assert meta["layers"] == ["a", "b"] and grad.shape == (len(steps), len(meta["layers"]))
+
+
+def test_load_run_on_a_wrong_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a gradscope run folder"):
+        load_run(tmp_path)

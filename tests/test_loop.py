@@ -1,0 +1,128 @@
+"""gradscope.train: the compiled GradientTape loop, checked against an independent tape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+import gradscope
+from gradscope import GradientMonitor
+from gradscope.models import lecture_mlp
+
+
+def _small(input_dim=12, outputs=3, activation="tanh", init="glorot_uniform"):
+    return lecture_mlp(input_dim, hidden=(16, 8), outputs=outputs, activation=activation,
+                       output_activation="tanh", init=init, seed=3)
+
+
+def test_grad_norm_matches_gradient_tape_at_two_steps(toy, tape_norms):
+    x, y = toy
+    model = _small()
+    groups = [[0, 1], [2, 3], [4, 5]]
+    w0 = [v.numpy() for v in model.trainable_variables]
+    history = gradscope.train(model, x, y, loss="mse", optimizer=keras.optimizers.SGD(0.05),
+                              batch_size=32, steps=2, shuffle=False)
+    w1 = [v.numpy() for v in model.trainable_variables]
+    assert list(history.steps) == [0, 1]
+    ref = keras.models.clone_model(model)
+    for step, weights in ((0, w0),):
+        for v, w in zip(ref.trainable_variables, weights):
+            v.assign(w)
+        expected, loss = tape_norms(ref, x[:32], y[:32], keras.losses.mean_squared_error, groups)
+        np.testing.assert_allclose(history["grad_norm"][step], expected, rtol=1e-5)
+        assert history.scalars["loss"][step] == pytest.approx(loss, rel=1e-5)
+    # Step 1 ran on the weights after one SGD step: reconstruct them independently.
+    with tf.GradientTape() as tape:
+        for v, w in zip(ref.trainable_variables, w0):
+            v.assign(w)
+        loss = tf.reduce_mean(keras.losses.mean_squared_error(y[:32], ref(x[:32], training=True)))
+    g = tape.gradient(loss, ref.trainable_variables)
+    for v, gi in zip(ref.trainable_variables, g):
+        v.assign_sub(0.05 * gi)
+    expected, _ = tape_norms(ref, x[32:64], y[32:64], keras.losses.mean_squared_error, groups)
+    np.testing.assert_allclose(history["grad_norm"][1], expected, rtol=1e-5)
+    assert not np.allclose(w0[0], w1[0])
+
+
+def test_loop_and_fit_record_the_same_first_step(toy):
+    x, y = toy
+    records = []
+    for use_fit in (False, True):
+        keras.utils.set_random_seed(5)
+        model = _small()
+        model.compile(optimizer="adam", loss="mse")
+        monitor = GradientMonitor()
+        if use_fit:
+            model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+        else:
+            gradscope.train(model, x, y, batch_size=32, epochs=1, shuffle=False, callbacks=[monitor])
+        records.append(monitor.history)
+    for name in ("grad_norm", "backprop", "weight_norm", "update_ratio", "act_std"):
+        np.testing.assert_allclose(records[0][name], records[1][name], rtol=1e-5, err_msg=name)
+
+
+def test_keras_callbacks_work_with_the_loop(toy, tmp_path):
+    x, y = toy
+    model = _small()
+    csv = tmp_path / "log.csv"
+
+    class Counter(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.batches, self.epochs = 0, []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+            assert set(logs) >= {"loss", "accuracy"}
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(dict(logs))
+
+    counter = Counter()
+    stopper = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
+    history = gradscope.train(
+        model, x, y, loss="mse", optimizer="adam", batch_size=32, epochs=5,
+        validation_data=(x[:20], y[:20]),
+        callbacks=[counter, keras.callbacks.CSVLogger(str(csv)), stopper],
+    )
+    # EarlyStopping with an impossible min_delta stops after the second epoch.
+    assert len(counter.epochs) == 2 and counter.batches == 6 and len(history) == 6
+    rows = csv.read_text().splitlines()
+    assert len(rows) == 3
+    header = rows[0].split(",")
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "grad_norm/output"} <= set(header)
+    # The epoch loss is the mean of the per-step losses (equal batch sizes).
+    epoch0 = dict(zip(header, rows[1].split(",")))
+    assert float(epoch0["loss"]) == pytest.approx(history.scalars["loss"][:3].mean(), rel=1e-5)
+    assert model.history.history["loss"][0] == pytest.approx(float(epoch0["loss"]), rel=1e-6)
+
+
+def test_steps_limit_and_dataset_input(toy):
+    x, y = toy
+    model = _small()
+    history = gradscope.train(model, x, y, loss="mse", optimizer="adam", batch_size=10, steps=7)
+    assert list(history.steps) == list(range(7))
+    assert np.all(np.isfinite(history.scalars["accuracy"]))
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(24)
+    model2 = _small()
+    h2 = gradscope.train(model2, ds, loss="mse", optimizer="adam", epochs=2)
+    assert len(h2) == 8 and h2.scalars["epoch"][-1] == 1
+
+
+def test_accuracy_is_the_batch_share_of_argmax_hits(toy):
+    x, y = toy
+    model = _small()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    history = gradscope.train(model, x, y, batch_size=96, steps=1, shuffle=False)
+    pred = model.predict(x, verbose=0)
+    assert history.scalars["accuracy"][0] == pytest.approx(np.mean(pred.argmax(1) == y.argmax(1)))
+
+
+def test_bad_inputs_raise_clear_errors(toy):
+    x, y = toy
+    model = _small()
+    with pytest.raises(ValueError, match="different lengths"):
+        gradscope.train(model, x, y[:10], loss="mse", optimizer="adam")
+    with pytest.raises(ValueError, match="y is required"):
+        gradscope.train(model, x, loss="mse", optimizer="adam")
