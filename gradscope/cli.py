@@ -145,12 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands ------------------------------------------------------------------------------
-def _console(quiet: bool = False) -> Any:
-    from rich.console import Console
+def _console() -> Any:
+    from gradscope.render.terminal import default_console
 
-    # Off a terminal rich assumes 80 columns; the tables need more.
-    width = None if sys.stdout.isatty() else 140
-    return Console(width=width, quiet=False)
+    return default_console()
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -203,10 +203,6 @@ def _median(a: np.ndarray) -> np.ndarray:
         return np.nanmedian(a, axis=0) if len(a) else np.full(a.shape[1:], np.nan)
 
 
-def _finite_rows(a: np.ndarray) -> np.ndarray:
-    return a[np.all(np.isfinite(a), axis=1)] if a.ndim == 2 else a[np.isfinite(a)]
-
-
 def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each layer's series relative to the output layer: (verdict, early, late).
 
@@ -326,7 +322,10 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
     bp = history.get("backprop")
     measure = "backprop" if bp is not None and np.isfinite(bp).any() else "grad_norm"
     series = history[measure]
-    ratios, early, late = depth_ratios(series)
+    # Ratios come from the steps where every layer's value is finite; the
+    # non-finite steps are the non_finite rule's business.
+    finite_rows = np.all(np.isfinite(series), axis=1)
+    ratios, early, late = depth_ratios(series[finite_rows] if finite_rows.any() else series)
     grad = history["grad_norm"]
     nan = np.full(L, np.nan)
     sat = _median(history["saturation"]) if "saturation" in history else nan
@@ -344,14 +343,12 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
     verdicts: list[LayerVerdict] = []
     for li, name in enumerate(history.layers):
         r = float(ratios[li])
-        if name in nonfinite_layers and not len(finite):
+        if name in nonfinite_layers:
             v = "non-finite"
         elif r < RULES["vanishing"].threshold:
             v = "vanishing"
         elif r > RULES["exploding"].threshold:
             v = "exploding"
-        elif name in nonfinite_layers:
-            v = "non-finite"
         else:
             v = "healthy"
         verdicts.append(
@@ -391,7 +388,7 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
     if vanishing:
         cause = _vanishing_cause(saturated, dead_layers, small, dprod, wprod, L)
         msg = (
-            f"The back-propagated gradient shrinks toward the input: {', '.join(vanishing)} get "
+            f"The back-propagated gradient shrinks toward the input: {_layers_get(vanishing)} "
             f"{_list_ratios(verdicts, vanishing)} of the output layer's (threshold {RULES['vanishing'].threshold})."
         )
         if measure == "grad_norm":
@@ -401,7 +398,7 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
     if exploding:
         cause = "weights too large" if large else "depth: each layer multiplies the gradient by more than 1"
         msg = (
-            f"The back-propagated gradient grows toward the input: {', '.join(exploding)} get "
+            f"The back-propagated gradient grows toward the input: {_layers_get(exploding)} "
             f"{_list_ratios(verdicts, exploding)} times the output layer's (threshold {RULES['exploding'].threshold:g})."
         )
         findings.append(_finding("exploding", exploding, msg, cause))
@@ -459,6 +456,10 @@ def _vanishing_cause(saturated, dead, small, dprod, wprod, L) -> str:
     if small or (math.isfinite(wprod) and wprod < 0.2):
         return "weights too small: each layer scales the gradient down (product of weight gains %.2g)" % wprod
     return f"depth: {L} layers multiply factors below 1"
+
+
+def _layers_get(names: list[str]) -> str:
+    return f"{names[0]} gets" if len(names) == 1 else f"layers {', '.join(names)} get"
 
 
 def _finding(rule: str, layers: list[str], message: str, cause: str) -> Finding:

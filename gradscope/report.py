@@ -39,12 +39,10 @@ def save_run(history: GradientHistory, folder: str | os.PathLike, plots: bool = 
 def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True) -> Diagnosis:
     """Loads a run folder, prints its last per-layer table, summary and verdict,
     and (re)draws its plots."""
-    from rich.console import Console
-
-    from gradscope.render.terminal import layer_table, print_summary
+    from gradscope.render.terminal import default_console, print_summary
 
     history = load_run(folder)
-    console = console or Console()
+    console = console or default_console()
     diagnosis = diagnose(history)
     console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers", highlight=False)
     print_summary(history, diagnosis, console=console)

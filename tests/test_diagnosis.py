@@ -164,3 +164,15 @@ def test_every_rule_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for rule in RULES.values():
         assert f"`{rule.name}`" in readme, rule.name
+
+
+def test_nonfinite_run_gets_nonfinite_verdicts_and_finding():
+    bp = np.tile([0.5, 1.0], (10, 1))
+    bp[6:, 0] = np.nan
+    h = GradientHistory(["a", "b"], variables=["a/kernel", "b/kernel"])
+    h.append(np.arange(10), {"grad_norm": bp, "backprop": bp, "act_mean": np.where(np.isnan(bp), np.nan, 0.0)},
+             {"loss": np.ones(10)}, {"grad_norm": bp, "weight_norm": np.ones((10, 2))})
+    d = diagnose(h)
+    assert [v.verdict for v in d.layers] == ["non-finite", "healthy"]
+    assert d.layers[0].ratio == pytest.approx(0.5)  # from the finite steps
+    assert d.findings[0].rule == "non_finite" and "step 6" in d.findings[0].message

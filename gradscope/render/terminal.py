@@ -28,6 +28,13 @@ from gradscope.history import GradientHistory
 _VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}
 
 
+def default_console() -> Console:
+    """A console for standard output; off a terminal rich assumes 80
+    columns, too narrow for the summary table, so use 140 there."""
+    console = Console()
+    return console if console.is_terminal else Console(width=140)
+
+
 def fmt(x: float, digits: int = 3) -> str:
     """A compact number: '1.23e-05', '0.456', 'nan'."""
     if x is None or not isinstance(x, (int, float, np.floating)) or not math.isfinite(float(x)):
@@ -94,7 +101,7 @@ class LiveView:
     ) -> None:
         self.history = history
         self.params = params
-        self.console = console or Console()
+        self.console = console or default_console()
         self.keras_bar = keras_bar
         self.get_time = get_time
         self.live = self.console.is_terminal and not keras_bar
@@ -195,13 +202,16 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
             Text(v.verdict, style=style),
         )
     total = sum(int(i.get("params") or 0) for i in history.layer_info)
-    table.caption = f"{total:,} trainable parameters; ratio = {diagnosis.measure} relative to the output layer, median over {len(history)} recorded steps"
+    table.caption = (
+        f"{total:,} trainable parameters; ratio = {diagnosis.measure} relative to the output layer, median over the "
+        f"first or the last tenth of {len(history)} recorded steps, whichever is further from 1"
+    )
     return table
 
 
 def print_summary(history: GradientHistory, diagnosis: Diagnosis, console: Console | None = None) -> None:
     """Prints the summary table and the diagnosis in words."""
-    console = console or Console()
+    console = console or default_console()
     console.print(summary_table(history, diagnosis))
     loss, acc = diagnosis.final_loss, diagnosis.final_accuracy
     if math.isfinite(loss):
