@@ -100,18 +100,19 @@ def train(
 
     cbks.on_train_begin()
     # Traced after on_train_begin, so the trace includes the monitor's hooks.
-    step_fn = tf.function(_make_step(model, sums), jit_compile=jit_compile, reduce_retracing=True)
+    step = _make_step(model, sums)
+    step_fn = tf.function(batches.wrap(step), jit_compile=jit_compile, reduce_retracing=True)
     done = 0
     logs: dict[str, Any] = {}
     try:
         for epoch in range(epochs):
             cbks.on_epoch_begin(epoch)
             sums.assign(tf.zeros(3))
-            for batch, (xb, yb) in enumerate(batches.epoch()):
+            for batch, inputs in enumerate(batches.epoch()):
                 if total is not None and done >= total:
                     break
                 cbks.on_train_batch_begin(batch)
-                mean_loss, mean_acc = step_fn(xb, yb)
+                mean_loss, mean_acc = step_fn(*inputs)
                 done += 1
                 cbks.on_train_batch_end(batch, {"loss": mean_loss, "accuracy": mean_acc})
                 if model.stop_training:
@@ -146,7 +147,12 @@ def _make_step(model: keras.Model, sums: tf.Variable):
 
 
 class _Batches:
-    """Batches of arrays kept on the device, or of a `tf.data.Dataset`."""
+    """Batches of arrays kept on the device, or of a `tf.data.Dataset`.
+
+    Arrays are converted to tensors once; each epoch's shuffled order is one
+    small tensor, and the compiled step slices its own batch out of it, so a
+    step costs one call from Python and no per-batch host copies.
+    """
 
     def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool, seed: int | None) -> None:
         self.dataset = x if isinstance(x, tf.data.Dataset) else None
@@ -167,15 +173,29 @@ class _Batches:
         self.per_epoch = math.ceil(self.n / self.batch_size)
         self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
+        self.order = tf.Variable(tf.range(self.n, dtype=tf.int32), trainable=False, name="gradscope_order")
+        self.starts = [(tf.constant(s, tf.int32), min(self.batch_size, self.n - s)) for s in range(0, self.n, self.batch_size)]
+
+    def wrap(self, step):
+        """The step as the loop calls it: on a batch, or on a slice of the order."""
+        if self.dataset is not None:
+            return step
+
+        def array_step(start, size):
+            idx = tf.slice(self.order, [start], [size])
+            return step(tf.gather(self.x, idx), tf.gather(self.y, idx))
+
+        return array_step
 
     def epoch(self):
         if self.dataset is not None:
             yield from self.dataset
             return
-        order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
-        for start in range(0, self.n, self.batch_size):
-            idx = tf.constant(order[start : start + self.batch_size])
-            yield tf.gather(self.x, idx), tf.gather(self.y, idx)
+        if self.shuffle:
+            self.order.assign(self.rng.permutation(self.n).astype(np.int32))
+        # `size` is a Python int: one trace for full batches, one for the
+        # last, partial batch (XLA needs static shapes).
+        yield from self.starts
 
 
 def _validate(model: keras.Model, data: Any, batch_size: int) -> dict[str, float]:
