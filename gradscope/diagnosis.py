@@ -242,6 +242,13 @@ def weight_gains(history: GradientHistory, row: int = 0) -> tuple[np.ndarray, np
     return fwd, bwd
 
 
+def _measured(a: np.ndarray | None) -> np.ndarray:
+    """Columns with at least one non-NaN value (Inf counts as measured)."""
+    if a is None:
+        return np.zeros(1, dtype=bool)
+    return ~np.all(np.isnan(a), axis=0) if len(a) else np.zeros(a.shape[1:], dtype=bool)
+
+
 def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: bool = False) -> NonFinite | None:
     """The first step where anything went NaN/Inf, traced to its layer.
 
@@ -258,29 +265,29 @@ def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: b
     rows = slice(since_row, None)
     steps = history.steps[rows]
     n = len(steps)
-    nan_rows = np.zeros(n, dtype=bool)
 
     def bad(a: np.ndarray | None) -> np.ndarray:
-        # NaN in a statistic that does not apply (e.g. saturation of ReLU) is
-        # "not measured"; only act_mean/act_std, norms and loss are checked,
-        # and those are NaN only when their inputs were.
+        # Norms and the loss are NaN only when their inputs were.
         if a is None:
             return np.zeros((n, 1), dtype=bool)
         return ~np.isfinite(a[rows]).reshape(n, -1)
 
     wvar = history.variable_series.get("weight_norm")
     gvar = history.variable_series.get("grad_norm")
-    act = bad(history.get("act_mean")) | bad(history.get("act_std"))
-    wbad = bad(wvar)
-    gbad = bad(gvar)
+    share = history.get("nonfinite")
+    if share is not None:
+        # Share of non-finite outputs; NaN where the layer was not measured.
+        act = np.nan_to_num(share[rows], nan=0.0).reshape(n, -1) > 0
+    else:
+        act = np.zeros((n, len(history.layers)), dtype=bool)
+    # Weights and gradients that were never measured (a variable the step did
+    # not pass to the optimizer) are NaN in every row: not non-finite.
+    measured_w = _measured(wvar)
+    measured_g = _measured(gvar)
+    wbad = bad(wvar) & measured_w
+    gbad = bad(gvar) & measured_g
     loss = history.scalars.get("loss")
-    lbad = bad(loss)[:, 0] if loss is not None else np.zeros(n, bool)
-    # An act_mean that was never recorded (no tap) is NaN in every row; don't
-    # count layers that are NaN at every row of the whole run as non-finite.
-    never = np.zeros(act.shape[1], dtype=bool)
-    if history.get("act_mean") is not None:
-        never = np.all(np.isnan(history["act_mean"]), axis=0)
-    act = act & ~never
+    lbad = (bad(loss)[:, 0] & ~np.all(np.isnan(loss))) if loss is not None else np.zeros(n, bool)
     nan_rows = act.any(1) | wbad.any(1) | lbad | (gbad.any(1) & (not loss_scaled))
     if not nan_rows.any():
         return None

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from gradscope.diagnosis import Diagnosis, diagnose
-from gradscope.history import GradientHistory, _atomic_write, _dumps, load_run
+from gradscope.history import GradientHistory, atomic_write, dumps_json, load_run
 from gradscope.models import LECTURE_HIDDEN, default_output_activation
 
 COMPARISON_FILE = "comparison.json"
@@ -188,7 +188,7 @@ def compare(args: Any, console: Any) -> Path:
     entries = [
         {"label": c.label, "folder": c.slug, "config": asdict(c)} for c in configs
     ]
-    _atomic_write(out / COMPARISON_FILE, lambda f: f.write(_dumps({"format": "gradscope-comparison", "runs": entries})))
+    atomic_write(out / COMPARISON_FILE, lambda f: f.write(dumps_json({"format": "gradscope-comparison", "runs": entries})))
     console.rule("comparison")
     print_comparison({k: v for k, v in results.items()}, console)
     path = plot_comparison({k: h for k, (h, _) in results.items()}, out / "plots" / "comparison.png")

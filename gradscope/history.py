@@ -36,6 +36,7 @@ Standard per-layer series (a run records those its model allows):
 ``dact_mean``       mean activation derivative f'(s) over units and batch
 ``dact_rms``        root mean square of f'(s): the factor the gradient's RMS
                     is multiplied by when it passes the activation
+``nonfinite``       share of the layer's outputs that are NaN or Inf
 ==================  =========================================================
 
 Variable series: ``grad_norm``, ``weight_norm``, ``update_norm``.
@@ -85,10 +86,12 @@ class GradientHistory:
         )
         self.config: dict[str, Any] = dict(config or {})
         self.histograms: dict[str, dict[str, Any]] = {}
-        # Rows arrive in chunks (one per flush from the device); they are
-        # concatenated lazily so that appending stays O(chunk).
-        self._chunks: list[tuple[np.ndarray, dict, dict, dict]] = []
-        self._cache: tuple[np.ndarray, dict, dict, dict] | None = None
+        # Rows live in preallocated arrays that double when full, so an
+        # append costs O(rows appended) and reading returns views: a long run
+        # flushed every few steps never re-copies its whole past.
+        self._n = 0
+        self._steps = np.zeros(0, np.int64)
+        self._parts: tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {}, {})
 
     # -- building -----------------------------------------------------------
     def append(
@@ -98,59 +101,80 @@ class GradientHistory:
         scalars: Mapping[str, np.ndarray] | None = None,
         variable_series: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Appends rows: ``series`` are ``(rows, layers)``, scalars ``(rows,)``."""
-        steps = np.asarray(list(steps) if not isinstance(steps, np.ndarray) else steps, np.int64)
+        """Appends rows: ``series`` are ``(rows, layers)``, scalars ``(rows,)``.
+
+        A series absent from some appends is NaN in those rows.
+        """
+        steps = np.asarray(steps if isinstance(steps, np.ndarray) else list(steps), np.int64).reshape(-1)
         n = len(steps)
         if n == 0:
             return
-        chunk_series = {k: _rows(v, n, len(self.layers), k) for k, v in series.items()}
-        chunk_scalars = {k: np.asarray(v, np.float64).reshape(n) for k, v in (scalars or {}).items()}
-        chunk_vars = {
-            k: _rows(v, n, len(self.variables), k) for k, v in (variable_series or {}).items()
-        }
-        self._chunks.append((steps, chunk_series, chunk_scalars, chunk_vars))
-        self._cache = None
+        widths = (len(self.layers), None, len(self.variables))
+        chunks = (
+            {k: _rows(v, n, widths[0], k) for k, v in series.items()},
+            {k: np.asarray(v, np.float64).reshape(n) for k, v in (scalars or {}).items()},
+            {k: _rows(v, n, widths[2], k) for k, v in (variable_series or {}).items()},
+        )
+        self._reserve(self._n + n)
+        lo, hi = self._n, self._n + n
+        self._steps[lo:hi] = steps
+        for part, chunk, width in zip(self._parts, chunks, widths):
+            for key, values in chunk.items():
+                if key not in part:
+                    part[key] = np.full((len(self._steps),) + (() if width is None else (width,)), np.nan)
+                part[key][lo:hi] = values
+            for key in part.keys() - chunk.keys():
+                part[key][lo:hi] = np.nan
+        self._n = hi
 
-    def _merged(self) -> tuple[np.ndarray, dict, dict, dict]:
-        if self._cache is None:
-            self._cache = _concat(self._chunks, len(self.layers), len(self.variables))
-            # Keep one merged chunk so memory is not held twice.
-            self._chunks = [self._cache] if len(self._cache[0]) else []
-        return self._cache
+    def _reserve(self, rows: int) -> None:
+        if rows <= len(self._steps):
+            return
+        capacity = max(rows, 2 * len(self._steps), 64)
+
+        def grow(a: np.ndarray, fill: float) -> np.ndarray:
+            out = np.full((capacity,) + a.shape[1:], fill, dtype=a.dtype)
+            out[: self._n] = a[: self._n]
+            return out
+
+        self._steps = grow(self._steps, 0)
+        for part in self._parts:
+            for key in part:
+                part[key] = grow(part[key], np.nan)
 
     # -- reading ------------------------------------------------------------
     @property
     def steps(self) -> np.ndarray:
-        return self._merged()[0]
+        return self._steps[: self._n]
 
     @property
     def names(self) -> list[str]:
         """The per-layer series available, e.g. ``["backprop", "grad_norm", ...]``."""
-        return sorted(self._merged()[1])
+        return sorted(self._parts[0])
 
     @property
     def scalars(self) -> dict[str, np.ndarray]:
-        return self._merged()[2]
+        return {k: v[: self._n] for k, v in self._parts[1].items()}
 
     @property
     def variable_series(self) -> dict[str, np.ndarray]:
-        return self._merged()[3]
+        return {k: v[: self._n] for k, v in self._parts[2].items()}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        series = self._merged()[1]
+        series = self._parts[0]
         if name not in series:
             raise KeyError(f"no per-layer series {name!r}; available: {', '.join(sorted(series))}")
-        return series[name]
+        return series[name][: self._n]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._merged()[1]
+        return name in self._parts[0]
 
     def __len__(self) -> int:
-        return len(self.steps)
+        return self._n
 
     def get(self, name: str) -> np.ndarray | None:
         """The series, or None where this run did not record it."""
-        return self._merged()[1].get(name)
+        return self[name] if name in self._parts[0] else None
 
     def info(self, key: str) -> list[Any]:
         """One field of ``layer_info`` for every layer, None where absent."""
@@ -171,15 +195,14 @@ class GradientHistory:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        steps, series, scalars, var_series = self._merged()
-        arrays: dict[str, np.ndarray] = {"steps": steps}
-        arrays.update({f"layer/{k}": v for k, v in series.items()})
-        arrays.update({f"scalar/{k}": v for k, v in scalars.items()})
-        arrays.update({f"variable/{k}": v for k, v in var_series.items()})
+        arrays: dict[str, np.ndarray] = {"steps": self.steps}
+        arrays.update({f"layer/{k}": self[k] for k in self.names})
+        arrays.update({f"scalar/{k}": v for k, v in self.scalars.items()})
+        arrays.update({f"variable/{k}": v for k, v in self.variable_series.items()})
         for moment, h in self.histograms.items():
             arrays[f"hist/{moment}/ranges"] = np.asarray(h["ranges"], np.float64)
             arrays[f"hist/{moment}/counts"] = np.asarray(h["counts"], np.float64)
-        _atomic_write(folder / HISTORY_FILE, lambda f: np.savez(f, **arrays), binary=True)
+        atomic_write(folder / HISTORY_FILE, lambda f: np.savez(f, **arrays), binary=True)
         meta = {
             "format": "gradscope-run",
             "version": FORMAT_VERSION,
@@ -189,9 +212,9 @@ class GradientHistory:
             "config": self.config,
             "histogram_steps": {m: int(h["step"]) for m, h in self.histograms.items()},
         }
-        _atomic_write(folder / RUN_FILE, lambda f: f.write(_dumps(meta)))
+        atomic_write(folder / RUN_FILE, lambda f: f.write(dumps_json(meta)))
         if summary is not None:
-            _atomic_write(folder / SUMMARY_FILE, lambda f: f.write(_dumps(summary)))
+            atomic_write(folder / SUMMARY_FILE, lambda f: f.write(dumps_json(summary)))
         return folder
 
 
@@ -225,10 +248,7 @@ def load_run(folder: str | os.PathLike) -> GradientHistory:
                 "ranges": data[f"hist/{moment}/ranges"],
                 "counts": data[f"hist/{moment}/counts"],
             }
-    if len(steps):
-        history.append(steps, series, scalars, var_series)
-    else:
-        history._cache = (steps, series, scalars, var_series)
+    history.append(steps, series, scalars, var_series)
     return history
 
 
@@ -245,30 +265,7 @@ def _rows(value: Any, n: int, width: int, name: str) -> np.ndarray:
     return arr
 
 
-def _concat(chunks: list, n_layers: int, n_vars: int) -> tuple[np.ndarray, dict, dict, dict]:
-    if not chunks:
-        return np.zeros(0, np.int64), {}, {}, {}
-    if len(chunks) == 1:
-        return chunks[0]
-    steps = np.concatenate([c[0] for c in chunks])
-    out = []
-    for part, width in ((1, n_layers), (2, None), (3, n_vars)):
-        keys = sorted({k for c in chunks for k in c[part]})
-        merged = {}
-        for k in keys:
-            pieces = []
-            for c in chunks:
-                n = len(c[0])
-                if k in c[part]:
-                    pieces.append(c[part][k])
-                else:  # a series that started later: earlier rows are unknown
-                    pieces.append(np.full((n,) if width is None else (n, width), np.nan))
-            merged[k] = np.concatenate(pieces)
-        out.append(merged)
-    return steps, out[0], out[1], out[2]
-
-
-def _dumps(obj: Any) -> str:
+def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
 
 
@@ -282,7 +279,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
-def _atomic_write(path: Path, write, binary: bool = False) -> None:
+def atomic_write(path: Path, write, binary: bool = False) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:

@@ -32,49 +32,55 @@ import tensorflow as tf
 
 from gradscope.model_layers import LayerSpec
 from gradscope.recorder import Recorder
-from gradscope.stats import batch_accuracy, sq_norm
+from gradscope.stats import batch_accuracy
 
 
 class HookError(RuntimeError):
     """The model or its optimizer cannot be hooked; the message says why."""
 
 
-def _set(obj: Any, name: str, value: Any) -> None:
-    # object.__setattr__ skips Keras' attribute tracking, which would
-    # otherwise try to track the wrapper function as model state.
-    object.__setattr__(obj, name, value)
+_MARK = "__gradscope_original__"
 
 
-def _unset(obj: Any, name: str) -> None:
-    if name in obj.__dict__:
+def _strip(obj: Any, name: str) -> None:
+    """Removes a gradscope wrapper left on ``obj`` (e.g. by a fit that was
+    interrupted before its on_train_end), so wrappers never stack."""
+    current = obj.__dict__.get(name)
+    if current is not None and hasattr(current, _MARK):
         object.__delattr__(obj, name)
 
 
 class Hooks:
-    """Installs and removes gradscope's wrappers on one model."""
+    """Installs and removes gradscope's wrappers on one model.
+
+    The wrappers come in two groups: the optimizer's (``apply`` and the
+    assigns), which only training calls, and the forward ones (layer
+    ``call`` and ``compute_loss``), which evaluation and prediction call
+    too. `suspend` takes the forward group off while Keras traces a test or
+    predict function, so those carry no statistics.
+    """
 
     def __init__(self, model: Any, recorder: Recorder, specs: list[LayerSpec]) -> None:
         self.model = model
         self.recorder = recorder
         self.specs = specs
-        self.installed: list[tuple[Any, str]] = []
-        self.tapped_layers = 0
-        variables = list(model.trainable_variables)
-        # Map both the Keras variable and the tf.Variable behind it: Keras'
-        # optimizer hands update_step the latter.
+        # (object, method name, wrapper, group) for every installed wrapper.
+        self.installed: list[tuple[Any, str, Callable, str]] = []
+        self.suspended = False
+        self.variables = list(model.trainable_variables)
+        # Recorder column of each watched variable, by the identity of both
+        # the Keras variable and the tf.Variable behind it: Keras' optimizer
+        # hands update_step the latter.
         self.var_index: dict[int, int] = {}
-        watched: dict[int, int] = {}
+        column = 0
         for spec in specs:
             for i in spec.var_indices:
-                watched[i] = len(watched)
-        self.watched_pos = watched  # model var index -> recorder column
-        for i, v in enumerate(variables):
-            if i in watched:
-                self.var_index[id(v)] = watched[i]
+                v = self.variables[i]
+                self.var_index[id(v)] = column
                 inner = getattr(v, "value", None)
                 if isinstance(inner, tf.Variable):
-                    self.var_index[id(inner)] = watched[i]
-        self.variables = variables
+                    self.var_index[id(inner)] = column
+                column += 1
 
     # -- install / remove ------------------------------------------------------
     def install(self) -> None:
@@ -87,22 +93,42 @@ class Hooks:
         self._hook_optimizer(optimizer)
         self._hook_loss()
         for i, spec in enumerate(self.specs):
-            if self._hook_layer(i, spec.layer):
-                self.tapped_layers += 1
+            if spec.layer is not self.model:
+                self._hook_layer(i, spec.layer)
 
     def remove(self) -> None:
-        for obj, name in reversed(self.installed):
-            _unset(obj, name)
+        for obj, name, _, _ in reversed(self.installed):
+            _strip(obj, name)
         self.installed.clear()
-        self.tapped_layers = 0
+        self.suspended = False
 
-    def _patch(self, obj: Any, name: str, wrapper: Callable) -> None:
-        _set(obj, name, wrapper)
-        self.installed.append((obj, name))
+    def suspend(self) -> None:
+        """Takes the forward wrappers off (evaluation, prediction)."""
+        if not self.suspended:
+            for obj, name, _, group in self.installed:
+                if group == "forward":
+                    _strip(obj, name)
+            self.suspended = True
+
+    def resume(self) -> None:
+        if self.suspended:
+            for obj, name, wrapper, group in self.installed:
+                if group == "forward":
+                    object.__setattr__(obj, name, wrapper)
+            self.suspended = False
+
+    def _patch(self, obj: Any, name: str, make: Callable[[Callable], Callable], group: str) -> None:
+        _strip(obj, name)
+        original = getattr(obj, name)
+        wrapper = tf.autograph.experimental.do_not_convert(make(original))
+        setattr(wrapper, _MARK, original)
+        # object.__setattr__ skips Keras' attribute tracking, which would
+        # otherwise try to track the wrapper function as model state.
+        object.__setattr__(obj, name, wrapper)
+        self.installed.append((obj, name, wrapper, group))
 
     # -- the optimizer ------------------------------------------------------------
     def _hook_optimizer(self, optimizer: Any) -> None:
-        original_apply = optimizer.apply
         recorder = self.recorder
         inner = getattr(optimizer, "inner_optimizer", None)
         if not getattr(optimizer, "built", True) and self.model.built:
@@ -117,99 +143,79 @@ class Hooks:
         else:
             recorder.scale_fn = None
 
-        @tf.autograph.experimental.do_not_convert
-        def apply(grads, trainable_variables=None):
-            grads = list(grads)
-            tvs = list(trainable_variables) if trainable_variables is not None else list(
-                getattr(optimizer, "_trainable_variables", [])
-            )
-            staged = []
-            for g, v in zip(grads, tvs):
-                col = self.var_index.get(id(v))
-                if col is not None and g is not None:
-                    staged.append((col, sq_norm(g)))
-            recorder.stage_grads(staged)
-            # The norms of the weights this step used, read before the update.
-            # The control dependency makes the reductions finish before apply
-            # writes the variables, so TensorFlow need not copy them.
-            weights = []
-            for v in self.variables:
-                col = self.var_index.get(id(v))
-                if col is not None:
-                    weights.append((col, sq_norm(_read(v))))
-            if weights and tf.inside_function():
-                with tf.control_dependencies([w for _, w in weights]):
-                    grads = [g if g is None or isinstance(g, tf.IndexedSlices) else tf.identity(g) for g in grads]
-            result = original_apply(grads, trainable_variables)
-            recorder.commit(weights)
-            return result
+        def make_apply(original_apply: Callable) -> Callable:
+            def apply(grads, trainable_variables=None):
+                grads = list(grads)
+                tvs = list(trainable_variables) if trainable_variables is not None else list(
+                    getattr(optimizer, "_trainable_variables", [])
+                )
+                # A None gradient (a branch the loss does not reach) counts as zero.
+                grad_cols = [(self.var_index[id(v)], g) for g, v in zip(grads, tvs) if id(v) in self.var_index]
+                weight_cols = [(self.var_index[id(v)], v) for v in self.variables if id(v) in self.var_index]
+                ready = recorder.stage_pre_update(grad_cols, weight_cols)
+                if tf.inside_function():
+                    # The weight norms must be read before apply writes the
+                    # variables; making apply wait for them also spares
+                    # TensorFlow a copy of every weight (copy-on-write).
+                    with tf.control_dependencies([ready]):
+                        grads = [g if g is None or isinstance(g, tf.IndexedSlices) else tf.identity(g) for g in grads]
+                result = original_apply(grads, trainable_variables)
+                recorder.commit()
+                return result
 
-        self._patch(optimizer, "apply", apply)
+            return apply
+
+        self._patch(optimizer, "apply", make_apply, "optimizer")
         for opt in (optimizer, inner):
             if opt is not None:
-                self._hook_assigns(opt)
+                for method in ("assign_add", "assign_sub", "assign"):
+                    self._patch(opt, method, self._make_assign(method), "optimizer")
 
-    def _hook_assigns(self, opt: Any) -> None:
-        recorder = self.recorder
-        for method in ("assign_add", "assign_sub", "assign"):
-            original = getattr(opt, method)
-
-            @tf.autograph.experimental.do_not_convert
-            def wrapper(variable, value, _original=original, _method=method):
+    def _make_assign(self, method: str) -> Callable[[Callable], Callable]:
+        def make(original: Callable) -> Callable:
+            def assign(variable, value):
                 col = self.var_index.get(id(variable))
-                if col is not None:
-                    if _method == "assign":
-                        delta = tf.cast(value, tf.float32) - tf.cast(_read(variable), tf.float32)
-                        recorder.stage_update(col, sq_norm(delta))
-                    else:
-                        recorder.stage_update(col, sq_norm(value))
-                return _original(variable, value)
+                if col is not None and not (method == "assign" and isinstance(value, tf.IndexedSlices)):
+                    self.recorder.stage_update(col, value, variable if method == "assign" else None)
+                return original(variable, value)
 
-            self._patch(opt, method, wrapper)
+            return assign
+
+        return make
 
     # -- the loss -------------------------------------------------------------------
     def _hook_loss(self) -> None:
-        model = self.model
-        original = model.compute_loss
         recorder = self.recorder
 
-        @tf.autograph.experimental.do_not_convert
-        def compute_loss(*args, **kwargs):
-            loss = original(*args, **kwargs)
-            names = ("x", "y", "y_pred", "sample_weight")
-            bound = dict(zip(names, args))
-            bound.update({k: v for k, v in kwargs.items() if k in names})
-            if tf.inside_function() or tf.executing_eagerly():
+        def make(original: Callable) -> Callable:
+            def compute_loss(*args, **kwargs):
+                loss = original(*args, **kwargs)
+                names = ("x", "y", "y_pred", "sample_weight")
+                bound = dict(zip(names, args))
+                bound.update({k: v for k, v in kwargs.items() if k in names})
                 recorder.stage_scalars(loss, batch_accuracy(bound.get("y"), bound.get("y_pred")))
-            return loss
+                return loss
 
-        self._patch(model, "compute_loss", compute_loss)
+            return compute_loss
+
+        self._patch(self.model, "compute_loss", make, "forward")
 
     # -- the layers -------------------------------------------------------------------
-    def _hook_layer(self, index: int, layer: Any) -> bool:
-        if layer is self.model:
-            return False
-        original = layer.call
+    def _hook_layer(self, index: int, layer: Any) -> None:
         recorder = self.recorder
 
-        @tf.autograph.experimental.do_not_convert
-        def call(*args, **kwargs):
-            out = original(*args, **kwargs)
-            # Symbolic calls (building a functional model) and layers whose
-            # output is not one float tensor are passed through untouched.
-            if not isinstance(out, tf.Tensor) or not out.dtype.is_floating:
-                return out
-            return _tap(recorder, index, out)
+        def make(original: Callable) -> Callable:
+            def call(*args, **kwargs):
+                out = original(*args, **kwargs)
+                # Symbolic calls (building a functional model) and layers whose
+                # output is not one float tensor are passed through untouched.
+                if not isinstance(out, tf.Tensor) or not out.dtype.is_floating:
+                    return out
+                return _tap(recorder, index, out)
 
-        self._patch(layer, "call", call)
-        return True
+            return call
 
-
-def _read(variable: Any) -> tf.Tensor:
-    """The value of a Keras variable or of the tf.Variable behind it."""
-    if isinstance(variable, tf.Variable):
-        return tf.convert_to_tensor(variable)
-    return tf.convert_to_tensor(variable.value)
+        self._patch(layer, "call", make, "forward")
 
 
 def _tap(recorder: Recorder, index: int, out: tf.Tensor) -> tf.Tensor:

@@ -96,6 +96,10 @@ def train(
         {"verbose": 0, "epochs": epochs, "steps": batches.per_epoch, "batch_size": batch_size, "total_steps": total}
     )
     model.stop_training = False
+    if not model.built or not model.trainable_variables:
+        # Build it on one sample now, so the monitor can hook it before the
+        # first step (Keras' fit would build it inside the first trace).
+        model(batches.sample())
     sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
 
     cbks.on_train_begin()
@@ -120,7 +124,8 @@ def train(
             loss_sum, acc_sum, seen = (float(v) for v in sums.numpy())
             logs = {"loss": loss_sum / max(seen, 1), "accuracy": acc_sum / max(seen, 1)}
             if validation_data is not None:
-                logs.update(_validate(model, validation_data, batch_size))
+                with monitor.paused():
+                    logs.update(_validate(model, validation_data, batch_size))
             cbks.on_epoch_end(epoch, logs)
             if model.stop_training or (total is not None and done >= total):
                 break
@@ -186,6 +191,13 @@ class _Batches:
             return step(tf.gather(self.x, idx), tf.gather(self.y, idx))
 
         return array_step
+
+    def sample(self) -> Any:
+        """One input sample (batch of 1), to build a model with."""
+        if self.dataset is not None:
+            xb = next(iter(self.dataset))[0]
+            return tf.nest.map_structure(lambda t: t[:1], xb)
+        return self.x[:1]
 
     def epoch(self):
         if self.dataset is not None:

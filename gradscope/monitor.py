@@ -10,6 +10,7 @@ is not given one. Either way the measured data flows one way:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
@@ -126,7 +127,12 @@ class GradientMonitor(keras.callbacks.Callback):
         self._steps_since_flush = 0
         self._last_flush = 0.0
         self._epoch_first_row = 0
-        self._started_rows = 0
+        self._fit_start_rows = 0
+        self._steps_done = 0
+        self._deferred = False
+        self._want_start_histogram = False
+        self._record_signature: tuple | None = None
+        self._var_layer = np.zeros(0, np.int64)
 
     # -- set-up -------------------------------------------------------------------
     def _select(self, specs: list[LayerSpec]) -> list[LayerSpec]:
@@ -144,21 +150,30 @@ class GradientMonitor(keras.callbacks.Callback):
             )
         return [s for s in specs if s.name in names]
 
+    def _signature(self, specs: list[LayerSpec]) -> tuple:
+        """What must match for a new fit() to continue the same record."""
+        model_vars = list(self.model.trainable_variables)
+        return (id(self.model), tuple(
+            (s.name, tuple(tuple(model_vars[i].shape) for i in s.var_indices)) for s in specs
+        ))
+
     def _prepare(self) -> None:
         model = self.model
         specs = self._select(watched_layers(model))
-        same_layers = [s.name for s in specs] == [s.name for s in self._specs]
-        if self._recorder is None or not same_layers or not self.continue_history:
-            var_layer = [li for li, s in enumerate(specs) for _ in s.var_indices]
-            capacity = max(2 * self.flush_every, 4 * int(getattr(model, "steps_per_execution", 1) or 1))
+        if not specs:
+            raise HookError("the model has no layer with trainable weights")
+        signature = self._signature(specs)
+        keep = self.continue_history and self._recorder is not None and signature == self._record_signature
+        if not keep:
+            spe = int(getattr(model, "steps_per_execution", 1) or 1)
             self._recorder = Recorder(
                 [s.activation for s in specs],
-                var_layer,
-                capacity=capacity,
+                [li for li, s in enumerate(specs) for _ in s.var_indices],
+                # Room for two flush intervals, plus one execution of slack.
+                capacity=2 * -(-self.flush_every // self.every) + 4 * spe,
                 every=self.every,
                 saturation_threshold=self.saturation_threshold,
             )
-        if self.history is None or not same_layers or not self.continue_history:
             model_vars = list(model.trainable_variables)
             self.history = GradientHistory(
                 [s.name for s in specs],
@@ -166,98 +181,172 @@ class GradientMonitor(keras.callbacks.Callback):
                 layer_info=[s.info(model_vars) for s in specs],
                 config=dict(self.config),
             )
-            self._started_rows = 0
+            self._var_layer = np.array([li for li, s in enumerate(specs) for _ in s.var_indices], np.int64)
+        self._record_signature = signature
         self._specs = specs
 
     # -- Keras hooks ------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         # State that belongs to one fit() call is reset here; the history
-        # survives (see continue_history).
+        # survives (see continue_history). A fit that was interrupted (Ctrl-C
+        # or an exception: Keras then skips on_train_end) may have left its
+        # hooks and unfetched rows behind: keep the rows, drop the hooks.
+        self.detach()
         self.nonfinite = None
         self._epoch = 0
+        self._steps_done = 0
         self._steps_since_flush = 0
-        try:
-            self._prepare()
-            self._hooks = Hooks(self.model, self._recorder, self._specs)
-            self._hooks.install()
-        except (HookError, ValueError, AttributeError, TypeError) as exc:
-            if isinstance(exc, ValueError) and "GradientMonitor(" in str(exc):
-                raise
-            self._hooks = None
-            _warn(f"gradscope: cannot hook this model ({exc}); training goes on without gradient records")
-            return
-        # fit() built its train function before calling us; build it again so
-        # that the trace includes the hooks. (gradscope's loop traces later.)
-        if hasattr(self.model, "make_train_function") and getattr(self.model, "train_function", None) is not None:
-            self.model.make_train_function(force=True)
-        self._recorder.request_histogram()
-        self._want_start_histogram = "start" not in self.history.histograms
-        self._last_flush = time.monotonic()
+        self._fit_start_rows = len(self.history) if self.history is not None else 0
+        self._deferred = not self._model_is_built()
+        if self._deferred:
+            # Keras builds such a model while it traces the first step, so
+            # there is nothing to hook yet: attach after step 0.
+            _warn(
+                "gradscope: the model is not built yet, so recording starts after its first step; "
+                "give it a keras.Input (or call it once) before fit to record step 0"
+            )
+        else:
+            self._attach(first_step=None)
         if self.verbose:
             from gradscope.render.terminal import LiveView
 
             keras_bar = bool(self.params.get("verbose")) if self.params else False
-            self.view = LiveView(self.history, self.params or {}, console=self.console, keras_bar=keras_bar)
+            self.view = LiveView(self.history or GradientHistory([]), self.params or {}, console=self.console,
+                                 keras_bar=keras_bar)
             self.view.start()
+
+    def _model_is_built(self) -> bool:
+        return bool(getattr(self.model, "built", False) and self.model.trainable_variables)
+
+    def _attach(self, first_step: int | None) -> None:
+        """Discovers the layers, installs the hooks and makes fit retrace."""
+        try:
+            self._prepare()
+            self._hooks = Hooks(self.model, self._recorder, self._specs)
+            self._hooks.install()
+        except (HookError, AttributeError, TypeError) as exc:
+            if self._hooks is not None:
+                self._hooks.remove()
+            self._hooks = None
+            _warn(f"gradscope: cannot hook this model ({exc}); training goes on without gradient records")
+            return
+        if first_step is not None:
+            self._recorder.start_at(int(self._recorder.calls.numpy()) + first_step)
+        # fit() built its train function before calling us; build it again so
+        # that the trace includes the hooks. (gradscope's loop traces later.)
+        _retrace(self.model, "train")
+        self._want_start_histogram = "start" not in self.history.histograms
+        self._recorder.request_histogram()
+        self._last_flush = time.monotonic()
+        if self.view is not None:
+            self.view.history = self.history
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
         self._epoch_first_row = len(self.history) if self.history is not None else 0
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self._hooks is not None and self._is_last_step():
+            # The "end" histogram is of the very last step, when it is known.
+            self._recorder.request_histogram()
+
+    def _is_last_step(self) -> bool:
+        p = self.params or {}
+        total = p.get("total_steps") or ((p.get("steps") or 0) * (p.get("epochs") or 0))
+        spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        return bool(total) and self._steps_done + spe >= total
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps_done += int(getattr(self.model, "steps_per_execution", 1) or 1)
+        if self._deferred:
+            self._deferred = False
+            self._attach(first_step=self._steps_done)
+            return
         if self._hooks is None:
             return
         self._steps_since_flush += int(getattr(self.model, "steps_per_execution", 1) or 1)
-        now = time.monotonic()
-        due = self._steps_since_flush >= self.flush_every // self.every or self.on_nonfinite != "warn"
-        if self.view is not None and now - self._last_flush > self.view.refresh_seconds:
+        due = self._steps_since_flush >= self.flush_every or self.on_nonfinite != "warn"
+        if self.view is not None and time.monotonic() - self._last_flush > self.view.refresh_seconds:
             due = True
         if due:
             self.flush()
             if self.view is not None:
+                self.view.steps_done = self._steps_done
                 self.view.update(epoch=self._epoch, batch=batch, logs=logs)
+
+    # Evaluation and prediction (validation inside fit too) run without the
+    # forward wrappers: their functions are traced without statistics, and
+    # they cannot overwrite the training step's pending values.
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._hooks is not None:
+            self._hooks.suspend()
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        if self._hooks is not None:
+            self._hooks.resume()
+
+    on_predict_begin = on_test_begin
+    on_predict_end = on_test_end
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Runs the body (an evaluation, say) without the forward hooks."""
+        self.on_test_begin()
+        try:
+            yield
+        finally:
+            self.on_test_end()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._hooks is None:
             return
         self.flush()
         rows = slice(self._epoch_first_row, len(self.history))
-        if logs is not None and len(self.history) and rows.stop > rows.start:
+        if logs is not None and rows.stop > rows.start:
             means = _nanmean(self.history["grad_norm"][rows])
             for name, value in zip(self.history.layers, means):
                 logs[f"grad_norm/{name}"] = float(value)
         if self.view is not None:
+            self.view.steps_done = self._steps_done
             self.view.epoch_end(epoch, logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if self._hooks is None:
-            return
-        try:
-            self.flush()
-            end = self._recorder.read_histogram()
-            if end is not None and len(self.history):
-                self.history.histograms["end"] = end
-        finally:
-            self._hooks.remove()
-            self._hooks = None
-            # The train function traced with the hooks keeps calling them;
-            # replace it so a later fit() without this monitor runs clean.
-            if hasattr(self.model, "make_train_function") and getattr(self.model, "train_function", None) is not None:
-                self.model.make_train_function(force=True)
+        self.detach()
         if self.view is not None:
+            self.view.steps_done = self._steps_done
             self.view.stop()
             self.view = None
-        if len(self.history) == self._started_rows:
+        if self.history is not None and len(self.history) == self._fit_start_rows and not self._deferred:
             _warn(
                 "gradscope: no step was recorded: the model's train_step never called "
                 "optimizer.apply / apply_gradients"
             )
-        self._started_rows = len(self.history)
-        if self.verbose == 1:
+        if self.verbose == 1 and self.history is not None and len(self.history):
             self.summary()
 
+    def detach(self) -> None:
+        """Fetches every recorded row, then removes the hooks. Safe to call twice.
+
+        `fit` calls it at the end of training. After an interrupted ``fit``
+        (Ctrl-C), call it to keep every step recorded so far in `history`.
+        """
+        if self._hooks is None:
+            return
+        try:
+            self.flush(check=False)
+            end = self._recorder.read_histogram()
+            if end is not None and len(self.history) and end["step"] != self.history.histograms.get("start", {}).get("step"):
+                self.history.histograms["end"] = end
+        finally:
+            self._hooks.remove()
+            self._hooks = None
+            # Functions traced with the hooks keep calling them; replace them
+            # so later fit/evaluate/predict calls without this monitor run clean.
+            for kind in ("train", "test", "predict"):
+                _retrace(self.model, kind)
+
     # -- records ------------------------------------------------------------------------
-    def flush(self) -> int:
+    def flush(self, check: bool = True) -> int:
         """Fetches pending rows from the device into `history`; returns how many."""
         if self._recorder is None or self.history is None:
             return 0
@@ -268,27 +357,30 @@ class GradientMonitor(keras.callbacks.Callback):
             _warn(f"gradscope: {rows.lost} steps were overwritten before they were fetched")
         if not len(rows):
             return 0
-        first_new = len(self.history)
-        _append_rows(self.history, rows, self._specs, self._epoch)
+        chunk = GradientHistory(self.history.layers, variables=self.history.variables)
+        _append_rows(chunk, rows, self._var_layer, self._epoch)
+        self.history.append(chunk.steps, {k: chunk[k] for k in chunk.names}, chunk.scalars, chunk.variable_series)
         if self._want_start_histogram:
             start = self._recorder.read_histogram()
             if start is not None:
                 self.history.histograms["start"] = start
                 self._want_start_histogram = False
-        # Keep the "end" histogram fresh: ask the next step to refill it.
-        self._recorder.request_histogram()
-        self._check_nonfinite(first_new)
+        if check:
+            # Only the new rows are searched, so the check costs O(rows).
+            self._check_nonfinite(chunk)
         return len(rows)
 
-    def _check_nonfinite(self, first_row: int) -> None:
+    def _check_nonfinite(self, chunk: GradientHistory) -> None:
         if self.nonfinite is not None:
             return
         scaled = bool(self._recorder and self._recorder.scale_fn)
-        report = first_nonfinite(self.history, since_row=first_row, loss_scaled=scaled)
+        report = first_nonfinite(chunk, loss_scaled=scaled)
         if report is None:
             return
         self.nonfinite = report
         if self.on_nonfinite == "raise":
+            # Keras skips on_train_end when a callback raises: clean up first.
+            self.detach()
             raise NonFiniteGradientError(report)
         _warn("gradscope: " + report.sentence())
         if self.on_nonfinite == "stop" and self.model is not None:
@@ -322,10 +414,9 @@ class GradientMonitor(keras.callbacks.Callback):
         return self.history
 
 
-def _append_rows(history: GradientHistory, rows: Rows, specs: list[LayerSpec], epoch: int) -> None:
+def _append_rows(history: GradientHistory, rows: Rows, var_layer: np.ndarray, epoch: int) -> None:
     """Turns raw device rows into the per-layer series of the history."""
-    var_layer = np.array([li for li, s in enumerate(specs) for _ in s.var_indices], dtype=np.int64)
-    n, L = len(rows), len(specs)
+    n, L = len(rows), len(history.layers)
 
     def per_layer(values: np.ndarray) -> np.ndarray:
         out = np.zeros((n, L))
@@ -358,6 +449,12 @@ def _append_rows(history: GradientHistory, rows: Rows, specs: list[LayerSpec], e
         "update_norm": np.sqrt(rows.update_sq),
     }
     history.append(rows.steps, series, scalars, variables)
+
+
+def _retrace(model: Any, kind: str) -> None:
+    """Makes Keras build its train/test/predict function anew (traced on next use)."""
+    if getattr(model, f"{kind}_function", None) is not None and hasattr(model, f"make_{kind}_function"):
+        getattr(model, f"make_{kind}_function")(force=True)
 
 
 def _nanmean(a: np.ndarray) -> np.ndarray:

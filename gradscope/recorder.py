@@ -23,14 +23,13 @@ Example:
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from gradscope.stats import FORWARD_STATS, forward_stats, histogram
+from gradscope.stats import FORWARD_STATS, forward_stats, histogram, sq_norm
 
 _NAN = float("nan")
 SCALARS = ("loss", "accuracy", "loss_scale")
@@ -88,7 +87,6 @@ class Recorder:
         self.scale_fn: Callable[[], tf.Tensor] | None = None
         L, V, F = self.n_layers, self.n_vars, len(FORWARD_STATS)
         self.width = L * F + L + 3 * V + len(SCALARS)
-        self._lock = threading.Lock()
         with tf.init_scope():
             var = lambda value, name, dtype=tf.float32: tf.Variable(  # noqa: E731
                 value, trainable=False, name=f"gradscope_{name}", dtype=dtype
@@ -97,6 +95,7 @@ class Recorder:
             self.p_forward = var(np.full((L, F), _NAN, np.float32), "forward")
             self.p_backprop = var(np.full((L,), _NAN, np.float32), "backprop")
             self.p_grad = var(np.full((V,), _NAN, np.float32), "grad")
+            self.p_weight = var(np.full((V,), _NAN, np.float32), "weight")
             self.p_update = var(np.zeros((V,), np.float32), "update")
             self.p_scalars = var(np.full((len(SCALARS),), _NAN, np.float32), "scalars")
             # The ring of committed rows, and counters.
@@ -109,19 +108,32 @@ class Recorder:
             self.hist_counts = var(np.zeros((L, self.bins), np.float32), "hist_counts")
             self.hist_ranges = var(np.zeros((L, 2), np.float32), "hist_ranges")
             self.hist_step = var(-1, "hist_step", tf.int64)
+        # What each pending variable is reset to after a commit: NaN means
+        # "not measured this step"; updates accumulate from 0.
+        self._resets = [
+            (self.p_forward, _NAN), (self.p_backprop, _NAN), (self.p_grad, _NAN),
+            (self.p_weight, _NAN), (self.p_update, 0.0), (self.p_scalars, _NAN),
+        ]
 
     # -- in-graph staging -----------------------------------------------------
-    def _when_recording(self, fn: Callable[[], None]) -> None:
-        """Runs ``fn`` (which only writes variables) on recorded steps only."""
-        if self.every == 1:
-            fn()
-            return
+    def _when_recording(self, fn: Callable[[], tf.Tensor | None]) -> tf.Tensor:
+        """Runs ``fn`` (which computes and writes statistics) on recorded steps only.
+
+        With ``every > 1`` the whole computation sits inside a `tf.cond`, so
+        skipped steps pay for neither the reductions nor the writes.
+        Returns a tensor that is ready once the writes are done.
+        """
 
         def run() -> tf.Tensor:
-            fn()
-            return tf.constant(0)
+            out = fn()
+            if out is None:
+                return tf.constant(0)
+            with tf.control_dependencies([out]):
+                return tf.constant(0)
 
-        tf.cond(tf.equal(self.calls % self.every, 0), run, lambda: tf.constant(0))
+        if self.every == 1:
+            return run()
+        return tf.cond(tf.equal(self.calls % self.every, 0), run, lambda: tf.constant(0))
 
     def _scale(self) -> tf.Tensor:
         return tf.cast(self.scale_fn(), tf.float32) if self.scale_fn else tf.constant(1.0)
@@ -160,45 +172,56 @@ class Recorder:
 
         self._when_recording(write)
 
-    def stage_grads(self, grad_sq: Sequence[tuple[int, tf.Tensor]]) -> None:
-        """Squared gradient norms by variable index, as the optimizer gets them."""
-        if not grad_sq:
-            return
-        scale2 = tf.square(self._scale())
+    def stage_pre_update(
+        self, grads: Sequence[tuple[int, Any]], weights: Sequence[tuple[int, Any]]
+    ) -> tf.Tensor:
+        """Squared norms of the gradients the optimizer got and of the weights
+        it is about to update, and the loss scale they are divided by.
 
+        ``grads`` and ``weights`` pair a recorder column with a gradient
+        (None counts as zero) or a variable. Returns a tensor to hang a
+        control dependency on.
+        """
+        def write() -> tf.Tensor:
+            scale = self._scale()
+            out = []
+            if grads:
+                g2 = tf.stack([sq_norm(g) if g is not None else tf.constant(0.0) for _, g in grads])
+                g2 = g2 / tf.square(scale)
+                self.p_grad.assign(tf.tensor_scatter_nd_update(self.p_grad, [[i] for i, _ in grads], g2))
+                out.append(g2)
+            if weights:
+                w2 = tf.stack([sq_norm(_value(v)) for _, v in weights])
+                self.p_weight.assign(tf.tensor_scatter_nd_update(self.p_weight, [[i] for i, _ in weights], w2))
+                out.append(w2)
+            # Read before the update: a LossScaleOptimizer halves its scale
+            # when the gradients overflow.
+            self.p_scalars.assign(tf.tensor_scatter_nd_update(self.p_scalars, [[2]], [scale]))
+            return tf.concat(out, 0) if out else scale
+
+        return self._when_recording(write)
+
+    def stage_update(self, var_index: int, value: Any, current: Any = None) -> None:
+        """Adds the squared size of one write the optimizer makes to a variable:
+        ``value`` itself (assign_add/assign_sub), or ``value - current`` (assign)."""
         def write() -> None:
-            idx = [[i] for i, _ in grad_sq]
-            values = tf.stack([v for _, v in grad_sq]) / scale2
-            self.p_grad.assign(tf.tensor_scatter_nd_update(self.p_grad, idx, values))
+            delta = value if current is None else tf.cast(value, tf.float32) - tf.cast(_value(current), tf.float32)
+            self.p_update.assign(tf.tensor_scatter_nd_add(self.p_update, [[var_index]], [sq_norm(delta)]))
 
         self._when_recording(write)
 
-    def stage_update(self, var_index: int, update_sq: tf.Tensor) -> None:
-        """Adds the squared size of one write the optimizer made to a variable."""
-
-        def write() -> None:
-            self.p_update.assign(
-                tf.tensor_scatter_nd_add(self.p_update, [[var_index]], [tf.cast(update_sq, tf.float32)])
-            )
-
-        self._when_recording(write)
-
-    def commit(self, weight_sq: Sequence[tuple[int, tf.Tensor]]) -> None:
+    def commit(self) -> None:
         """Closes the step: writes the pending row to the ring and resets it."""
 
         def write() -> None:
-            w = tf.zeros((self.n_vars,), tf.float32)
-            if weight_sq:
-                w = tf.tensor_scatter_nd_update(w, [[i] for i, _ in weight_sq], tf.stack([v for _, v in weight_sq]))
-            scalars = tf.tensor_scatter_nd_update(self.p_scalars, [[2]], [self._scale()])
             row = tf.concat(
                 [
                     tf.reshape(self.p_forward, [-1]),
                     self.p_backprop,
                     self.p_grad,
-                    w,
+                    self.p_weight,
                     self.p_update,
-                    scalars,
+                    self.p_scalars,
                 ],
                 0,
             )
@@ -208,11 +231,8 @@ class Recorder:
             self.count.assign_add(1)
             self.hist_step.assign(tf.where(self.hist_flag > 0, self.calls, self.hist_step))
             self.hist_flag.assign(0)
-            self.p_forward.assign(tf.fill(tf.shape(self.p_forward), _NAN))
-            self.p_backprop.assign(tf.fill(tf.shape(self.p_backprop), _NAN))
-            self.p_grad.assign(tf.fill(tf.shape(self.p_grad), _NAN))
-            self.p_update.assign(tf.zeros_like(self.p_update))
-            self.p_scalars.assign(tf.fill(tf.shape(self.p_scalars), _NAN))
+            for pending, value in self._resets:
+                pending.assign(tf.fill(tf.shape(pending), value))
 
         self._when_recording(write)
         self.calls.assign_add(1)
@@ -220,19 +240,24 @@ class Recorder:
     # -- host side ------------------------------------------------------------
     def flush(self) -> Rows:
         """Fetches the rows committed since the last flush (one transfer)."""
-        with self._lock:
-            count = int(self.count.numpy())
-            if count == 0:
-                return self._split(np.zeros((0, self.width), np.float32), np.zeros(0, np.int64))
-            n = min(count, self.capacity)
-            ring = self.ring.numpy()
-            steps = self.ring_steps.numpy()
-            self.count.assign(0)
-        # The ring wraps at capacity: put the rows back in order, oldest first.
-        order = (np.arange(count - n, count) % self.capacity) if count > self.capacity else np.arange(n)
-        rows = self._split(ring[order], steps[order])
-        rows.lost = count - n
+        count = int(self.count.numpy())
+        if count == 0:
+            return self._split(np.zeros((0, self.width), np.float32), np.zeros(0, np.int64))
+        if count <= self.capacity:
+            # Rows sit at slots 0..count-1: fetch only those.
+            block, steps = self.ring[:count].numpy(), self.ring_steps[:count].numpy()
+        else:
+            # The ring wrapped: the oldest surviving row is at count % capacity.
+            order = np.arange(count - self.capacity, count) % self.capacity
+            block, steps = self.ring.numpy()[order], self.ring_steps.numpy()[order]
+        self.count.assign(0)
+        rows = self._split(block, steps)
+        rows.lost = count - len(block)
         return rows
+
+    def start_at(self, step: int) -> None:
+        """Sets the global step of the next recorded row."""
+        self.calls.assign(int(step))
 
     def request_histogram(self) -> None:
         """Asks the next recorded step to also fill the activation histograms."""
@@ -254,3 +279,10 @@ class Recorder:
         cuts = np.cumsum([L * F, L, V, V, V])
         fwd, bp, g, w, u, sc = np.split(block.astype(np.float64), cuts, axis=1)
         return Rows(steps.astype(np.int64), fwd.reshape(n, L, F), bp, g, w, u, sc)
+
+
+def _value(variable: Any) -> tf.Tensor:
+    """The value of a Keras variable or of the tf.Variable behind it."""
+    if isinstance(variable, tf.Variable):
+        return tf.convert_to_tensor(variable)
+    return tf.convert_to_tensor(variable.value)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 #: The order of the forward statistics in a recorded row.
-FORWARD_STATS = ("act_mean", "act_std", "saturation", "dead", "dact_mean", "dact_rms")
+FORWARD_STATS = ("act_mean", "act_std", "saturation", "dead", "dact_mean", "dact_rms", "nonfinite")
 
 _NAN = float("nan")
 
@@ -35,9 +35,12 @@ _RELU_LIKE = ("relu", "relu6")
 
 
 def sq_norm(t: tf.Tensor | tf.IndexedSlices) -> tf.Tensor:
-    """Squared L2 norm as float32. For IndexedSlices, of its values."""
+    """Squared L2 norm as float32, of the dense tensor an IndexedSlices stands for."""
     if isinstance(t, tf.IndexedSlices):
-        t = t.values
+        # Rows that share an index add up before they are squared (an
+        # embedding row looked up twice in a batch gets one summed gradient).
+        rows = tf.cast(t.dense_shape[0], tf.int32) if t.dense_shape is not None else tf.reduce_max(t.indices) + 1
+        t = tf.math.unsorted_segment_sum(t.values, t.indices, rows)
     t = tf.cast(t, tf.float32)
     return tf.reduce_sum(tf.square(t))
 
@@ -48,7 +51,7 @@ def mean_square(t: tf.Tensor) -> tf.Tensor:
 
 
 def forward_stats(a: tf.Tensor, activation: str | None, saturation_threshold: float) -> tf.Tensor:
-    """The `FORWARD_STATS` of one layer's output ``a`` (batch first), shape (6,).
+    """The `FORWARD_STATS` of one layer's output ``a`` (batch first), shape (7,).
 
     A statistic that does not apply to the activation (saturation of a ReLU,
     dead units of a tanh) is NaN rather than 0, so it is not mistaken for a
@@ -78,7 +81,10 @@ def forward_stats(a: tf.Tensor, activation: str | None, saturation_threshold: fl
         dact, dact_rms = tf.reduce_mean(d), tf.sqrt(tf.reduce_mean(tf.square(d)))
     else:
         dact = dact_rms = nan
-    return tf.stack([mean, std, saturation, dead, dact, dact_rms])
+    # Share of NaN/Inf outputs: finite itself, so "measured, and bad" stays
+    # distinguishable from "not measured" (NaN).
+    nonfinite = 1.0 - tf.reduce_mean(tf.cast(tf.math.is_finite(a), tf.float32))
+    return tf.stack([mean, std, saturation, dead, dact, dact_rms, nonfinite])
 
 
 def histogram(a: tf.Tensor, activation: str | None, bins: int) -> tuple[tf.Tensor, tf.Tensor]:

@@ -145,7 +145,7 @@ def test_first_nonfinite_prefers_the_forward_origin():
     act[2, 1:] = np.nan  # layer b's output (and so c's) is NaN at step 2
     grads = np.ones((4, 3))
     grads[2:, :] = np.nan
-    h.append([0, 1, 2, 3], {"act_mean": act, "act_std": act}, {"loss": [1, 1, np.nan, np.nan]},
+    h.append([0, 1, 2, 3], {"act_mean": act, "nonfinite": np.isnan(act).astype(float)}, {"loss": [1, 1, np.nan, np.nan]},
              {"grad_norm": grads, "weight_norm": np.ones((4, 3))})
     r = first_nonfinite(h)
     assert (r.step, r.layer, r.where) == (2, "b", "activations")
@@ -170,7 +170,7 @@ def test_nonfinite_run_gets_nonfinite_verdicts_and_finding():
     bp = np.tile([0.5, 1.0], (10, 1))
     bp[6:, 0] = np.nan
     h = GradientHistory(["a", "b"], variables=["a/kernel", "b/kernel"])
-    h.append(np.arange(10), {"grad_norm": bp, "backprop": bp, "act_mean": np.where(np.isnan(bp), np.nan, 0.0)},
+    h.append(np.arange(10), {"grad_norm": bp, "backprop": bp, "nonfinite": np.isnan(bp).astype(float)},
              {"loss": np.ones(10)}, {"grad_norm": bp, "weight_norm": np.ones((10, 2))})
     d = diagnose(h)
     assert [v.verdict for v in d.layers] == ["non-finite", "healthy"]

@@ -126,3 +126,10 @@ def test_bad_inputs_raise_clear_errors(toy):
         gradscope.train(model, x, y[:10], loss="mse", optimizer="adam")
     with pytest.raises(ValueError, match="y is required"):
         gradscope.train(model, x, loss="mse", optimizer="adam")
+
+
+def test_an_unbuilt_model_is_built_before_the_first_step(toy):
+    x, y = toy
+    model = keras.Sequential([keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3)])
+    history = gradscope.train(model, x, y, loss="mse", optimizer="adam", batch_size=32, steps=3)
+    assert list(history.steps) == [0, 1, 2]

@@ -338,3 +338,107 @@ def test_unhookable_model_says_so_and_trains(toy, capsys):
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[GradientMonitor()])
     assert "no step was recorded" in capsys.readouterr().err
     assert not np.allclose(before, model.trainable_variables[0].numpy())
+
+
+def test_interrupted_fit_keeps_rows_and_does_not_stack_hooks(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 3:
+                raise KeyboardInterrupt
+
+    monitor = GradientMonitor()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[monitor, Interrupt()])
+    # Keras skipped on_train_end; detach() fetches the rows and removes the hooks.
+    monitor.detach()
+    assert list(monitor.history.steps) == [0, 1, 2, 3]
+    assert "call" not in model.layers[0].__dict__
+    # A new fit without detach() after an interrupt must not stack wrappers either.
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[monitor, Interrupt()])
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    steps = monitor.history.steps
+    assert list(steps) == list(range(8 + 12))
+    assert monitor.nonfinite is None and np.all(np.isfinite(monitor.history["grad_norm"]))
+
+
+def test_unbuilt_model_is_recorded_from_its_second_step(toy, capsys):
+    x, y = toy
+    model = keras.Sequential([keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert "recording starts after its first step" in capsys.readouterr().err
+    assert list(monitor.history.steps) == [1, 2]
+    assert np.all(np.isfinite(monitor.history["grad_norm"]))
+
+
+def test_none_gradient_counts_as_zero_not_as_nan(toy):
+    x, y = toy
+
+    class WithSpare(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3, activation="softmax")
+            self.spare = keras.layers.Dense(2)  # built, but not on the loss's path
+
+        def call(self, x):
+            self.spare(x)
+            return self.d(x)
+
+    model = WithSpare()
+    model(x[:1])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    monitor = GradientMonitor(on_nonfinite="raise")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    spare = monitor.history.layers.index(model.spare.name)
+    assert np.all(monitor.history["grad_norm"][:, spare] == 0)
+
+
+def test_embedding_sparse_gradients_are_summed_before_the_norm():
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(10, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.array([[1, 1, 2, 3]] * 8, dtype="int32")  # index 1 twice in every sample
+    y = np.ones((8, 1), "float32")
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor])
+    for v, w in zip(model.trainable_variables, weights):
+        v.assign(w)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.mean_squared_error(y, model(x)))
+    g = tf.convert_to_tensor(tape.gradient(loss, model.trainable_variables[0]))
+    assert monitor.history["grad_norm"][0, 0] == pytest.approx(float(tf.norm(g)), rel=1e-5)
+
+
+def test_a_monitor_reused_on_another_model_starts_a_new_history(toy):
+    x, y = toy
+    monitor = GradientMonitor()
+    first = _sequential()
+    first.compile(optimizer="adam", loss="categorical_crossentropy")
+    first.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    second = _sequential()
+    second.compile(optimizer="adam", loss="categorical_crossentropy")
+    second.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert list(monitor.history.steps) == [0, 1, 2]
+    assert monitor.history.layers == [s.name for s in watched_layers(second)]
+
+
+def test_validation_and_evaluate_leave_the_record_alone(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, validation_data=(x[:16], y[:16]), callbacks=[monitor])
+    assert len(monitor.history) == 6
+    rec = monitor._recorder
+    model.evaluate(x, y, batch_size=32, verbose=0)
+    model.predict(x, batch_size=32, verbose=0)
+    # Nothing was staged by evaluation or prediction after fit.
+    assert np.all(np.isnan(rec.p_scalars.numpy())) and np.all(np.isnan(rec.p_forward.numpy()))
+    assert int(rec.count.numpy()) == 0

@@ -110,6 +110,9 @@ class LiveView:
         self._first_row = len(history)
         self._last_line = 0.0
         self._epoch = 0
+        #: Training steps done in this fit; the monitor sets it (rows can be
+        #: fewer than steps when it records every N-th step).
+        self.steps_done: int | None = None
 
     def start(self) -> None:
         self._start = self.get_time()
@@ -127,7 +130,7 @@ class LiveView:
     def status(self) -> str:
         """'epoch 1/3  step 120/400  loss 0.0812  acc 41.2%  2,930 samples/s  ETA 0:00:09'."""
         h = self.history
-        done = len(h) - self._first_row
+        done = self.steps_done if self.steps_done is not None else len(h) - self._first_row
         total = self.params.get("total_steps") or (
             (self.params.get("steps") or 0) * (self.params.get("epochs") or 0) or None
         )
@@ -152,7 +155,7 @@ class LiveView:
     def _render(self) -> Group:
         h = self.history
         total = self.params.get("total_steps")
-        done = len(h) - self._first_row
+        done = self.steps_done if self.steps_done is not None else len(h) - self._first_row
         bar = ""
         if total:
             width = 30
