@@ -7,7 +7,8 @@ is diagnosed exactly like a live one.
 
 The central measure is the *ratio to the output layer*: the RMS of the
 back-propagated gradient d(loss)/d(output of layer l), divided by the same at
-the output layer, as a median over all recorded steps. It is the quantity
+the output layer, as a median over the first and over the last tenth of the
+recorded steps (see `depth_ratios`). It is the quantity
 that shrinks toward the input in Glorot & Bengio (2010). Runs that did not
 record it (a model without tappable layers) fall back to the ratio of weight
 gradient norms.
@@ -121,7 +122,7 @@ class NonFinite:
 class LayerVerdict:
     name: str
     verdict: str  # healthy / vanishing / exploding / non-finite
-    ratio: float  # to the output layer, median over steps
+    ratio: float  # to the output layer: first or last tenth, whichever is further from 1
     grad_first: float
     grad_last: float
     saturation: float

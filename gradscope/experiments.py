@@ -200,7 +200,7 @@ def print_comparison(results: dict[str, tuple[GradientHistory, Diagnosis]], cons
     """Side-by-side table per configuration and layer, then one sentence each."""
     from rich.table import Table
 
-    from gradscope.render.terminal import fmt
+    from gradscope.render.terminal import fmt, pct
 
     table = Table(title="side by side (last step; ratio = verdict ratio to the output layer)", title_justify="left")
     for col in ("configuration", "layer", "grad_norm", "backprop", "ratio", "saturated", "dead", "f'(s)", "verdict"):
@@ -211,7 +211,7 @@ def print_comparison(results: dict[str, tuple[GradientHistory, Diagnosis]], cons
             table.add_row(
                 label if li == 0 else "", v.name, fmt(history["grad_norm"][-1, li]),
                 fmt(bp[-1, li]) if bp is not None else "-", fmt(v.ratio),
-                _pct(v.saturation), _pct(v.dead), fmt(v.dact_mean), v.verdict,
+                pct(v.saturation), pct(v.dead), fmt(v.dact_mean), v.verdict,
             )
         loss, acc = diagnosis.final_loss, diagnosis.final_accuracy
         table.add_row("", "[final]", f"loss {fmt(loss, 4)}", f"acc {acc:.1%}" if math.isfinite(acc) else "-",
@@ -219,10 +219,6 @@ def print_comparison(results: dict[str, tuple[GradientHistory, Diagnosis]], cons
     console.print(table)
     for label, (_, diagnosis) in results.items():
         console.print(diagnosis.shrink_sentence(label) + ".", highlight=False)
-
-
-def _pct(x: float) -> str:
-    return f"{x:.0%}" if math.isfinite(x) else "-"
 
 
 def show_comparison(folder: Path, console: Any, plots: bool = True) -> None:

@@ -36,7 +36,7 @@ Standard per-layer series (a run records those its model allows):
 ``dact_mean``       mean activation derivative f'(s) over units and batch
 ``dact_rms``        root mean square of f'(s): the factor the gradient's RMS
                     is multiplied by when it passes the activation
-``nonfinite``       share of the layer's outputs that are NaN or Inf
+``nonfinite``       1 where any of the layer's outputs is NaN or Inf, else 0
 ==================  =========================================================
 
 Variable series: ``grad_norm``, ``weight_norm``, ``update_norm``.

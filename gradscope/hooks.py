@@ -32,7 +32,6 @@ import tensorflow as tf
 
 from gradscope.model_layers import LayerSpec
 from gradscope.recorder import Recorder
-from gradscope.stats import batch_accuracy
 
 
 class HookError(RuntimeError):
@@ -193,7 +192,7 @@ class Hooks:
                 names = ("x", "y", "y_pred", "sample_weight")
                 bound = dict(zip(names, args))
                 bound.update({k: v for k, v in kwargs.items() if k in names})
-                recorder.stage_scalars(loss, batch_accuracy(bound.get("y"), bound.get("y_pred")))
+                recorder.stage_loss(loss, bound.get("y"), bound.get("y_pred"))
                 return loss
 
             return compute_loss

@@ -100,12 +100,10 @@ def train(
         # Build it on one sample now, so the monitor can hook it before the
         # first step (Keras' fit would build it inside the first trace).
         model(batches.sample())
-    sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
 
     cbks.on_train_begin()
     # Traced after on_train_begin, so the trace includes the monitor's hooks.
-    step = _make_step(model, sums)
-    step_fn = tf.function(batches.wrap(step), jit_compile=jit_compile, reduce_retracing=True)
+    step_fn, sums = _compiled_step(monitor, model, batches, jit_compile)
     done = 0
     logs: dict[str, Any] = {}
     try:
@@ -133,6 +131,19 @@ def train(
         # Ctrl-C or an error still closes the run, so every recorded step is kept.
         cbks.on_train_end(logs)
     return monitor.history
+
+
+def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: "_Batches", jit_compile: bool):
+    """The compiled step and its epoch sums, kept on the monitor for its next
+    train() on the same model: tracing costs as much as dozens of steps."""
+    key = (id(monitor._recorder), id(model), bool(jit_compile), batches.dataset is None)
+    cache = monitor.__dict__.setdefault("_loop_steps", {})
+    if key not in cache:
+        cache.clear()  # an older recorder's steps would record into the old record
+        sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
+        step = _make_step(model, sums)
+        cache[key] = (tf.function(_Batches.wrap(batches, step), jit_compile=jit_compile, reduce_retracing=True), sums)
+    return cache[key]
 
 
 def _make_step(model: keras.Model, sums: tf.Variable):
@@ -182,13 +193,17 @@ class _Batches:
         self.starts = [(tf.constant(s, tf.int32), min(self.batch_size, self.n - s)) for s in range(0, self.n, self.batch_size)]
 
     def wrap(self, step):
-        """The step as the loop calls it: on a batch, or on a slice of the order."""
+        """The step as the loop calls it: on a batch, or on a slice of the order.
+
+        The arrays and the order are arguments, not captured constants, so one
+        trace serves every train() call with data of the same shapes.
+        """
         if self.dataset is not None:
             return step
 
-        def array_step(start, size):
-            idx = tf.slice(self.order, [start], [size])
-            return step(tf.gather(self.x, idx), tf.gather(self.y, idx))
+        def array_step(x, y, order, start, size):
+            idx = tf.slice(order, [start], [size])
+            return step(tf.gather(x, idx), tf.gather(y, idx))
 
         return array_step
 
@@ -207,7 +222,8 @@ class _Batches:
             self.order.assign(self.rng.permutation(self.n).astype(np.int32))
         # `size` is a Python int: one trace for full batches, one for the
         # last, partial batch (XLA needs static shapes).
-        yield from self.starts
+        for start, size in self.starts:
+            yield self.x, self.y, self.order, start, size
 
 
 def _validate(model: keras.Model, data: Any, batch_size: int) -> dict[str, float]:

@@ -132,6 +132,8 @@ class GradientMonitor(keras.callbacks.Callback):
         self._deferred = False
         self._want_start_histogram = False
         self._record_signature: tuple | None = None
+        self._hooked_train: tuple | None = None  # (recorder, model, train function traced with hooks)
+        self._plain_train: Any = None
         self._var_layer = np.zeros(0, np.int64)
 
     # -- set-up -------------------------------------------------------------------
@@ -232,9 +234,17 @@ class GradientMonitor(keras.callbacks.Callback):
             return
         if first_step is not None:
             self._recorder.start_at(int(self._recorder.calls.numpy()) + first_step)
-        # fit() built its train function before calling us; build it again so
-        # that the trace includes the hooks. (gradscope's loop traces later.)
-        _retrace(self.model, "train")
+        # fit() built its train function before calling us. Swap in one whose
+        # trace includes the hooks: the one traced by an earlier fit with this
+        # monitor and record if there is one (tracing costs as much as dozens
+        # of steps), else a fresh one that traces on its first call.
+        self._plain_train = getattr(self.model, "train_function", None)
+        cached = self._hooked_train
+        if cached is not None and cached[0] is self._recorder and cached[1] is self.model:
+            self.model.train_function = cached[2]
+        else:
+            self._hooked_train = None
+            _retrace(self.model, "train")
         self._want_start_histogram = "start" not in self.history.histograms
         self._recorder.request_histogram()
         self._last_flush = time.monotonic()
@@ -340,10 +350,14 @@ class GradientMonitor(keras.callbacks.Callback):
         finally:
             self._hooks.remove()
             self._hooks = None
-            # Functions traced with the hooks keep calling them; replace them
-            # so later fit/evaluate/predict calls without this monitor run clean.
-            for kind in ("train", "test", "predict"):
-                _retrace(self.model, kind)
+            # The train function traced with the hooks keeps recording: keep it
+            # for this monitor's next fit, and give the model back the one it
+            # had (or none), so a later fit without this monitor runs clean.
+            hooked = getattr(self.model, "train_function", None)
+            if hooked is not None and hasattr(self.model, "make_train_function"):
+                self._hooked_train = (self._recorder, self.model, hooked)
+                self.model.train_function = self._plain_train
+            self._plain_train = None
 
     # -- records ------------------------------------------------------------------------
     def flush(self, check: bool = True) -> int:

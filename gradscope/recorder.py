@@ -1,35 +1,45 @@
-"""Device-side buffers that collect one row of statistics per training step.
+"""Turns what the hooks see during one training step into one row, on the device.
 
 The data path inside one step, in the order the ops run:
 
-1. forward: each watched layer's output is tapped (`hooks.py`) and its
-   `stats.forward_stats` are *staged* into a small pending table;
-2. backward: the same tap's gradient function stages the RMS of
-   d(loss)/d(output);
-3. ``compute_loss`` stages the loss and batch accuracy;
-4. ``optimizer.apply``: the gradients' and the weights' squared norms are
-   read, the optimizer's own update sizes are staged as it writes each
-   variable, and after it the whole row is *committed* to a ring buffer.
+1. forward: each watched layer's output is *staged* (`hooks.py` taps it);
+2. backward: the same tap's gradient function stages d(loss)/d(output);
+3. ``compute_loss`` stages the loss, the targets and the predictions;
+4. ``optimizer.apply``: the squared norms of the gradients and of the
+   weights are computed before the update; the optimizer's own updates are
+   staged as it writes each variable; after it, `Recorder.commit` reduces
+   everything staged to a few numbers per layer and writes one row into a
+   ring buffer.
 
-All of it stays on the device. The host calls `Recorder.flush` now and then
-(every few hundred steps, at the end of an epoch, or a few times a second for
-the live view) and gets the rows as numpy arrays in one transfer.
+Staging is free: while TensorFlow traces the step, the staged tensors are
+kept in a Python dict, and `commit` (traced later in the same graph) reduces
+them all at once. So the compiled step gains only the reductions and one
+write per step, and with ``every > 1`` all of it sits in a single `tf.cond`.
+A tensor staged in another graph (inside a `tf.cond` branch, e.g. the inner
+optimizer of a `LossScaleOptimizer`, or in eager mode) cannot be used from
+the step's graph; it is reduced where it is and written to a small pending
+`tf.Variable` instead.
+
+The host calls `Recorder.flush` now and then (every few hundred steps, at
+the end of an epoch, or a few times a second for the live view) and gets
+the rows as numpy arrays in one transfer.
 
 Example:
 
->>> rec = Recorder(["dense"], [0, 0], capacity=64)   # doctest: +SKIP
->>> rows = rec.flush()                                # doctest: +SKIP
+>>> rec = Recorder(["tanh", None], [0, 0, 1], capacity=64)   # doctest: +SKIP
+>>> rows = rec.flush()                                        # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from gradscope.stats import FORWARD_STATS, forward_stats, histogram, sq_norm
+from gradscope.stats import FORWARD_STATS, batch_accuracy, forward_stats, histogram, mean_square, sq_norm
 
 _NAN = float("nan")
 SCALARS = ("loss", "accuracy", "loss_scale")
@@ -52,8 +62,20 @@ class Rows:
         return len(self.steps)
 
 
+@dataclass
+class _Staged:
+    """What one trace of the step has staged so far (Python objects, trace time)."""
+
+    forward: dict[int, tf.Tensor] = field(default_factory=dict)
+    backprop: dict[int, tf.Tensor] = field(default_factory=dict)
+    updates: dict[int, list[tf.Tensor]] = field(default_factory=dict)
+    loss: tuple | None = None  # (loss, y_true, y_pred)
+    pre_update: tf.Tensor | None = None  # [grad_sq..., weight_sq..., scale]
+    pre_cols: tuple[list[int], list[int]] = ([], [])
+
+
 class Recorder:
-    """Staging table, ring buffer and step counter, as `tf.Variable`s.
+    """Stages, reduces and stores one row of statistics per training step.
 
     Args:
         layer_activations: the activation name of each watched layer (or None).
@@ -87,17 +109,17 @@ class Recorder:
         self.scale_fn: Callable[[], tf.Tensor] | None = None
         L, V, F = self.n_layers, self.n_vars, len(FORWARD_STATS)
         self.width = L * F + L + 3 * V + len(SCALARS)
+        self._staged: "weakref.WeakKeyDictionary[Any, _Staged]" = weakref.WeakKeyDictionary()
+        self._slow_path_used = False
         with tf.init_scope():
-            var = lambda value, name, dtype=tf.float32: tf.Variable(  # noqa: E731
-                value, trainable=False, name=f"gradscope_{name}", dtype=dtype
-            )
-            # Pending values of the step under way.
+
+            def var(value: Any, name: str, dtype: tf.DType = tf.float32) -> tf.Variable:
+                return tf.Variable(value, trainable=False, name=f"gradscope_{name}", dtype=dtype)
+
+            # Pending values staged outside the step's graph (see module doc).
             self.p_forward = var(np.full((L, F), _NAN, np.float32), "forward")
             self.p_backprop = var(np.full((L,), _NAN, np.float32), "backprop")
-            self.p_grad = var(np.full((V,), _NAN, np.float32), "grad")
-            self.p_weight = var(np.full((V,), _NAN, np.float32), "weight")
             self.p_update = var(np.zeros((V,), np.float32), "update")
-            self.p_scalars = var(np.full((len(SCALARS),), _NAN, np.float32), "scalars")
             # The ring of committed rows, and counters.
             self.ring = var(np.zeros((self.capacity, self.width), np.float32), "ring")
             self.ring_steps = var(np.zeros((self.capacity,), np.int64), "ring_steps", tf.int64)
@@ -108,134 +130,181 @@ class Recorder:
             self.hist_counts = var(np.zeros((L, self.bins), np.float32), "hist_counts")
             self.hist_ranges = var(np.zeros((L, 2), np.float32), "hist_ranges")
             self.hist_step = var(-1, "hist_step", tf.int64)
-        # What each pending variable is reset to after a commit: NaN means
-        # "not measured this step"; updates accumulate from 0.
-        self._resets = [
-            (self.p_forward, _NAN), (self.p_backprop, _NAN), (self.p_grad, _NAN),
-            (self.p_weight, _NAN), (self.p_update, 0.0), (self.p_scalars, _NAN),
-        ]
 
-    # -- in-graph staging -----------------------------------------------------
-    def _when_recording(self, fn: Callable[[], tf.Tensor | None]) -> tf.Tensor:
-        """Runs ``fn`` (which computes and writes statistics) on recorded steps only.
+    # -- trace-time staging ------------------------------------------------------
+    def _bucket(self) -> _Staged | None:
+        """The stash of the graph being traced, or None where tensors cannot be kept."""
+        if not tf.inside_function():
+            return None
+        graph = tf.compat.v1.get_default_graph()
+        if getattr(graph, "is_control_flow_graph", False):
+            return None
+        bucket = self._staged.get(graph)
+        if bucket is None:
+            bucket = self._staged[graph] = _Staged()
+        return bucket
 
-        With ``every > 1`` the whole computation sits inside a `tf.cond`, so
-        skipped steps pay for neither the reductions nor the writes.
-        Returns a tensor that is ready once the writes are done.
-        """
+    def _recorded(self) -> tf.Tensor:
+        return tf.equal(self.calls % self.every, 0)
 
-        def run() -> tf.Tensor:
-            out = fn()
-            if out is None:
-                return tf.constant(0)
-            with tf.control_dependencies([out]):
-                return tf.constant(0)
-
+    def _when_recording(self, fn: Callable[[], Any], skipped: Callable[[], Any] | None = None) -> Any:
+        """``fn()`` on recorded steps; with ``every > 1`` inside one `tf.cond`."""
         if self.every == 1:
-            return run()
-        return tf.cond(tf.equal(self.calls % self.every, 0), run, lambda: tf.constant(0))
+            return fn()
+        return tf.cond(self._recorded(), fn, skipped or (lambda: tf.constant(0)))
 
     def _scale(self) -> tf.Tensor:
         return tf.cast(self.scale_fn(), tf.float32) if self.scale_fn else tf.constant(1.0)
 
     def stage_forward(self, layer: int, output: tf.Tensor) -> None:
-        """Forward statistics (and, when asked for, a histogram) of one layer."""
-        act = self.activations[layer]
+        """A watched layer's output."""
+        bucket = self._bucket()
+        if bucket is not None:
+            bucket.forward[layer] = output
+            return
+        self._slow_path_used = True
 
-        def write() -> None:
-            stats = forward_stats(output, act, self.saturation_threshold)
+        def write() -> tf.Tensor:
+            stats = forward_stats(output, self.activations[layer], self.saturation_threshold)
             self.p_forward.assign(tf.tensor_scatter_nd_update(self.p_forward, [[layer]], [stats]))
-
-            def hist() -> tf.Tensor:
-                counts, rng = histogram(output, act, self.bins)
-                self.hist_counts.assign(tf.tensor_scatter_nd_update(self.hist_counts, [[layer]], [counts]))
-                self.hist_ranges.assign(tf.tensor_scatter_nd_update(self.hist_ranges, [[layer]], [rng]))
-                return tf.constant(0)
-
-            tf.cond(self.hist_flag > 0, hist, lambda: tf.constant(0))
+            return tf.constant(0)
 
         self._when_recording(write)
 
     def stage_backprop(self, layer: int, upstream: tf.Tensor) -> None:
-        """Mean square of d(loss)/d(output), unscaled under loss scaling."""
+        """d(loss)/d(output) of a watched layer, as back-propagation delivers it."""
+        bucket = self._bucket()
+        if bucket is not None:
+            bucket.backprop[layer] = upstream
+            return
+        self._slow_path_used = True
 
-        def write() -> None:
-            ms = tf.reduce_mean(tf.square(tf.cast(upstream, tf.float32))) / tf.square(self._scale())
-            self.p_backprop.assign(tf.tensor_scatter_nd_update(self.p_backprop, [[layer]], [ms]))
-
-        self._when_recording(write)
-
-    def stage_scalars(self, loss: tf.Tensor, accuracy: tf.Tensor) -> None:
-        def write() -> None:
-            values = tf.stack([tf.cast(loss, tf.float32), tf.cast(accuracy, tf.float32)])
-            self.p_scalars.assign(tf.tensor_scatter_nd_update(self.p_scalars, [[0], [1]], values))
-
-        self._when_recording(write)
-
-    def stage_pre_update(
-        self, grads: Sequence[tuple[int, Any]], weights: Sequence[tuple[int, Any]]
-    ) -> tf.Tensor:
-        """Squared norms of the gradients the optimizer got and of the weights
-        it is about to update, and the loss scale they are divided by.
-
-        ``grads`` and ``weights`` pair a recorder column with a gradient
-        (None counts as zero) or a variable. Returns a tensor to hang a
-        control dependency on.
-        """
         def write() -> tf.Tensor:
-            scale = self._scale()
-            out = []
-            if grads:
-                g2 = tf.stack([sq_norm(g) if g is not None else tf.constant(0.0) for _, g in grads])
-                g2 = g2 / tf.square(scale)
-                self.p_grad.assign(tf.tensor_scatter_nd_update(self.p_grad, [[i] for i, _ in grads], g2))
-                out.append(g2)
-            if weights:
-                w2 = tf.stack([sq_norm(_value(v)) for _, v in weights])
-                self.p_weight.assign(tf.tensor_scatter_nd_update(self.p_weight, [[i] for i, _ in weights], w2))
-                out.append(w2)
-            # Read before the update: a LossScaleOptimizer halves its scale
-            # when the gradients overflow.
-            self.p_scalars.assign(tf.tensor_scatter_nd_update(self.p_scalars, [[2]], [scale]))
-            return tf.concat(out, 0) if out else scale
-
-        return self._when_recording(write)
-
-    def stage_update(self, var_index: int, value: Any, current: Any = None) -> None:
-        """Adds the squared size of one write the optimizer makes to a variable:
-        ``value`` itself (assign_add/assign_sub), or ``value - current`` (assign)."""
-        def write() -> None:
-            delta = value if current is None else tf.cast(value, tf.float32) - tf.cast(_value(current), tf.float32)
-            self.p_update.assign(tf.tensor_scatter_nd_add(self.p_update, [[var_index]], [sq_norm(delta)]))
+            ms = mean_square(upstream) / tf.square(self._scale())
+            self.p_backprop.assign(tf.tensor_scatter_nd_update(self.p_backprop, [[layer]], [ms]))
+            return tf.constant(0)
 
         self._when_recording(write)
 
-    def commit(self) -> None:
-        """Closes the step: writes the pending row to the ring and resets it."""
+    def stage_loss(self, loss: tf.Tensor, y_true: Any, y_pred: Any) -> None:
+        """The batch loss, and what the batch accuracy is computed from."""
+        bucket = self._bucket()
+        if bucket is not None:
+            bucket.loss = (loss, y_true, y_pred)
 
-        def write() -> None:
-            row = tf.concat(
-                [
-                    tf.reshape(self.p_forward, [-1]),
-                    self.p_backprop,
-                    self.p_grad,
-                    self.p_weight,
-                    self.p_update,
-                    self.p_scalars,
-                ],
-                0,
-            )
+    def stage_update(self, col: int, value: Any, current: Any = None) -> None:
+        """One write the optimizer makes to a watched variable: ``value``
+        itself (assign_add/assign_sub), or ``value - current`` (assign)."""
+        delta = value if current is None else tf.cast(value, tf.float32) - tf.cast(_value(current), tf.float32)
+        bucket = self._bucket()
+        if bucket is not None:
+            bucket.updates.setdefault(col, []).append(delta)
+            return
+        self._slow_path_used = True
+
+        def write() -> tf.Tensor:
+            self.p_update.assign(tf.tensor_scatter_nd_add(self.p_update, [[col]], [sq_norm(delta)]))
+            return tf.constant(0)
+
+        self._when_recording(write)
+
+    def stage_pre_update(self, grads: Sequence[tuple[int, Any]], weights: Sequence[tuple[int, Any]]) -> tf.Tensor:
+        """Squared norms of the gradients the optimizer got (None counts as
+        zero) and of the weights it is about to update, and the loss scale the
+        gradients are divided by, read before the update. Returns the tensor
+        of those numbers: apply must wait for it (see `hooks.py`)."""
+        n = len(grads) + len(weights) + 1
+
+        def compute() -> tf.Tensor:
+            scale = self._scale()
+            g2 = [sq_norm(g) / tf.square(scale) if g is not None else tf.constant(0.0) for _, g in grads]
+            w2 = [sq_norm(_value(v)) for _, v in weights]
+            return tf.stack(g2 + w2 + [scale])
+
+        values = self._when_recording(compute, lambda: tf.fill([n], _NAN))
+        bucket = self._bucket()
+        if bucket is not None:
+            bucket.pre_update = values
+            bucket.pre_cols = ([c for c, _ in grads], [c for c, _ in weights])
+        return values
+
+    # -- the row ------------------------------------------------------------------
+    def commit(self) -> None:
+        """Reduces what this step staged to one row and writes it to the ring."""
+        bucket = self._bucket() or _Staged()
+        graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
+        if graph is not None and graph in self._staged:
+            del self._staged[graph]  # the next trace starts clean
+
+        def write() -> tf.Tensor:
+            row = self._row(bucket)
             slot = self.count % self.capacity
             self.ring.scatter_nd_update([[slot]], [row])
             self.ring_steps.scatter_nd_update([[slot]], [self.calls])
             self.count.assign_add(1)
-            self.hist_step.assign(tf.where(self.hist_flag > 0, self.calls, self.hist_step))
-            self.hist_flag.assign(0)
-            for pending, value in self._resets:
-                pending.assign(tf.fill(tf.shape(pending), value))
+            self._histograms(bucket)
+            if self._slow_path_used:
+                self.p_forward.assign(tf.fill(tf.shape(self.p_forward), _NAN))
+                self.p_backprop.assign(tf.fill(tf.shape(self.p_backprop), _NAN))
+                self.p_update.assign(tf.zeros_like(self.p_update))
+            return tf.constant(0)
 
         self._when_recording(write)
         self.calls.assign_add(1)
+
+    def _row(self, b: _Staged) -> tf.Tensor:
+        L, V = self.n_layers, self.n_vars
+        forward = tf.convert_to_tensor(self.p_forward) if self._slow_path_used else tf.fill([L, len(FORWARD_STATS)], _NAN)
+        if b.forward:
+            idx = sorted(b.forward)
+            stats = [forward_stats(b.forward[i], self.activations[i], self.saturation_threshold) for i in idx]
+            forward = tf.tensor_scatter_nd_update(forward, [[i] for i in idx], tf.stack(stats))
+        backprop = tf.convert_to_tensor(self.p_backprop) if self._slow_path_used else tf.fill([L], _NAN)
+        if b.backprop:
+            idx = sorted(b.backprop)
+            scale2 = tf.square(self._scale())
+            ms = [mean_square(b.backprop[i]) / scale2 for i in idx]
+            backprop = tf.tensor_scatter_nd_update(backprop, [[i] for i in idx], tf.stack(ms))
+        grad = tf.fill([V], _NAN)
+        weight = tf.fill([V], _NAN)
+        scale = self._scale()
+        if b.pre_update is not None:
+            gcols, wcols = b.pre_cols
+            if gcols:
+                grad = tf.tensor_scatter_nd_update(grad, [[c] for c in gcols], b.pre_update[: len(gcols)])
+            if wcols:
+                weight = tf.tensor_scatter_nd_update(
+                    weight, [[c] for c in wcols], b.pre_update[len(gcols) : len(gcols) + len(wcols)]
+                )
+            scale = b.pre_update[-1]
+        update = tf.convert_to_tensor(self.p_update) if self._slow_path_used else tf.zeros([V])
+        if b.updates:
+            idx = sorted(b.updates)
+            sums = [tf.add_n([sq_norm(d) for d in b.updates[i]]) for i in idx]
+            update = tf.tensor_scatter_nd_add(update, [[i] for i in idx], tf.stack(sums))
+        if b.loss is not None:
+            loss, y_true, y_pred = b.loss
+            scalars = tf.stack([tf.cast(loss, tf.float32), batch_accuracy(y_true, y_pred), scale])
+        else:
+            scalars = tf.stack([tf.constant(_NAN), tf.constant(_NAN), scale])
+        return tf.concat([tf.reshape(forward, [-1]), backprop, grad, weight, update, scalars], 0)
+
+    def _histograms(self, b: _Staged) -> None:
+        """Fills the activation histograms when the host asked for them (one cond)."""
+        if not b.forward:
+            return
+
+        def fill() -> tf.Tensor:
+            idx = sorted(b.forward)
+            parts = [histogram(b.forward[i], self.activations[i], self.bins) for i in idx]
+            rows = [[i] for i in idx]
+            self.hist_counts.assign(tf.tensor_scatter_nd_update(self.hist_counts, rows, tf.stack([c for c, _ in parts])))
+            self.hist_ranges.assign(tf.tensor_scatter_nd_update(self.hist_ranges, rows, tf.stack([r for _, r in parts])))
+            self.hist_step.assign(self.calls)
+            self.hist_flag.assign(0)
+            return tf.constant(0)
+
+        tf.cond(self.hist_flag > 0, fill, lambda: tf.constant(0))
 
     # -- host side ------------------------------------------------------------
     def flush(self) -> Rows:

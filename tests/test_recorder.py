@@ -7,9 +7,14 @@ from gradscope.recorder import Recorder
 
 
 def _commit(rec, n):
-    for _ in range(n):
-        rec.stage_scalars(tf.constant(1.0), tf.constant(0.5))
+    @tf.function
+    def step():
+        # Staged while traced, reduced by commit in the same graph.
+        rec.stage_loss(tf.constant(1.0), tf.constant([[0.0, 1.0], [1.0, 0.0]]), tf.constant([[0.2, 0.8], [0.3, 0.7]]))
         rec.commit()
+
+    for _ in range(n):
+        step()
 
 
 def test_flush_returns_rows_in_order_and_resets():
@@ -17,7 +22,8 @@ def test_flush_returns_rows_in_order_and_resets():
     _commit(rec, 3)
     rows = rec.flush()
     assert rows.steps.tolist() == [0, 1, 2] and rows.lost == 0
-    assert rows.scalars[:, 0].tolist() == [1.0, 1.0, 1.0]
+    assert rows.scalars[:, 0].tolist() == [1.0, 1.0, 1.0]  # loss
+    assert rows.scalars[:, 1].tolist() == [0.5, 0.5, 0.5]  # accuracy: one of two argmax hits
     assert len(rec.flush()) == 0
     _commit(rec, 2)
     assert rec.flush().steps.tolist() == [3, 4]

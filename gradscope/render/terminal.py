@@ -67,13 +67,14 @@ def layer_table(history: GradientHistory, row: int = -1, title: str | None = Non
             fmt(grad[li]),
             fmt(bp_row[li]),
             fmt(ratio),
-            _pct(sat[row, li]) if sat is not None else "-",
-            _pct(dead[row, li]) if dead is not None else "-",
+            pct(sat[row, li]) if sat is not None else "-",
+            pct(dead[row, li]) if dead is not None else "-",
         )
     return table
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
+    """'42%', or '-' where the value was not measured."""
     return f"{x:.0%}" if math.isfinite(x) else "-"
 
 
@@ -199,8 +200,8 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
             fmt(v.grad_first),
             fmt(v.grad_last),
             fmt(v.ratio),
-            _pct(v.saturation),
-            _pct(v.dead),
+            pct(v.saturation),
+            pct(v.dead),
             fmt(v.dact_mean),
             Text(v.verdict, style=style),
         )

@@ -1,0 +1,198 @@
+"""gradscope's own training loop against plain Keras ``model.fit``.
+
+What it measures: the training throughput of `gradscope.train` (which
+always records every step's per-layer gradient statistics) relative to
+plain ``model.fit`` (which records nothing), on the lecture's network
+(`gradscope.models.lecture_mlp`: 784-1024-512-512-512-10, tanh everywhere,
+random_uniform init), MSE, Adam(1e-3), batch 128, on synthetic MNIST-shaped
+data (x uniform in [0, 1], (N, 784) float32; y one-hot, 10 classes).
+
+Variants, each on its own model, built and compiled once and trained
+further in every round:
+
+  fit        ``model.fit(x, y, batch_size=128, epochs=1, verbose=0, shuffle=True)``
+  gradscope  ``gradscope.train(model, x, y, batch_size=128, epochs=1)``
+  tape       (reference, ``--no-tape`` drops it) a hand-written
+             ``tf.function`` GradientTape step that also writes each layer's
+             gradient norm into a device ring buffer; it is traced once.
+
+Each call trains one epoch of N = 128 * --steps samples. After one untimed
+warm-up call per variant (tracing), the variants run in one process,
+interleaved round by round (fit, gradscope, tape, fit, ...), and each call is
+timed with ``time.process_time()`` (CPU, all threads; the figure that
+counts) and ``time.perf_counter()`` (wall, secondary: it swings +-40% on this
+shared 2-core machine). Garbage is collected before each call, untimed.
+
+Two figures per variant, both as throughput ratios to fit (fit's cost per
+sample / the variant's, per round, median over rounds; > 1 is faster):
+
+  call    the whole call. `gradscope.train` builds a new ``tf.function``
+          (and a new `GradientMonitor`) in every call, so this includes one
+          trace per call, which fit pays only once; it shrinks as --steps
+          grows.
+  steady  the median per-step time inside the call, leaving out the first
+          --skip steps (the trace): the cost of the compiled, recording step
+          itself, taken from a small callback reading the clocks after
+          every batch (for the tape loop, the same clock read by hand).
+
+Target: gradscope loop >= 1.0x fit throughput.
+
+Command (about 1 minute with the defaults, on this machine):
+
+    python benchmarks/bench_loop.py                  # --rounds 7 --steps 100
+    python benchmarks/bench_loop.py --rounds 2 --steps 20   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from _bench import BATCH, Results, StepClock, absolute, legend, mnist_like, table, timed
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import gradscope
+from gradscope.models import lecture_mlp
+
+
+def compiled_lecture_mlp(seed: int) -> keras.Model:
+    model = lecture_mlp(seed=seed)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse")
+    return model
+
+
+class TapeLoop:
+    """A plain GradientTape loop with per-layer gradient norms kept on the device.
+
+    The reference for what a hand-written recording loop costs: the step
+    function is traced once and reused by every call; the norms go into a
+    ring buffer fetched once per call.
+    """
+
+    def __init__(self, model: keras.Model, capacity: int = 1024) -> None:
+        self.model = model
+        self.optimizer = keras.optimizers.Adam(learning_rate=1e-3)
+        self.variables = list(model.trainable_variables)
+        ids = {id(v): i for i, v in enumerate(self.variables)}
+        self.groups = [[ids[id(v)] for v in layer.trainable_variables] for layer in model.layers if layer.trainable_variables]
+        self.capacity = capacity
+        self.ring = tf.Variable(tf.zeros((capacity, len(self.groups))), trainable=False)
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.step = tf.function(self._step, reduce_retracing=True)
+        self.rng = np.random.default_rng(1)
+        self.last_norms: np.ndarray | None = None
+
+    def _step(self, xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            pred = self.model(xb, training=True)
+            loss = tf.reduce_mean(tf.square(yb - pred))
+        grads = tape.gradient(loss, self.variables)
+        norms = tf.stack([tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(grads[i])) for i in g])) for g in self.groups])
+        self.optimizer.apply(grads, self.variables)
+        self.ring.scatter_nd_update([[self.count % self.capacity]], [norms])
+        self.count.assign_add(1)
+        return loss
+
+    def fit_epoch(self, x: tf.Tensor, y: tf.Tensor, clock: StepClock) -> None:
+        clock.on_train_begin()
+        n = int(x.shape[0])
+        order = self.rng.permutation(n)
+        for start in range(0, n, BATCH):
+            idx = tf.constant(order[start : start + BATCH])
+            loss = self.step(tf.gather(x, idx), tf.gather(y, idx))
+            float(loss)  # fit and gradscope.train turn their logs into floats every step too
+            clock.on_train_batch_end(start // BATCH)
+        self.last_norms = self.ring.numpy()[: min(int(self.count.numpy()), self.capacity)]
+        self.count.assign(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
+    parser.add_argument("--steps", type=int, default=100, help="steps of 128 per call (default 100)")
+    parser.add_argument("--skip", type=int, default=5, help="first steps of a call left out of 'steady' (default 5)")
+    parser.add_argument("--no-tape", action="store_true", help="leave out the hand-written tape-loop reference")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.steps <= args.skip:
+        parser.error(f"--steps must be larger than --skip ({args.skip})")
+
+    samples = BATCH * args.steps
+    x, y = mnist_like(samples, seed=args.seed)
+    keras.utils.set_random_seed(args.seed)
+
+    models = {"fit": compiled_lecture_mlp(args.seed), "gradscope": compiled_lecture_mlp(args.seed)}
+    monitor = gradscope.GradientMonitor()
+    variants = {
+        "fit": lambda clock: models["fit"].fit(
+            x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=True, callbacks=[clock]
+        ),
+        # One monitor for all rounds, as a user who trains on with the same
+        # model would: its traced step is reused by later train() calls.
+        "gradscope": lambda clock: gradscope.train(
+            models["gradscope"], x, y, batch_size=BATCH, epochs=1, callbacks=[monitor, clock]
+        ),
+    }
+    if not args.no_tape:
+        tape = TapeLoop(lecture_mlp(seed=args.seed))
+        xt, yt = tf.constant(x), tf.constant(y)
+        variants["tape"] = lambda clock: tape.fit_epoch(xt, yt, clock)
+    labels = {
+        "fit": "model.fit (baseline)",
+        "gradscope": "gradscope.train (records)",
+        "tape": "tape loop + layer norms (ref)",
+    }
+
+    print(
+        f"bench_loop: lecture_mlp 784-1024-512-512-512-10 tanh, MSE, Adam 1e-3, batch {BATCH}; "
+        f"{args.rounds} rounds x {args.steps} steps per call; TF {tf.__version__}, Keras {keras.__version__}",
+        flush=True,
+    )
+    for name, run in variants.items():  # warm-up: trace once, untimed
+        t0 = time.perf_counter()
+        run(StepClock())
+        print(f"  warm-up {name}: {time.perf_counter() - t0:.1f}s wall", file=sys.stderr, flush=True)
+
+    results = Results(baseline={name: "fit" for name in variants}, steps=args.steps)
+    for r in range(args.rounds):
+        for name, run in variants.items():
+            results.add(name, timed(run, samples, args.skip))
+        fit_call = results.runs["fit"][-1].call_cpu
+        print(
+            f"  round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{n} {fit_call / results.runs[n][-1].call_cpu:.3f}x" for n in variants if n != "fit"),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    print()
+    print(table(results, labels))
+    print()
+    print(legend(args.rounds, args.steps, args.skip))
+    print("absolute CPU per step, medians (context only; they swing with the machine):")
+    print(absolute(results, labels))
+    gs_call = results.median_ratio("gradscope", "call_cpu")
+    gs_steady = results.median_ratio("gradscope", "steady_cpu")
+    ok = lambda v: "PASS" if v >= 1.0 else "FAIL"  # noqa: E731
+    final = (
+        f"RATIOS bench_loop (CPU throughput vs model.fit, median of {args.rounds}): "
+        f"gradscope.train call {gs_call:.3f}x steady {gs_steady:.3f}x"
+    )
+    if "tape" in variants:
+        final += (
+            f"; tape loop call {results.median_ratio('tape', 'call_cpu'):.3f}x"
+            f" steady {results.median_ratio('tape', 'steady_cpu'):.3f}x"
+        )
+    final += f"; target gradscope >= 1.00x: call {ok(gs_call)}, steady {ok(gs_steady)}"
+    print()
+    print(final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

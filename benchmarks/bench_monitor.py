@@ -1,0 +1,214 @@
+"""The cost of `GradientMonitor(every=1)` in ``model.fit``.
+
+What it measures: the training throughput of ``model.fit`` with a
+`GradientMonitor(every=1)` among its callbacks, relative to the same
+``model.fit`` without it, on
+
+  * the lecture's network (`gradscope.models.lecture_mlp`:
+    784-1024-512-512-512-10, tanh everywhere, random_uniform init), and
+  * a deep narrow MLP (``--deep-layers`` Dense layers in all, default 50:
+    49 hidden of width 128 plus the output of 10, tanh everywhere,
+    glorot_uniform init so 50 tanh layers stay numerically sane; the init
+    does not change the cost), to show how the cost grows with the number
+    of watched layers,
+
+plus, as an anchor, the lecture network with Keras'
+``TensorBoard(log_dir=<tmp>, histogram_freq=1)`` instead of the monitor
+(``--no-tensorboard`` drops it; it is skipped with a note if it fails).
+All with MSE, Adam(1e-3), batch 128, synthetic MNIST-shaped data (x uniform
+in [0, 1], (N, 784) float32; y one-hot, 10 classes).
+
+The monitor always computes the activation statistics (there is no switch
+to turn them off), so its ratio is both "monitored / unmonitored" (target
+>= 0.98) and "stats on / plain fit" (target >= 0.95).
+
+Design, and why:
+
+* Every variant has its own model, built and compiled once; every round
+  calls ``fit(x, y, batch_size=128, epochs=1, verbose=0, shuffle=True)`` on
+  each again, on N = 128 * --steps samples. One `GradientMonitor` and one
+  `TensorBoard` instance serve all rounds, as in a user's repeated ``fit``.
+* One untimed warm-up call per variant (tracing), then the variants run in
+  one process interleaved round by round (fit, monitor, tensorboard,
+  fit-deep, monitor-deep, fit, ...); garbage is collected before each call,
+  untimed. CPU time (``time.process_time()``, all threads) is the figure;
+  wall time is secondary (+-40% swings on this shared 2-core machine).
+* A monitor installs its hooks in ``on_train_begin`` and rebuilds fit's
+  train function (``make_train_function(force=True)``), and again in
+  ``on_train_end`` to unhook; so *every* monitored ``fit`` call traces its
+  step again, while plain fit traces once in the process. Two figures
+  separate that per-call price from the per-step price:
+
+  call    CPU of the whole ``fit`` call: retrace, hook set-up, the
+          end-of-epoch flush of the records, all included. It depends on
+          --steps (the longer the call, the less the retrace weighs).
+  steady  the median per-step CPU time inside the same call, leaving out
+          its first --skip steps (the retrace lands in step 1), read by a
+          small callback placed last in the list that reads the clocks
+          after every batch. This is the cost of the monitored step itself
+          in one long fit with the monitor in place, independent of
+          --steps.
+
+  ``fixed/call`` turns the difference into "the call costs as much as K
+  more plain steps", which does not depend on --steps either.
+
+Ratios are plain fit's cost per sample / the variant's (>1: faster),
+computed per round against the same round's plain fit of the same network,
+then the median over rounds.
+
+Command (about 3.5 minutes with the defaults, on this machine):
+
+    python benchmarks/bench_monitor.py                   # --rounds 7 --steps 100
+    python benchmarks/bench_monitor.py --rounds 2 --steps 20   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from typing import Callable
+
+from _bench import BATCH, Results, StepClock, absolute, legend, mnist_like, table, timed
+
+import keras
+import tensorflow as tf
+
+from gradscope import GradientMonitor
+from gradscope.models import lecture_mlp
+
+
+def compiled(model: keras.Model) -> keras.Model:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse")
+    return model
+
+
+def deep_mlp(layers: int, width: int, seed: int) -> keras.Model:
+    """``layers`` Dense layers in all: ``layers - 1`` hidden of ``width``, and the output of 10; tanh."""
+    model = lecture_mlp(hidden=(width,) * (layers - 1), init="glorot_uniform", seed=seed)
+    return compiled(model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
+    parser.add_argument("--steps", type=int, default=100, help="steps of 128 per fit call (default 100)")
+    parser.add_argument("--skip", type=int, default=5, help="first steps of a call left out of 'steady' (default 5)")
+    parser.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include the TensorBoard(histogram_freq=1) anchor (default on)",
+    )
+    parser.add_argument("--deep-layers", type=int, default=50, help="Dense layers of the deep MLP; 0 drops it (default 50)")
+    parser.add_argument("--deep-width", type=int, default=128, help="width of the deep MLP's hidden layers (default 128)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.steps <= args.skip:
+        parser.error(f"--steps must be larger than --skip ({args.skip})")
+
+    samples = BATCH * args.steps
+    x, y = mnist_like(samples, seed=args.seed)
+    keras.utils.set_random_seed(args.seed)
+    tmp = tempfile.TemporaryDirectory(prefix="gradscope-bench-tb-")
+
+    def fit_with(model: keras.Model, extra: list) -> Callable[[StepClock], object]:
+        return lambda clock: model.fit(
+            x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=True, callbacks=[*extra, clock]
+        )
+
+    lecture = {name: compiled(lecture_mlp(seed=args.seed)) for name in ("fit", "monitor", "tensorboard")}
+    monitor = GradientMonitor(every=1)
+    variants = {
+        "fit": fit_with(lecture["fit"], []),
+        "monitor": fit_with(lecture["monitor"], [monitor]),
+    }
+    baseline = {"fit": "fit", "monitor": "fit"}
+    labels = {
+        "fit": "lecture: plain fit (baseline)",
+        "monitor": "lecture: + GradientMonitor(every=1)",
+        "tensorboard": "lecture: + TensorBoard(histogram=1)",
+    }
+    if args.tensorboard:
+        board = keras.callbacks.TensorBoard(log_dir=tmp.name, histogram_freq=1)
+        variants["tensorboard"] = fit_with(lecture["tensorboard"], [board])
+        baseline["tensorboard"] = "fit"
+    if args.deep_layers > 1:
+        deep_monitor = GradientMonitor(every=1)
+        variants["fit_deep"] = fit_with(deep_mlp(args.deep_layers, args.deep_width, args.seed), [])
+        variants["monitor_deep"] = fit_with(deep_mlp(args.deep_layers, args.deep_width, args.seed), [deep_monitor])
+        baseline.update(fit_deep="fit_deep", monitor_deep="fit_deep")
+        labels["fit_deep"] = f"{args.deep_layers}-layer: plain fit (baseline)"
+        labels["monitor_deep"] = f"{args.deep_layers}-layer: + GradientMonitor"
+
+    print(
+        f"bench_monitor: lecture_mlp 784-1024-512-512-512-10 tanh"
+        + (f" and a {args.deep_layers}-layer x {args.deep_width} tanh MLP" if args.deep_layers > 1 else "")
+        + f"; MSE, Adam 1e-3, batch {BATCH}; {args.rounds} rounds x {args.steps} steps per fit call; "
+        f"TF {tf.__version__}, Keras {keras.__version__}",
+        flush=True,
+    )
+    for name in list(variants):  # warm-up: trace once, untimed
+        t0 = time.perf_counter()
+        try:
+            variants[name](StepClock())
+        except Exception as exc:  # only the optional anchor may fail softly
+            if name != "tensorboard":
+                raise
+            print(f"  TensorBoard anchor skipped: {type(exc).__name__}: {exc}", flush=True)
+            del variants[name]
+            continue
+        print(f"  warm-up {name}: {time.perf_counter() - t0:.1f}s wall", file=sys.stderr, flush=True)
+
+    results = Results(baseline=baseline, steps=args.steps)
+    for r in range(args.rounds):
+        for name, run in variants.items():
+            results.add(name, timed(run, samples, args.skip))
+        print(
+            f"  round {r + 1}/{args.rounds}: "
+            + ", ".join(
+                f"{n} call {results.ratios(n, 'call_cpu')[-1]:.3f}x steady {results.ratios(n, 'steady_cpu')[-1]:.3f}x"
+                for n in variants
+                if baseline[n] != n
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+    tmp.cleanup()
+
+    print()
+    print(table(results, labels))
+    print()
+    print(legend(args.rounds, args.steps, args.skip).replace("plain fit's", "plain fit's (same network)"))
+    print("absolute CPU per step, medians (context only; they swing with the machine):")
+    print(absolute(results, labels))
+
+    def verdict(value: float, target: float) -> str:
+        return f">= {target:.2f}x {'PASS' if value >= target else 'FAIL'}"
+
+    call = results.median_ratio("monitor", "call_cpu")
+    steady = results.median_ratio("monitor", "steady_cpu")
+    final = (
+        f"RATIOS bench_monitor (CPU throughput vs plain fit, median of {args.rounds}): "
+        f"lecture monitor call {call:.3f}x steady {steady:.3f}x "
+        f"[monitored/unmonitored {verdict(steady, 0.98)} steady, {verdict(call, 0.98)} call; "
+        f"stats-on/plain {verdict(steady, 0.95)} steady, {verdict(call, 0.95)} call]"
+    )
+    if "tensorboard" in variants:
+        final += (
+            f"; tensorboard call {results.median_ratio('tensorboard', 'call_cpu'):.3f}x"
+            f" steady {results.median_ratio('tensorboard', 'steady_cpu'):.3f}x"
+        )
+    if "monitor_deep" in variants:
+        final += (
+            f"; {args.deep_layers}-layer monitor call {results.median_ratio('monitor_deep', 'call_cpu'):.3f}x"
+            f" steady {results.median_ratio('monitor_deep', 'steady_cpu'):.3f}x"
+        )
+    print()
+    print(final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
