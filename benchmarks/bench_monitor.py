@@ -33,15 +33,14 @@ Design, and why:
   fit-deep, monitor-deep, fit, ...); garbage is collected before each call,
   untimed. CPU time (``time.process_time()``, all threads) is the figure;
   wall time is secondary (+-40% swings on this shared 2-core machine).
-* A monitor installs its hooks in ``on_train_begin`` and rebuilds fit's
-  train function (``make_train_function(force=True)``), and again in
-  ``on_train_end`` to unhook; so *every* monitored ``fit`` call traces its
-  step again, while plain fit traces once in the process. Two figures
-  separate that per-call price from the per-step price:
+* A monitor installs its hooks in ``on_train_begin`` and swaps in a train
+  function traced with them: the first time a fresh one (traced during the
+  warm-up call), later the one it kept from its previous ``fit``. In
+  ``on_train_end`` it gives the model back its plain function. Two figures
+  separate the per-call price from the per-step price:
 
-  call    CPU of the whole ``fit`` call: retrace, hook set-up, the
-          end-of-epoch flush of the records, all included. It depends on
-          --steps (the longer the call, the less the retrace weighs).
+  call    CPU of the whole ``fit`` call: hook set-up, the end-of-epoch
+          flush of the records, all included. It depends on --steps.
   steady  the median per-step CPU time inside the same call, leaving out
           its first --skip steps (the retrace lands in step 1), read by a
           small callback placed last in the list that reads the clocks
