@@ -179,14 +179,8 @@ def test_jit_compile_records_the_same_first_step(jit, toy):
 def test_custom_train_step_is_recorded(toy):
     x, y = toy
 
-    class Custom(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.d1 = keras.layers.Dense(8, activation="tanh")
-            self.d2 = keras.layers.Dense(3, activation="softmax")
-
-        def call(self, x):
-            return self.d2(self.d1(x))
+    class Custom(Subclassed):
+        """The subclassed model with its own train_step."""
 
         def train_step(self, data):
             xb, yb = data
