@@ -213,7 +213,7 @@ class GradientMonitor(keras.callbacks.Callback):
             from gradscope.render.terminal import LiveView
 
             keras_bar = bool(self.params.get("verbose")) if self.params else False
-            self.view = LiveView(self.history or GradientHistory([]), self.params or {}, console=self.console,
+            self.view = LiveView(self.history if self.history is not None else GradientHistory([]), self.params or {}, console=self.console,
                                  keras_bar=keras_bar)
             self.view.start()
 

@@ -91,6 +91,7 @@ class LiveView:
     """
 
     refresh_seconds = 0.25
+    line_seconds = 5.0
 
     def __init__(
         self,
@@ -109,7 +110,7 @@ class LiveView:
         self._live: Live | None = None
         self._start = get_time()
         self._first_row = len(history)
-        self._last_line = 0.0
+        self._last_line = -float("inf")
         self._epoch = 0
         #: Training steps done in this fit; the monitor sets it (rows can be
         #: fewer than steps when it records every N-th step).
@@ -123,6 +124,8 @@ class LiveView:
             self._live.start()
 
     def stop(self) -> None:
+        if not self.live and not self.keras_bar:
+            self._plain_line(force=True)  # the final state, whatever the clock says
         if self._live is not None:
             self._live.update(self._render())
             self._live.stop()
@@ -168,10 +171,8 @@ class LiveView:
         self._epoch = epoch
         if self._live is not None:
             self._live.update(self._render())
-        elif not self.keras_bar and self.get_time() - self._last_line > 5.0:
-            # Not a terminal: a plain status line every few seconds, no animation.
-            self._last_line = self.get_time()
-            self.console.print(self.status(), highlight=False)
+        elif not self.keras_bar:
+            self._plain_line()
 
     def epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
@@ -181,6 +182,13 @@ class LiveView:
         if self.keras_bar:
             self.console.print(layer_table(self.history, title=f"gradscope, epoch {epoch + 1}"))
         else:
+            self._plain_line()
+
+    def _plain_line(self, force: bool = False) -> None:
+        """Not a terminal: a status line at most every few seconds, no animation."""
+        now = self.get_time()
+        if force or now - self._last_line >= self.line_seconds:
+            self._last_line = now
             self.console.print(self.status(), highlight=False)
 
 

@@ -78,3 +78,19 @@ def test_plain_lines_off_a_terminal():
 
 def test_fmt():
     assert fmt(4.5e-7) == "4.50e-07" and fmt(0.1234) == "0.123" and fmt(float("nan")) == "-"
+
+
+def test_plain_lines_are_throttled_but_the_last_one_is_printed():
+    console = _console()
+    now = [0.0]
+    view = LiveView(_history(5), {"epochs": 4, "total_steps": 5}, console=console, get_time=lambda: now[0])
+    view.start()
+    for epoch, t in enumerate([0.0, 1.0, 2.0, 9.0]):  # a line at most every 5 s
+        now[0] = t
+        view.steps_done = epoch + 1
+        view.epoch_end(epoch, {})
+    now[0] = 9.5
+    view.steps_done = 5
+    view.stop()
+    lines = console.file.getvalue().splitlines()
+    assert [line.split("  ")[1] for line in lines] == ["step 1/5", "step 4/5", "step 5/5"]
