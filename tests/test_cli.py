@@ -117,3 +117,31 @@ def test_compare_runs_each_configuration_and_report_shows_it(tmp_path):
     again = gradscope("report", str(out), "--no-plots")
     assert again.returncode == 0, again.stderr
     assert "relu/he_normal: layer 1 gets" in again.stdout
+
+
+def test_ctrl_c_keeps_the_recorded_steps(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradscope", "run", "--dataset", "digits", "--layers", "16", "--steps", "1000000",
+         "--quiet", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    # Wait until training is under way (the first status line), then press Ctrl-C.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("training "):
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    from gradscope import load_run
+
+    history = load_run(out)
+    assert len(history) > 10 and f"interrupted: {len(history)} recorded steps saved" in stdout
