@@ -91,7 +91,7 @@ def watched_layers(model: Any) -> list[LayerSpec]:
     specs: list[LayerSpec] = []
     seen: set[int] = set()
 
-    def visit(layer: Any) -> None:
+    def visit(layer: Any, parent: Any = None) -> None:
         if id(layer) in seen:
             return
         seen.add(id(layer))
@@ -100,13 +100,16 @@ def watched_layers(model: Any) -> list[LayerSpec]:
             nested.update(id(v) for v in sub.trainable_variables)
         own = [v for v in layer.trainable_variables if id(v) not in nested and id(v) in index]
         if own and layer is not model:
-            spec = LayerSpec(layer.name, layer)
+            # An RNN's weights live in its cell: name them after the RNN
+            # ("lstm"), which is what the model summary shows.
+            name = parent.name if parent is not None and getattr(parent, "cell", None) is layer else layer.name
+            spec = LayerSpec(name, layer)
             for v in own:
                 spec.var_indices.append(index[id(v)])
                 spec.var_names.append(_short_name(v))
             specs.append(spec)
         for sub in _sublayers(layer):
-            visit(sub)
+            visit(sub, layer)
 
     visit(model)
     # A model that owns variables directly (rare) has them reported under its name.

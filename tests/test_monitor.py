@@ -440,3 +440,26 @@ def test_validation_and_evaluate_leave_the_record_alone(toy, monkeypatch):
     # validation inside fit, and evaluate/predict after it, were not.
     assert staged == [0, 1, 2]
     assert len(monitor.history) == 6 and np.all(np.isfinite(monitor.history["act_mean"]))
+
+
+@pytest.mark.parametrize("kind", ["cnn", "lstm"])
+def test_other_layer_types_and_optimizers(kind):
+    rng = np.random.default_rng(0)
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 32)]
+    if kind == "cnn":
+        x = rng.random((32, 8, 8, 1)).astype("float32")
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+                                  keras.layers.BatchNormalization(name="bn"), keras.layers.Flatten(),
+                                  keras.layers.Dropout(0.2), keras.layers.Dense(3, activation="softmax", name="out")])
+        optimizer, names = keras.optimizers.AdamW(weight_decay=0.01), ["conv", "bn", "out"]
+    else:
+        x = rng.random((32, 5, 4)).astype("float32")
+        model = keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(6, name="lstm"),
+                                  keras.layers.Dense(3, activation="softmax", name="out")])
+        optimizer, names = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), ["lstm", "out"]
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+    monitor = GradientMonitor(on_nonfinite="raise")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor])
+    h = monitor.history
+    assert h.layers == names and len(h) == 4
+    assert np.all(np.isfinite(h["grad_norm"])) and np.all(h["update_ratio"] > 0)
