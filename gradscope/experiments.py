@@ -172,8 +172,6 @@ def run_config(
 
 def compare(args: Any, console: Any) -> Path:
     """Trains every activation x initializer and writes a comparison folder."""
-    from gradscope.render.plots import plot_comparison
-
     data = load_data(args, console)
     inits = args.inits or [args.init or "random_uniform"]
     configs = [Config.from_args(args, a, i) for a in args.activations for i in inits]
@@ -191,9 +189,21 @@ def compare(args: Any, console: Any) -> Path:
     atomic_write(out / COMPARISON_FILE, lambda f: f.write(dumps_json({"format": "gradscope-comparison", "runs": entries})))
     console.rule("comparison")
     print_comparison({k: v for k, v in results.items()}, console)
-    path = plot_comparison({k: h for k, (h, _) in results.items()}, out / "plots" / "comparison.png")
-    console.print(f"saved comparison to {out} (plots: {path}); show it again: gradscope report {out}", highlight=False)
+    path = plot_comparison_folder(results, out)
+    console.print(f"saved comparison to {out} (plots: {path.parent}); show it again: gradscope report {out}", highlight=False)
     return out
+
+
+def plot_comparison_folder(results: dict[str, tuple[GradientHistory, Diagnosis]], folder: Path) -> Path:
+    """comparison.png, plus each configuration's activation histograms side by
+    side in the same folder: small weights pile tanh outputs up at 0, large
+    ones at +-1, the lecture's picture of why initialisation matters."""
+    from gradscope.render.plots import plot_activation_histograms, plot_comparison
+
+    plots = folder / "plots"
+    for label, (history, _) in results.items():
+        plot_activation_histograms(history, plots / f"activations_{label.replace('/', '-')}.png")
+    return plot_comparison({k: h for k, (h, _) in results.items()}, plots / "comparison.png")
 
 
 def print_comparison(results: dict[str, tuple[GradientHistory, Diagnosis]], console: Any) -> None:
@@ -230,7 +240,5 @@ def show_comparison(folder: Path, console: Any, plots: bool = True) -> None:
         results[entry["label"]] = (history, diagnose(history))
     print_comparison(results, console)
     if plots:
-        from gradscope.render.plots import plot_comparison
-
-        path = plot_comparison({k: h for k, (h, _) in results.items()}, folder / "plots" / "comparison.png")
-        console.print(f"plots: {path}", highlight=False)
+        path = plot_comparison_folder(results, folder)
+        console.print(f"plots: {path.parent}", highlight=False)

@@ -114,6 +114,7 @@ def test_compare_runs_each_configuration_and_report_shows_it(tmp_path):
         assert f"{label}: layer 1 gets" in proc.stdout, label
         assert (out / label.replace("/", "-") / "run.json").is_file()
     assert (out / "plots" / "comparison.png").stat().st_size > 1000
+    assert (out / "plots" / "activations_tanh-random_uniform.png").stat().st_size > 1000
     again = gradscope("report", str(out), "--no-plots")
     assert again.returncode == 0, again.stderr
     assert "relu/he_normal: layer 1 gets" in again.stdout
