@@ -6,7 +6,7 @@ Computed in float64 with numpy, so the numbers are the mathematical ones;
 Example:
 
 >>> f"{derivative('tanh', 8.0):.3e}"
-'4.502e-07'
+'4.501e-07'
 >>> linear_backprop_ratio(n=256, sigma2=1 / 512, k=4)
 0.25
 """
