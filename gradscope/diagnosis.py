@@ -95,6 +95,13 @@ RULES: dict[str, Rule] = {
 }
 
 
+#: The remedy when the output layer itself is saturated (the vanishing and
+#: stalled findings say it instead of their general remedy).
+OUTPUT_SATURATED_REMEDY = (
+    "the output layer is saturated, so every gradient starts near 0: give it softmax with cross-entropy "
+    "(--output-activation softmax --loss crossentropy), or smaller initial weights there, or a lower learning rate"
+)
+
 #: The stalled rule needs this many recorded steps: early on every net is near chance.
 STALL_MIN_STEPS = 50
 
@@ -401,7 +408,12 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
         )
         if measure == "grad_norm":
             msg = msg.replace("back-propagated gradient", "weight-gradient norm")
-        findings.append(_finding("vanishing", vanishing, msg, cause))
+        finding = _finding("vanishing", vanishing, msg, cause)
+        if history.layers[-1] in saturated:
+            # Every gradient starts at the output layer: when its tanh/sigmoid
+            # sits at +-1, fixing the hidden layers does not help.
+            finding.remedy = OUTPUT_SATURATED_REMEDY
+        findings.append(finding)
     exploding = [v.name for v in verdicts if v.verdict == "exploding"]
     if exploding:
         cause = "weights too large" if large else "depth: each layer multiplies the gradient by more than 1"
@@ -437,14 +449,15 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
         if final_acc < RULES["stalled"].threshold * chance:
             out = history.layers[-1]
             cause = "the output layer is saturated" if out in saturated else "the gradient reaching the weights is too small to move them"
-            findings.append(
-                _finding(
-                    "stalled",
-                    [out],
-                    f"Training stalled: accuracy {final_acc:.1%} against chance {chance:.1%}; the loss changed by {-fell:+.0%}.",
-                    cause,
-                )
+            finding = _finding(
+                "stalled",
+                [out],
+                f"Training stalled: accuracy {final_acc:.1%} against chance {chance:.1%}; the loss changed by {-fell:+.0%}.",
+                cause,
             )
+            if out in saturated:
+                finding.remedy = OUTPUT_SATURATED_REMEDY
+            findings.append(finding)
     return Diagnosis(
         measure, verdicts, findings, float(ratios[0]), float(early[0]), float(late[0]),
         dprod, drms, wprod, nonfinite, final_loss, final_acc,

@@ -183,3 +183,18 @@ def test_nonfinite_run_gets_nonfinite_verdicts_and_finding():
     assert [v.verdict for v in d.layers] == ["non-finite", "healthy"]
     assert d.layers[0].ratio == pytest.approx(0.5)  # from the finite steps
     assert d.findings[0].rule == "non_finite" and "step 6" in d.findings[0].message
+
+
+def test_a_saturated_output_layer_gets_the_output_remedy():
+    from gradscope.diagnosis import OUTPUT_SATURATED_REMEDY
+
+    steps = 60
+    bp = np.tile([0.001, 0.01, 1.0], (steps, 1))
+    sat = np.tile([0.0, 0.0, 0.6], (steps, 1))
+    h = GradientHistory(["a", "b", "out"], layer_info=[{"units": 8}, {"units": 8}, {"units": 10}])
+    h.append(np.arange(steps), {"grad_norm": bp, "backprop": bp, "saturation": sat},
+             {"loss": np.full(steps, 0.45), "accuracy": np.full(steps, 0.1)})
+    d = diagnose(h)
+    by_rule = {f.rule: f for f in d.findings}
+    assert by_rule["vanishing"].remedy == OUTPUT_SATURATED_REMEDY == by_rule["stalled"].remedy
+    assert by_rule["vanishing"].cause.startswith("saturated units in out")
