@@ -36,6 +36,17 @@ class Subclassed(keras.Model):
         return self.d2(self.d1(x))
 
 
+def _fit_then_rewind(model, x, y, **fit_kwargs):
+    """One recorded epoch of fit (no shuffling), then the weights put back as
+    they were, so a reference can be computed on the weights of step 0."""
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor], **fit_kwargs)
+    for v, w in zip(model.trainable_variables, weights):
+        v.assign(w)
+    return monitor
+
+
 def _reference(model, x, y, weights):
     """Per-layer gradient norms at the given weights on one batch, by GradientTape."""
     for v, w in zip(model.trainable_variables, weights):
@@ -89,11 +100,7 @@ def test_backprop_matches_gradient_wrt_layer_outputs(toy):
          keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
     )
     model.compile(optimizer="sgd", loss="mse")
-    weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor()
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
-    for v, w in zip(model.trainable_variables, weights):
-        v.assign(w)
+    monitor = _fit_then_rewind(model, x, y)
     # Independent: run the layers one by one and differentiate w.r.t. each output.
     with tf.GradientTape() as tape:
         h, outs = tf.constant(x[:32]), []
@@ -138,11 +145,7 @@ def test_mixed_precision_records_unscaled_gradients(toy):
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     scale = float(model.optimizer.initial_scale)
     assert scale > 1
-    weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor()
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
-    for v, w in zip(model.trainable_variables, weights):
-        v.assign(w)
+    monitor = _fit_then_rewind(model, x, y)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y[:32], model(x[:32], training=True)))
         scaled = loss * scale
