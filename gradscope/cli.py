@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -178,12 +179,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
     console = _console()
-    if (folder / COMPARISON_FILE).is_file():
-        show_comparison(folder, console, plots=not args.no_plots)
-    elif (folder / "run.json").is_file():
-        show_run(folder, console=console, plots=not args.no_plots)
-    else:
-        raise UsageError(f"{folder} is not a gradscope run or comparison folder (no run.json or comparison.json)")
+    try:
+        if (folder / COMPARISON_FILE).is_file():
+            show_comparison(folder, console, plots=not args.no_plots)
+        elif (folder / "run.json").is_file():
+            show_run(folder, console=console, plots=not args.no_plots)
+        else:
+            raise UsageError(f"{folder} is not a gradscope run or comparison folder (no run.json or comparison.json)")
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"cannot read the run folder {folder}: {type(exc).__name__}: {exc}") from None
     return 0
 
 

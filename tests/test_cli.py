@@ -72,12 +72,21 @@ def test_report_shows_the_saved_run_again_without_tensorflow(saved_run):
     assert "gradscope summary" in proc.stdout and "Diagnosis" in proc.stdout
 
 
+def _broken_run(tmp_path: Path) -> Path:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "run.json").write_text('{"layers": ["a"]}')
+    (folder / "history.npz").write_bytes(b"not a zip file")
+    return folder
+
+
 def test_bad_inputs_exit_2_with_one_line(tmp_path):
     for args, needle in [
         (["run", "--activation", "tanhh", *SMALL, "--dataset", "digits", "--out", str(tmp_path / "x")],
          "unknown Keras activation 'tanhh'"),
         (["run", "--data", str(tmp_path / "missing")], "missing"),
         (["report", str(tmp_path)], "is not a gradscope run"),
+        (["report", str(_broken_run(tmp_path))], "cannot read the run folder"),
         (["run", "--layers", "10,-3"], "positive layer widths"),
         (["run", "--lr", "0"], "above 0"),
     ]:
