@@ -24,7 +24,7 @@ def _history(steps=60):
                     {"name": "out", "units": 10, "activation": "tanh", "params": 330, "output_shape": "(None, 10)"}],
     )
     bp = np.tile([0.001, 0.02, 1.0], (steps, 1))
-    h.append(np.arange(steps), {"grad_norm": bp * 2, "backprop": bp, "saturation": np.full((steps, 3), 0.5)},
+    h.append(np.arange(steps), {"grad_norm": bp * 2, "backprop": bp, "saturation": np.tile([0.5, 0.5, 0.0], (steps, 1))},
              {"loss": np.linspace(1, 0.5, steps), "accuracy": np.full(steps, 0.42)})
     return h
 
