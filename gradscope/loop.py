@@ -136,14 +136,17 @@ def train(
 def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: "_Batches", jit_compile: bool):
     """The compiled step and its epoch sums, kept on the monitor for its next
     train() on the same model: tracing costs as much as dozens of steps."""
-    key = (id(monitor._recorder), id(model), bool(jit_compile), batches.dataset is None)
-    cache = monitor.__dict__.setdefault("_loop_steps", {})
-    if key not in cache:
-        cache.clear()  # an older recorder's steps would record into the old record
+    # The trace bakes in the record, the model, its optimizer and its compiled
+    # loss: any of them new (a compile() in between) means a new trace.
+    owners = (monitor._recorder, model, model.optimizer, getattr(model, "_compile_loss", None))
+    options = (bool(jit_compile), batches.dataset is None)
+    cached = monitor.__dict__.get("_loop_step")
+    if cached is None or cached[1] != options or any(a is not b for a, b in zip(cached[0], owners)):
         sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
         step = _make_step(model, sums)
-        cache[key] = (tf.function(_Batches.wrap(batches, step), jit_compile=jit_compile, reduce_retracing=True), sums)
-    return cache[key]
+        fn = tf.function(_Batches.wrap(batches, step), jit_compile=jit_compile, reduce_retracing=True)
+        cached = monitor.__dict__["_loop_step"] = (owners, options, fn, sums)
+    return cached[2], cached[3]
 
 
 def _make_step(model: keras.Model, sums: tf.Variable):

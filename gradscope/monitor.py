@@ -132,7 +132,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._deferred = False
         self._want_start_histogram = False
         self._record_signature: tuple | None = None
-        self._hooked_train: tuple | None = None  # (recorder, model, train function traced with hooks)
+        self._hooked_train: tuple | None = None  # (recorder, model, plain function, function traced with hooks)
         self._plain_train: Any = None
         self._var_layer = np.zeros(0, np.int64)
 
@@ -240,8 +240,15 @@ class GradientMonitor(keras.callbacks.Callback):
         # of steps), else a fresh one that traces on its first call.
         self._plain_train = getattr(self.model, "train_function", None)
         cached = self._hooked_train
-        if cached is not None and cached[0] is self._recorder and cached[1] is self.model:
-            self.model.train_function = cached[2]
+        # Valid only for the same record, model and plain function: a compile()
+        # in between makes Keras build a new one (new optimizer, new loss).
+        if (
+            cached is not None
+            and cached[0] is self._recorder
+            and cached[1] is self.model
+            and cached[2] is self._plain_train
+        ):
+            self.model.train_function = cached[3]
         else:
             self._hooked_train = None
             _retrace(self.model, "train")
@@ -355,7 +362,7 @@ class GradientMonitor(keras.callbacks.Callback):
             # had (or none), so a later fit without this monitor runs clean.
             hooked = getattr(self.model, "train_function", None)
             if hooked is not None and hasattr(self.model, "make_train_function"):
-                self._hooked_train = (self._recorder, self.model, hooked)
+                self._hooked_train = (self._recorder, self.model, self._plain_train, hooked)
                 self.model.train_function = self._plain_train
             self._plain_train = None
 

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -72,6 +73,7 @@ class _Staged:
     loss: tuple | None = None  # (loss, y_true, y_pred)
     pre_update: tf.Tensor | None = None  # [grad_sq..., weight_sq..., scale]
     pre_cols: tuple[list[int], list[int]] = ([], [])
+    slow: bool = False  # something of this step went to the pending variables
 
 
 class Recorder:
@@ -110,7 +112,8 @@ class Recorder:
         L, V, F = self.n_layers, self.n_vars, len(FORWARD_STATS)
         self.width = L * F + L + 3 * V + len(SCALARS)
         self._staged: "weakref.WeakKeyDictionary[Any, _Staged]" = weakref.WeakKeyDictionary()
-        self._slow_path_used = False
+        self._eager_slow = False  # eager mode: the pending variables hold this step's values
+        self._eager_pre: tuple | None = None
         with tf.init_scope():
 
             def var(value: Any, name: str, dtype: tf.DType = tf.float32) -> tf.Variable:
@@ -120,6 +123,7 @@ class Recorder:
             self.p_forward = var(np.full((L, F), _NAN, np.float32), "forward")
             self.p_backprop = var(np.full((L,), _NAN, np.float32), "backprop")
             self.p_update = var(np.zeros((V,), np.float32), "update")
+            self.p_scalars = var(np.full((2,), _NAN, np.float32), "scalars")  # loss, accuracy
             # The ring of committed rows, and counters.
             self.ring = var(np.zeros((self.capacity, self.width), np.float32), "ring")
             self.ring_steps = var(np.zeros((self.capacity,), np.int64), "ring_steps", tf.int64)
@@ -132,17 +136,41 @@ class Recorder:
             self.hist_step = var(-1, "hist_step", tf.int64)
 
     # -- trace-time staging ------------------------------------------------------
+    def _stash(self, graph: Any) -> _Staged:
+        bucket = self._staged.get(graph)
+        if bucket is None:
+            bucket = self._staged[graph] = _Staged()
+        return bucket
+
+    def _step_graph(self) -> Any:
+        """The graph the step's forward and backward pass are traced in: the
+        current one, or, inside a `tf.cond`/`tf.while_loop` body, the nearest
+        enclosing graph that is not control flow. None in eager mode."""
+        if not tf.inside_function():
+            return None
+        graph = tf.compat.v1.get_default_graph()
+        while getattr(graph, "is_control_flow_graph", False) and getattr(graph, "outer_graph", None) is not None:
+            graph = graph.outer_graph
+        return graph
+
     def _bucket(self) -> _Staged | None:
-        """The stash of the graph being traced, or None where tensors cannot be kept."""
+        """Where a tensor produced now may be kept for `commit`: the current
+        graph's stash, unless the current graph is control flow (a tensor made
+        inside a branch cannot be used outside it) or there is no graph."""
         if not tf.inside_function():
             return None
         graph = tf.compat.v1.get_default_graph()
         if getattr(graph, "is_control_flow_graph", False):
             return None
-        bucket = self._staged.get(graph)
-        if bucket is None:
-            bucket = self._staged[graph] = _Staged()
-        return bucket
+        return self._stash(graph)
+
+    def _mark_slow(self) -> None:
+        """Something of this step went to the pending variables; commit must read them."""
+        graph = self._step_graph()
+        if graph is None:
+            self._eager_slow = True
+        else:
+            self._stash(graph).slow = True
 
     def _recorded(self) -> tf.Tensor:
         return tf.equal(self.calls % self.every, 0)
@@ -162,7 +190,7 @@ class Recorder:
         if bucket is not None:
             bucket.forward[layer] = output
             return
-        self._slow_path_used = True
+        self._mark_slow()
 
         def write() -> tf.Tensor:
             stats = forward_stats(output, self.activations[layer], self.saturation_threshold)
@@ -177,7 +205,7 @@ class Recorder:
         if bucket is not None:
             bucket.backprop[layer] = upstream
             return
-        self._slow_path_used = True
+        self._mark_slow()
 
         def write() -> tf.Tensor:
             ms = mean_square(upstream) / tf.square(self._scale())
@@ -191,19 +219,33 @@ class Recorder:
         bucket = self._bucket()
         if bucket is not None:
             bucket.loss = (loss, y_true, y_pred)
+            return
+        self._mark_slow()
+
+        def write() -> tf.Tensor:
+            values = tf.stack([tf.cast(loss, tf.float32), batch_accuracy(y_true, y_pred)])
+            self.p_scalars.assign(tf.tensor_scatter_nd_update(self.p_scalars, [[0], [1]], values))
+            return tf.constant(0)
+
+        self._when_recording(write)
 
     def stage_update(self, col: int, value: Any, current: Any = None) -> None:
         """One write the optimizer makes to a watched variable: ``value``
         itself (assign_add/assign_sub), or ``value - current`` (assign)."""
-        delta = value if current is None else tf.cast(value, tf.float32) - tf.cast(_value(current), tf.float32)
         bucket = self._bucket()
+
+        def delta() -> Any:
+            if current is None:
+                return value
+            return tf.cast(value, tf.float32) - tf.cast(_value(current), tf.float32)
+
         if bucket is not None:
-            bucket.updates.setdefault(col, []).append(delta)
+            bucket.updates.setdefault(col, []).append(delta())
             return
-        self._slow_path_used = True
+        self._mark_slow()
 
         def write() -> tf.Tensor:
-            self.p_update.assign(tf.tensor_scatter_nd_add(self.p_update, [[col]], [sq_norm(delta)]))
+            self.p_update.assign(tf.tensor_scatter_nd_add(self.p_update, [[col]], [sq_norm(delta())]))
             return tf.constant(0)
 
         self._when_recording(write)
@@ -212,7 +254,10 @@ class Recorder:
         """Squared norms of the gradients the optimizer got (None counts as
         zero) and of the weights it is about to update, and the loss scale the
         gradients are divided by, read before the update. Returns the tensor
-        of those numbers: apply must wait for it (see `hooks.py`)."""
+        of those numbers: apply must wait for it (see `hooks.py`).
+
+        It is kept in the stash of the graph it is made in (whatever that is:
+        `commit` is traced in the same graph, right after the update)."""
         n = len(grads) + len(weights) + 1
 
         def compute() -> tf.Tensor:
@@ -222,31 +267,46 @@ class Recorder:
             return tf.stack(g2 + w2 + [scale])
 
         values = self._when_recording(compute, lambda: tf.fill([n], _NAN))
-        bucket = self._bucket()
-        if bucket is not None:
-            bucket.pre_update = values
-            bucket.pre_cols = ([c for c, _ in grads], [c for c, _ in weights])
+        cols = ([c for c, _ in grads], [c for c, _ in weights])
+        if tf.inside_function():
+            local = self._stash(tf.compat.v1.get_default_graph())
+            local.pre_update, local.pre_cols = values, cols
+        else:
+            self._eager_pre = (values, cols)
         return values
 
     # -- the row ------------------------------------------------------------------
     def commit(self) -> None:
         """Reduces what this step staged to one row and writes it to the ring."""
-        bucket = self._bucket() or _Staged()
-        graph = tf.compat.v1.get_default_graph() if tf.inside_function() else None
-        if graph is not None and graph in self._staged:
-            del self._staged[graph]  # the next trace starts clean
+        staged = _Staged()
+        if tf.inside_function():
+            here = tf.compat.v1.get_default_graph()
+            step = self._step_graph()
+            # Forward and backward were staged in the step's graph; the
+            # gradient and weight norms where apply runs (the same graph, or a
+            # branch of a custom train_step). Each trace starts clean.
+            outer = self._staged.pop(step, None) or _Staged()
+            local = self._staged.pop(here, None) if here is not step else outer
+            local = local or _Staged()
+            staged = dataclasses.replace(outer, pre_update=local.pre_update, pre_cols=local.pre_cols,
+                                         updates={**outer.updates, **local.updates}, slow=outer.slow or local.slow)
+        else:
+            values, cols = self._eager_pre if self._eager_pre is not None else (None, ([], []))
+            staged.pre_update, staged.pre_cols, staged.slow = values, cols, self._eager_slow
+            self._eager_pre, self._eager_slow = None, False
 
         def write() -> tf.Tensor:
-            row = self._row(bucket)
+            row = self._row(staged)
             slot = self.count % self.capacity
             self.ring.scatter_nd_update([[slot]], [row])
             self.ring_steps.scatter_nd_update([[slot]], [self.calls])
             self.count.assign_add(1)
-            self._histograms(bucket)
-            if self._slow_path_used:
+            self._histograms(staged)
+            if staged.slow:
                 self.p_forward.assign(tf.fill(tf.shape(self.p_forward), _NAN))
                 self.p_backprop.assign(tf.fill(tf.shape(self.p_backprop), _NAN))
                 self.p_update.assign(tf.zeros_like(self.p_update))
+                self.p_scalars.assign(tf.fill(tf.shape(self.p_scalars), _NAN))
             return tf.constant(0)
 
         self._when_recording(write)
@@ -254,17 +314,6 @@ class Recorder:
 
     def _row(self, b: _Staged) -> tf.Tensor:
         L, V = self.n_layers, self.n_vars
-        forward = tf.convert_to_tensor(self.p_forward) if self._slow_path_used else tf.fill([L, len(FORWARD_STATS)], _NAN)
-        if b.forward:
-            idx = sorted(b.forward)
-            stats = [forward_stats(b.forward[i], self.activations[i], self.saturation_threshold) for i in idx]
-            forward = tf.tensor_scatter_nd_update(forward, [[i] for i in idx], tf.stack(stats))
-        backprop = tf.convert_to_tensor(self.p_backprop) if self._slow_path_used else tf.fill([L], _NAN)
-        if b.backprop:
-            idx = sorted(b.backprop)
-            scale2 = tf.square(self._scale())
-            ms = [mean_square(b.backprop[i]) / scale2 for i in idx]
-            backprop = tf.tensor_scatter_nd_update(backprop, [[i] for i in idx], tf.stack(ms))
         grad = tf.fill([V], _NAN)
         weight = tf.fill([V], _NAN)
         scale = self._scale()
@@ -276,17 +325,33 @@ class Recorder:
                 weight = tf.tensor_scatter_nd_update(
                     weight, [[c] for c in wcols], b.pre_update[len(gcols) : len(gcols) + len(wcols)]
                 )
+            # The scale the gradients were divided by, read before the update
+            # (a LossScaleOptimizer changes it in apply).
             scale = b.pre_update[-1]
-        update = tf.convert_to_tensor(self.p_update) if self._slow_path_used else tf.zeros([V])
+        forward = tf.convert_to_tensor(self.p_forward) if b.slow else tf.fill([L, len(FORWARD_STATS)], _NAN)
+        if b.forward:
+            idx = sorted(b.forward)
+            stats = [forward_stats(b.forward[i], self.activations[i], self.saturation_threshold) for i in idx]
+            forward = tf.tensor_scatter_nd_update(forward, [[i] for i in idx], tf.stack(stats))
+        backprop = tf.convert_to_tensor(self.p_backprop) if b.slow else tf.fill([L], _NAN)
+        if b.backprop:
+            idx = sorted(b.backprop)
+            scale2 = tf.square(scale)
+            ms = [mean_square(b.backprop[i]) / scale2 for i in idx]
+            backprop = tf.tensor_scatter_nd_update(backprop, [[i] for i in idx], tf.stack(ms))
+        update = tf.convert_to_tensor(self.p_update) if b.slow else tf.zeros([V])
         if b.updates:
             idx = sorted(b.updates)
             sums = [tf.add_n([sq_norm(d) for d in b.updates[i]]) for i in idx]
             update = tf.tensor_scatter_nd_add(update, [[i] for i in idx], tf.stack(sums))
         if b.loss is not None:
             loss, y_true, y_pred = b.loss
-            scalars = tf.stack([tf.cast(loss, tf.float32), batch_accuracy(y_true, y_pred), scale])
+            loss_acc = tf.stack([tf.cast(loss, tf.float32), batch_accuracy(y_true, y_pred)])
+        elif b.slow:
+            loss_acc = tf.convert_to_tensor(self.p_scalars)[:2]
         else:
-            scalars = tf.stack([tf.constant(_NAN), tf.constant(_NAN), scale])
+            loss_acc = tf.fill([2], _NAN)
+        scalars = tf.concat([loss_acc, tf.reshape(scale, [1])], 0)
         return tf.concat([tf.reshape(forward, [-1]), backprop, grad, weight, update, scalars], 0)
 
     def _histograms(self, b: _Staged) -> None:

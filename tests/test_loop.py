@@ -133,3 +133,13 @@ def test_an_unbuilt_model_is_built_before_the_first_step(toy):
     model = keras.Sequential([keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3)])
     history = gradscope.train(model, x, y, loss="mse", optimizer="adam", batch_size=32, steps=3)
     assert list(history.steps) == [0, 1, 2]
+
+
+def test_a_new_optimizer_in_train_is_honoured(toy):
+    x, y = toy
+    model = _small()
+    monitor = GradientMonitor()
+    gradscope.train(model, x, y, loss="mse", optimizer=keras.optimizers.SGD(0.0), steps=2, callbacks=[monitor])
+    before = model.get_weights()[0].copy()
+    gradscope.train(model, x, y, loss="mse", optimizer=keras.optimizers.SGD(0.5), steps=2, callbacks=[monitor])
+    assert not np.allclose(before, model.get_weights()[0])

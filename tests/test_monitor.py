@@ -466,3 +466,60 @@ def test_other_layer_types_and_optimizers(kind):
     h = monitor.history
     assert h.layers == names and len(h) == 4
     assert np.all(np.isfinite(h["grad_norm"])) and np.all(h["update_ratio"] > 0)
+
+
+def test_a_recompile_between_fits_is_honoured(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="categorical_crossentropy")
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    before = model.get_weights()[0].copy()
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert not np.allclose(before, model.get_weights()[0])  # the new optimizer ran
+    assert np.all(monitor.history["update_ratio"][3:, 0] > 0)
+
+
+def test_run_eagerly_is_recorded_too(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", run_eagerly=True)
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    expected, loss = _reference(model, x[:32], y[:32], weights)
+    np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
+    assert monitor.history.scalars["loss"][0] == pytest.approx(loss, rel=1e-5)
+    assert np.all(np.isfinite(monitor.history["act_std"])) and np.all(np.isfinite(monitor.history["backprop"]))
+
+
+def test_apply_inside_a_cond_in_a_custom_train_step(toy):
+    x, y = toy
+
+    class Guarded(Subclassed):
+        """Applies the gradients only when they are finite (a common pattern)."""
+
+        def train_step(self, data):
+            xb, yb = data
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(keras.losses.categorical_crossentropy(yb, self(xb, training=True)))
+            grads = tape.gradient(loss, self.trainable_variables)
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+            def apply():
+                self.optimizer.apply(grads, self.trainable_variables)
+                return tf.constant(True)
+
+            tf.cond(finite, apply, lambda: tf.constant(False))
+            return {"loss": loss}
+
+    model = Guarded()
+    model(x[:1])
+    model.compile(optimizer="sgd")
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    expected, _ = _reference(model, x[:32], y[:32], weights)
+    np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
+    assert np.all(np.isfinite(monitor.history["backprop"])) and np.all(np.isfinite(monitor.history["act_std"]))
