@@ -31,6 +31,18 @@ import numpy as np
 BATCH = 128
 
 
+def parse(parser, argv: list[str] | None):
+    """Adds the flags every benchmark shares, parses, and checks them."""
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
+    parser.add_argument("--steps", type=int, default=100, help="steps of 128 per call (default 100)")
+    parser.add_argument("--skip", type=int, default=5, help="first steps of a call left out of 'steady' (default 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.steps <= args.skip:
+        parser.error(f"--steps must be larger than --skip ({args.skip})")
+    return args
+
+
 def mnist_like(samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """MNIST-shaped random data: x (N, 784) float32 in [0, 1), y one-hot (N, 10)."""
     rng = np.random.default_rng(seed)

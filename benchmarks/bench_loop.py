@@ -50,7 +50,7 @@ import statistics
 import sys
 import time
 
-from _bench import BATCH, Results, StepClock, absolute, legend, mnist_like, table, timed
+from _bench import BATCH, parse, Results, StepClock, absolute, legend, mnist_like, table, timed
 
 import keras
 import numpy as np
@@ -113,14 +113,8 @@ class TapeLoop:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
-    parser.add_argument("--steps", type=int, default=100, help="steps of 128 per call (default 100)")
-    parser.add_argument("--skip", type=int, default=5, help="first steps of a call left out of 'steady' (default 5)")
     parser.add_argument("--no-tape", action="store_true", help="leave out the hand-written tape-loop reference")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.steps <= args.skip:
-        parser.error(f"--steps must be larger than --skip ({args.skip})")
+    args = parse(parser, argv)
 
     samples = BATCH * args.steps
     x, y = mnist_like(samples, seed=args.seed)

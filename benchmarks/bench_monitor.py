@@ -69,7 +69,7 @@ import tempfile
 import time
 from typing import Callable
 
-from _bench import BATCH, Results, StepClock, absolute, legend, mnist_like, table, timed
+from _bench import BATCH, parse, Results, StepClock, absolute, legend, mnist_like, table, timed
 
 import keras
 import tensorflow as tf
@@ -91,9 +91,6 @@ def deep_mlp(layers: int, width: int, seed: int) -> keras.Model:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
-    parser.add_argument("--steps", type=int, default=100, help="steps of 128 per fit call (default 100)")
-    parser.add_argument("--skip", type=int, default=5, help="first steps of a call left out of 'steady' (default 5)")
     parser.add_argument(
         "--tensorboard",
         action=argparse.BooleanOptionalAction,
@@ -102,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--deep-layers", type=int, default=50, help="Dense layers of the deep MLP; 0 drops it (default 50)")
     parser.add_argument("--deep-width", type=int, default=128, help="width of the deep MLP's hidden layers (default 128)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.steps <= args.skip:
-        parser.error(f"--steps must be larger than --skip ({args.skip})")
+    args = parse(parser, argv)
 
     samples = BATCH * args.steps
     x, y = mnist_like(samples, seed=args.seed)

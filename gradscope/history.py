@@ -252,12 +252,6 @@ def load_run(folder: str | os.PathLike) -> GradientHistory:
     return history
 
 
-def load_summary(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The saved ``summary.json`` of a run folder, or None."""
-    path = Path(folder) / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _rows(value: Any, n: int, width: int, name: str) -> np.ndarray:
     arr = np.asarray(value, np.float64)
     if arr.shape != (n, width):

@@ -63,8 +63,8 @@ def train(
             given either.
         steps: stop after this many steps in all, even mid-epoch. Defaults
             to `None` (run the epochs).
-        validation_data: ``(x_val, y_val)`` or a dataset, evaluated at each
-            epoch end into ``val_loss``/``val_accuracy`` logs.
+        validation_data: ``(x_val, y_val)`` (giving ``val_loss`` and
+            ``val_accuracy`` logs at each epoch end) or a dataset (``val_loss``).
         callbacks: Keras callbacks. A `GradientMonitor` among them is used
             for the recording; otherwise one is made.
         shuffle: reshuffle arrays every epoch. Defaults to `True`.
@@ -140,12 +140,12 @@ def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: "_Batc
     # loss: any of them new (a compile() in between) means a new trace.
     owners = (monitor._recorder, model, model.optimizer, getattr(model, "_compile_loss", None))
     options = (bool(jit_compile), batches.dataset is None)
-    cached = monitor.__dict__.get("_loop_step")
+    cached = monitor._loop_step
     if cached is None or cached[1] != options or any(a is not b for a, b in zip(cached[0], owners)):
         sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
         step = _make_step(model, sums)
         fn = tf.function(_Batches.wrap(batches, step), jit_compile=jit_compile, reduce_retracing=True)
-        cached = monitor.__dict__["_loop_step"] = (owners, options, fn, sums)
+        cached = monitor._loop_step = (owners, options, fn, sums)
     return cached[2], cached[3]
 
 
@@ -231,12 +231,11 @@ class _Batches:
 
 def _validate(model: keras.Model, data: Any, batch_size: int) -> dict[str, float]:
     if isinstance(data, tf.data.Dataset):
-        xv, yv = data, None
-    else:
-        xv, yv = data[0], data[1]
-    pred_loss = model.evaluate(xv, yv, batch_size=batch_size, verbose=0, return_dict=True)
-    out = {"val_loss": float(pred_loss["loss"])}
-    if yv is not None:
-        y_pred = model.predict(xv, batch_size=max(batch_size, 512), verbose=0)
-        out["val_accuracy"] = float(batch_accuracy(tf.constant(yv), tf.constant(y_pred)))
-    return out
+        logs = model.evaluate(data, verbose=0, return_dict=True)
+        return {"val_loss": float(logs["loss"])}
+    # Arrays: one prediction pass gives both the loss and the accuracy.
+    xv, yv = data[0], data[1]
+    y_pred = tf.constant(model.predict(xv, batch_size=max(batch_size, 512), verbose=0))
+    yv = tf.constant(np.asarray(yv))
+    loss = model.compute_loss(x=None, y=yv, y_pred=y_pred, training=False)
+    return {"val_loss": float(loss), "val_accuracy": float(batch_accuracy(yv, y_pred))}

@@ -134,7 +134,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._record_signature: tuple | None = None
         self._hooked_train: tuple | None = None  # (recorder, model, plain function, function traced with hooks)
         self._plain_train: Any = None
-        self._var_layer = np.zeros(0, np.int64)
+        self._loop_step: tuple | None = None  # gradscope.train's compiled step, kept for its next call
 
     # -- set-up -------------------------------------------------------------------
     def _select(self, specs: list[LayerSpec]) -> list[LayerSpec]:
@@ -183,7 +183,6 @@ class GradientMonitor(keras.callbacks.Callback):
                 layer_info=[s.info(model_vars) for s in specs],
                 config=dict(self.config),
             )
-            self._var_layer = np.array([li for li, s in enumerate(specs) for _ in s.var_indices], np.int64)
         self._record_signature = signature
         self._specs = specs
 
@@ -379,7 +378,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if not len(rows):
             return 0
         chunk = GradientHistory(self.history.layers, variables=self.history.variables)
-        _append_rows(chunk, rows, self._var_layer, self._epoch)
+        _append_rows(chunk, rows, np.asarray(self._recorder.var_layer), self._epoch)
         self.history.append(chunk.steps, {k: chunk[k] for k in chunk.names}, chunk.scalars, chunk.variable_series)
         if self._want_start_histogram:
             start = self._recorder.read_histogram()

@@ -96,6 +96,8 @@ def test_keras_callbacks_work_with_the_loop(toy, tmp_path):
     epoch0 = dict(zip(header, rows[1].split(",")))
     assert float(epoch0["loss"]) == pytest.approx(history.scalars["loss"][:3].mean(), rel=1e-5)
     assert model.history.history["loss"][0] == pytest.approx(float(epoch0["loss"]), rel=1e-6)
+    # The last epoch's validation loss is what Keras' evaluate says of the final weights.
+    assert counter.epochs[-1]["val_loss"] == pytest.approx(model.evaluate(x[:20], y[:20], verbose=0), rel=1e-5)
 
 
 def test_steps_limit_and_dataset_input(toy):
@@ -143,3 +145,17 @@ def test_a_new_optimizer_in_train_is_honoured(toy):
     before = model.get_weights()[0].copy()
     gradscope.train(model, x, y, loss="mse", optimizer=keras.optimizers.SGD(0.5), steps=2, callbacks=[monitor])
     assert not np.allclose(before, model.get_weights()[0])
+
+
+def test_the_loop_under_xla_records_the_same_first_step(toy):
+    x, y = toy
+    records = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(5)
+        model = _small()
+        records.append(gradscope.train(model, x, y, loss="mse", optimizer="adam", batch_size=40, epochs=1,
+                                       shuffle=False, jit_compile=jit))
+    # 96 samples in batches of 40: the last batch (16) is a second trace.
+    assert list(records[1].steps) == [0, 1, 2]
+    np.testing.assert_allclose(records[1]["grad_norm"][0], records[0]["grad_norm"][0], rtol=1e-5)
+    np.testing.assert_allclose(records[1]["backprop"], records[0]["backprop"], rtol=1e-4)

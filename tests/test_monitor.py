@@ -179,6 +179,14 @@ def test_jit_compile_records_the_same_first_step(jit, toy):
     np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
 
 
+def _tape_grads(model, data):
+    """What a hand-written train_step does before it applies: loss and gradients."""
+    xb, yb = data
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(yb, model(xb, training=True)))
+    return loss, tape.gradient(loss, model.trainable_variables)
+
+
 def test_custom_train_step_is_recorded(toy):
     x, y = toy
 
@@ -186,10 +194,7 @@ def test_custom_train_step_is_recorded(toy):
         """The subclassed model with its own train_step."""
 
         def train_step(self, data):
-            xb, yb = data
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(keras.losses.categorical_crossentropy(yb, self(xb, training=True)))
-            grads = tape.gradient(loss, self.trainable_variables)
+            loss, grads = _tape_grads(self, data)
             self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
             return {"loss": loss}
 
@@ -501,10 +506,7 @@ def test_apply_inside_a_cond_in_a_custom_train_step(toy):
         """Applies the gradients only when they are finite (a common pattern)."""
 
         def train_step(self, data):
-            xb, yb = data
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(keras.losses.categorical_crossentropy(yb, self(xb, training=True)))
-            grads = tape.gradient(loss, self.trainable_variables)
+            loss, grads = _tape_grads(self, data)
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
 
             def apply():
