@@ -250,53 +250,48 @@ def weight_gains(history: GradientHistory, row: int = 0) -> tuple[np.ndarray, np
     return fwd, bwd
 
 
-def _measured(a: np.ndarray | None) -> np.ndarray:
-    """Columns with at least one non-NaN value (Inf counts as measured)."""
-    if a is None:
-        return np.zeros(1, dtype=bool)
-    return ~np.all(np.isnan(a), axis=0) if len(a) else np.zeros(a.shape[1:], dtype=bool)
-
-
 def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: bool = False) -> NonFinite | None:
     """The first step where anything went NaN/Inf, traced to its layer.
 
-    Forward origins win: the first layer (in forward order) whose weights or
-    outputs are non-finite is where the trouble started, since everything
-    after it inherits it. With finite activations, a non-finite loss comes
-    next, then the gradients, searched from the output layer down (the
-    direction back-propagation runs). Under loss scaling, non-finite
-    gradients alone are the loss scaler's business (it skips the step), so
-    they are not reported.
+    In the record, a norm is NaN where it was not measured and +inf where
+    the tensor held NaN or Inf; weight norms are read after the step's
+    update. Forward origins win: the first layer (in forward order) whose
+    weights, as the step used them, or whose outputs are non-finite is where
+    the trouble started, since everything after it inherits it. With finite
+    activations, a non-finite loss comes next, then the gradients, searched
+    from the output layer down (the direction back-propagation runs), then
+    weights that this step's update made non-finite. Under loss scaling,
+    non-finite gradients alone are the loss scaler's business (it skips the
+    step), so they are not reported.
     """
     if len(history) <= since_row:
         return None
     rows = slice(since_row, None)
     steps = history.steps[rows]
     n = len(steps)
+    V = len(history.variables)
 
-    def bad(a: np.ndarray | None) -> np.ndarray:
-        # Norms and the loss are NaN only when their inputs were.
-        if a is None:
-            return np.zeros((n, 1), dtype=bool)
-        return ~np.isfinite(a[rows]).reshape(n, -1)
+    def inf(name: str) -> np.ndarray:
+        a = history.variable_series.get(name)
+        return np.isinf(a[rows]).reshape(n, V) if a is not None else np.zeros((n, V), dtype=bool)
 
-    wvar = history.variable_series.get("weight_norm")
-    gvar = history.variable_series.get("grad_norm")
     share = history.get("nonfinite")
-    if share is not None:
-        # Share of non-finite outputs; NaN where the layer was not measured.
-        act = np.nan_to_num(share[rows], nan=0.0).reshape(n, -1) > 0
-    else:
-        act = np.zeros((n, len(history.layers)), dtype=bool)
-    # Weights and gradients that were never measured (a variable the step did
-    # not pass to the optimizer) are NaN in every row: not non-finite.
-    measured_w = _measured(wvar)
-    measured_g = _measured(gvar)
-    wbad = bad(wvar) & measured_w
-    gbad = bad(gvar) & measured_g
+    # Share of non-finite outputs; NaN where the layer was not measured.
+    act = np.nan_to_num(share[rows], nan=0.0).reshape(n, -1) > 0 if share is not None else np.zeros((n, 0), bool)
+    gbad = inf("grad_norm")
+    after = inf("weight_norm")  # non-finite after the step's update
+    # As the step used them: non-finite after an earlier step (the last row
+    # that measured them), or after this one although its gradient was finite.
+    wmeasured = ~np.isnan(history.variable_series["weight_norm"][rows]).reshape(n, V) if "weight_norm" in history.variable_series else np.zeros((n, V), bool)
+    before = np.zeros_like(after)
+    last = np.zeros(V, dtype=bool)
+    for r in range(n):
+        before[r] = last
+        last = np.where(wmeasured[r], after[r], last)
+    used = before | (after & ~gbad)
     loss = history.scalars.get("loss")
-    lbad = (bad(loss)[:, 0] & ~np.all(np.isnan(loss))) if loss is not None else np.zeros(n, bool)
-    nan_rows = act.any(1) | wbad.any(1) | lbad | (gbad.any(1) & (not loss_scaled))
+    lbad = np.isinf(loss[rows]) | (np.isnan(loss[rows]) & ~np.all(np.isnan(loss))) if loss is not None else np.zeros(n, bool)
+    nan_rows = act.any(1) | used.any(1) | lbad | after.any(1) | (gbad.any(1) & (not loss_scaled))
     if not nan_rows.any():
         return None
     r = int(np.argmax(nan_rows))
@@ -311,21 +306,26 @@ def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: b
     #    inherits the trouble, and a ReLU can even hide it (relu(NaN) is 0
     #    on some kernels), so the weights are checked as well as the outputs.
     for li, layer in enumerate(history.layers):
-        bad_w = layer_vars(layer, wbad)
+        bad_w = layer_vars(layer, used)
         if bad_w:
             return NonFinite(step, layer, bad_w[0], "weights")
         if act.shape[1] > li and act[r, li]:
-            bad_g = layer_vars(layer, gbad)
-            return NonFinite(step, layer, bad_g[0] if bad_g else None, "activations")
+            bad = layer_vars(layer, gbad) or layer_vars(layer, after)
+            return NonFinite(step, layer, bad[0] if bad else None, "activations")
     # 2. A finite forward pass with a non-finite loss: the loss itself.
     if lbad[r]:
         return NonFinite(step, None, None, "loss")
     # 3. Backward: the gradient nearest the output, where back-propagation starts.
     if not loss_scaled:
-        for vi in range(len(history.variables) - 1, -1, -1):
+        for vi in range(V - 1, -1, -1):
             if gbad[r, vi]:
                 layer, var = history.variables[vi].split("/", 1)
                 return NonFinite(step, layer, var, "gradients")
+    # 4. Weights this step's update made non-finite.
+    for vi in range(V):
+        if after[r, vi]:
+            layer, var = history.variables[vi].split("/", 1)
+            return NonFinite(step, layer, var, "weights")
     return NonFinite(step, None, None, "gradients")
 
 

@@ -24,9 +24,9 @@ Standard per-layer series (a run records those its model allows):
 ==================  =========================================================
 ``grad_norm``       L2 norm of d(loss)/d(weights) over the layer's trainable
                     variables (unscaled under mixed precision)
-``weight_norm``     L2 norm of the layer's trainable variables, as the step
-                    used them (before its update)
-``update_ratio``    ||the optimizer's update|| / ||weights before it||
+``weight_norm``     L2 norm of the layer's trainable variables after the
+                    step's update (the weights the next step uses)
+``update_ratio``    ||the optimizer's update|| / ||the weights after it||
 ``backprop``        RMS over batch and units of d(loss)/d(layer output)
 ``act_mean``        mean of the layer's output
 ``act_std``         standard deviation of the layer's output
@@ -39,7 +39,9 @@ Standard per-layer series (a run records those its model allows):
 ``nonfinite``       1 where any of the layer's outputs is NaN or Inf, else 0
 ==================  =========================================================
 
-Variable series: ``grad_norm``, ``weight_norm``, ``update_norm``.
+Variable series: ``grad_norm``, ``weight_norm``, ``update_norm``. In them,
+NaN means "not measured at that step" (``weights_every``) and +inf means
+"the tensor held NaN or Inf".
 Scalars: ``loss``, ``accuracy``, ``epoch``, ``loss_scale``.
 
 Example:
@@ -61,7 +63,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-FORMAT_VERSION = 1
+# 2: in the variable series, NaN means "not measured" and +inf "non-finite";
+#    weight norms are read after the step's update.
+FORMAT_VERSION = 2
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.npz"
 SUMMARY_FILE = "summary.json"
@@ -248,6 +252,12 @@ def load_run(folder: str | os.PathLike) -> GradientHistory:
                 "ranges": data[f"hist/{moment}/ranges"],
                 "counts": data[f"hist/{moment}/counts"],
             }
+    if meta.get("version", 1) < 2:
+        # Version 1 measured every variable on every step and wrote NaN for
+        # a non-finite norm: that is +inf now.
+        for name, values in var_series.items():
+            measured = ~np.all(np.isnan(values), axis=0)
+            var_series[name] = np.where(np.isnan(values) & measured, np.inf, values)
     history.append(steps, series, scalars, var_series)
     return history
 

@@ -10,7 +10,7 @@ methods every training step goes through:
 * ``model.compute_loss``: stages the batch loss and accuracy;
 * ``optimizer.apply``: stages the gradients the optimizer is given (divided
   by the loss scale under mixed precision, so they are what is applied), runs
-  the real ``apply``, then commits the row;
+  the real ``apply``, then commits the row (which reads the updated weights);
 * ``optimizer.assign``/``assign_add``/``assign_sub`` (and the inner
   optimizer's, under a `LossScaleOptimizer`): the size of each update.
 
@@ -151,15 +151,12 @@ class Hooks:
                 # A None gradient (a branch the loss does not reach) counts as zero.
                 grad_cols = [(self.var_index[id(v)], g) for g, v in zip(grads, tvs) if id(v) in self.var_index]
                 weight_cols = [(self.var_index[id(v)], v) for v in self.variables if id(v) in self.var_index]
-                ready = recorder.stage_pre_update(grad_cols, weight_cols)
-                if tf.inside_function():
-                    # The weight norms must be read before apply writes the
-                    # variables; making apply wait for them also spares
-                    # TensorFlow a copy of every weight (copy-on-write).
-                    with tf.control_dependencies([ready]):
-                        grads = [g if g is None or isinstance(g, tf.IndexedSlices) else tf.identity(g) for g in grads]
+                recorder.stage_gradients(grad_cols)
                 result = original_apply(grads, trainable_variables)
-                recorder.commit()
+                # The weight norms are read after the update: reading them
+                # before would make TensorFlow copy every weight it updates
+                # (copy-on-write), or make apply wait for the norms.
+                recorder.commit(weight_cols)
                 return result
 
             return apply

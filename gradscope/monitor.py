@@ -72,6 +72,17 @@ class GradientMonitor(keras.callbacks.Callback):
             raises `NonFiniteGradientError`. Defaults to `"warn"`.
         continue_history: keep one history across ``fit`` calls. Defaults to
             `True`.
+        activation_stats: record the statistics of each layer's output
+            every step (mean, standard deviation, saturation, dead units,
+            the activation derivative, non-finite outputs) and the start
+            and end histograms. `False` keeps the gradients, the
+            back-propagated gradient, the weights and the loss only.
+            Defaults to `True`.
+        weights_every: measure the weight norms and the update ratio on
+            every N-th recorded step only (NaN on the others). Each is one
+            pass over every parameter, which is most of what recording
+            costs on a CPU; weights change by about the update ratio per
+            step (~1e-3), so every 10th step loses little. Defaults to `1`.
         saturation_threshold: |a| above which a tanh unit counts as saturated
             (sigmoid: a above it, or below 1 minus it). Defaults to `0.99`.
         flush_every: steps between two fetches of the records from the
@@ -99,6 +110,8 @@ class GradientMonitor(keras.callbacks.Callback):
         verbose: int = 0,
         on_nonfinite: str = "warn",
         continue_history: bool = True,
+        activation_stats: bool = True,
+        weights_every: int = 1,
         saturation_threshold: float = 0.99,
         flush_every: int = 256,
         console: Any = None,
@@ -106,9 +119,12 @@ class GradientMonitor(keras.callbacks.Callback):
         super().__init__()
         if on_nonfinite not in _POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(_POLICIES)}; got {on_nonfinite!r}")
-        if int(every) < 1:
-            raise ValueError(f"every must be a positive whole number; got {every!r}")
+        for name, value in (("every", every), ("weights_every", weights_every)):
+            if int(value) < 1 or int(value) != value:
+                raise ValueError(f"{name} must be a positive whole number; got {value!r}")
         self.every = int(every)
+        self.weights_every = int(weights_every)
+        self.activation_stats = bool(activation_stats)
         self.layer_filter = layers
         self.verbose = int(verbose)
         self.on_nonfinite = on_nonfinite
@@ -174,6 +190,8 @@ class GradientMonitor(keras.callbacks.Callback):
                 # Room for two flush intervals, plus one execution of slack.
                 capacity=2 * -(-self.flush_every // self.every) + 4 * spe,
                 every=self.every,
+                weights_every=self.weights_every,
+                activation_stats=self.activation_stats,
                 saturation_threshold=self.saturation_threshold,
             )
             model_vars = list(model.trainable_variables)

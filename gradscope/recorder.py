@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from gradscope.stats import FORWARD_STATS, batch_accuracy, forward_stats, histogram, mean_square, sq_norm
+from gradscope.stats import FORWARD_STATS, batch_accuracy, forward_stats, forward_stats_many, histogram, mean_squares, sq_norms
 
 _NAN = float("nan")
 SCALARS = ("loss", "accuracy", "loss_scale")
@@ -71,8 +71,8 @@ class _Staged:
     backprop: dict[int, tf.Tensor] = field(default_factory=dict)
     updates: dict[int, list[tf.Tensor]] = field(default_factory=dict)
     loss: tuple | None = None  # (loss, y_true, y_pred)
-    pre_update: tf.Tensor | None = None  # [grad_sq..., weight_sq..., scale]
-    pre_cols: tuple[list[int], list[int]] = ([], [])
+    grads: list[tuple[int, Any]] | None = None  # (column, gradient) as apply got them
+    scale: tf.Tensor | None = None  # the loss scale they are divided by, read before apply
     slow: bool = False  # something of this step went to the pending variables
 
 
@@ -84,6 +84,11 @@ class Recorder:
         var_layer: for each watched variable, the index of its layer.
         capacity: rows the ring holds between two flushes. Defaults to `1024`.
         every: record every N-th step only. Defaults to `1`.
+        activation_stats: compute the forward statistics (and histograms)
+            of the layers' outputs. Defaults to `True`.
+        weights_every: measure the weight and update norms on every N-th
+            recorded step only (NaN on the others). Each of them is a pass
+            over every parameter. Defaults to `1`.
         saturation_threshold: |a| above which a tanh unit counts as
             saturated (sigmoid: a above it or below 1 minus it). Defaults to
             `0.99`.
@@ -97,6 +102,8 @@ class Recorder:
         *,
         capacity: int = 1024,
         every: int = 1,
+        activation_stats: bool = True,
+        weights_every: int = 1,
         saturation_threshold: float = 0.99,
         histogram_bins: int = 40,
     ) -> None:
@@ -106,6 +113,8 @@ class Recorder:
         self.var_layer = list(var_layer)
         self.capacity = int(capacity)
         self.every = int(every)
+        self.weights_every = int(weights_every)
+        self.activation_stats = bool(activation_stats)
         self.saturation_threshold = float(saturation_threshold)
         self.bins = int(histogram_bins)
         self.scale_fn: Callable[[], tf.Tensor] | None = None
@@ -113,7 +122,7 @@ class Recorder:
         self.width = L * F + L + 3 * V + len(SCALARS)
         self._staged: "weakref.WeakKeyDictionary[Any, _Staged]" = weakref.WeakKeyDictionary()
         self._eager_slow = False  # eager mode: the pending variables hold this step's values
-        self._eager_pre: tuple | None = None
+        self._eager_grads: tuple | None = None
         with tf.init_scope():
 
             def var(value: Any, name: str, dtype: tf.DType = tf.float32) -> tf.Variable:
@@ -181,11 +190,21 @@ class Recorder:
             return fn()
         return tf.cond(self._recorded(), fn, skipped or (lambda: tf.constant(0)))
 
+    def _when_weighing(self, fn: Callable[[], Any], skipped: Callable[[], Any]) -> Any:
+        """``fn()`` on the recorded steps that also measure weights and
+        updates (see ``weights_every``): one `tf.cond`, or none at all."""
+        if self.weights_every == 1:
+            return fn()
+        due = tf.equal(self.calls % (self.every * self.weights_every), 0)
+        return tf.cond(due, fn, skipped)
+
     def _scale(self) -> tf.Tensor:
         return tf.cast(self.scale_fn(), tf.float32) if self.scale_fn else tf.constant(1.0)
 
     def stage_forward(self, layer: int, output: tf.Tensor) -> None:
         """A watched layer's output."""
+        if not self.activation_stats:
+            return
         bucket = self._bucket()
         if bucket is not None:
             bucket.forward[layer] = output
@@ -208,7 +227,7 @@ class Recorder:
         self._mark_slow()
 
         def write() -> tf.Tensor:
-            ms = mean_square(upstream) / tf.square(self._scale())
+            ms = mean_squares([upstream])[0] / tf.square(self._scale())
             self.p_backprop.assign(tf.tensor_scatter_nd_update(self.p_backprop, [[layer]], [ms]))
             return tf.constant(0)
 
@@ -245,58 +264,54 @@ class Recorder:
         self._mark_slow()
 
         def write() -> tf.Tensor:
-            self.p_update.assign(tf.tensor_scatter_nd_add(self.p_update, [[col]], [sq_norm(delta())]))
+            self.p_update.assign(tf.tensor_scatter_nd_add(self.p_update, [[col]], sq_norms([delta()])))
             return tf.constant(0)
 
-        self._when_recording(write)
+        self._when_recording(lambda: self._when_weighing(write, lambda: tf.constant(0)))
 
-    def stage_pre_update(self, grads: Sequence[tuple[int, Any]], weights: Sequence[tuple[int, Any]]) -> tf.Tensor:
-        """Squared norms of the gradients the optimizer got (None counts as
-        zero) and of the weights it is about to update, and the loss scale the
-        gradients are divided by, read before the update. Returns the tensor
-        of those numbers: apply must wait for it (see `hooks.py`).
+    def stage_gradients(self, grads: Sequence[tuple[int, Any]]) -> None:
+        """The gradients the optimizer is given, as ``(column, gradient)``
+        (None counts as zero), and the loss scale they are divided by.
 
-        It is kept in the stash of the graph it is made in (whatever that is:
-        `commit` is traced in the same graph, right after the update)."""
-        n = len(grads) + len(weights) + 1
-
-        def compute() -> tf.Tensor:
-            scale = self._scale()
-            g2 = [sq_norm(g) / tf.square(scale) if g is not None else tf.constant(0.0) for _, g in grads]
-            w2 = [sq_norm(_value(v)) for _, v in weights]
-            return tf.stack(g2 + w2 + [scale])
-
-        values = self._when_recording(compute, lambda: tf.fill([n], _NAN))
-        cols = ([c for c, _ in grads], [c for c, _ in weights])
+        The scale is read now, before apply (a `LossScaleOptimizer` changes
+        it in apply); TensorFlow orders this read before apply's write. The
+        gradients are kept in the stash of the graph this runs in (whatever
+        that is: `commit` is traced in the same graph, right after apply).
+        """
+        scale = self._scale()
         if tf.inside_function():
             local = self._stash(tf.compat.v1.get_default_graph())
-            local.pre_update, local.pre_cols = values, cols
+            local.grads, local.scale = list(grads), scale
         else:
-            self._eager_pre = (values, cols)
-        return values
+            self._eager_grads = (list(grads), scale)
 
     # -- the row ------------------------------------------------------------------
-    def commit(self) -> None:
-        """Reduces what this step staged to one row and writes it to the ring."""
+    def commit(self, weights: Sequence[tuple[int, Any]] = ()) -> None:
+        """Reduces what this step staged to one row and writes it to the ring.
+
+        Args:
+            weights: ``(column, variable)`` of the watched variables, whose
+                norms are read here, after the update.
+        """
         staged = _Staged()
         if tf.inside_function():
             here = tf.compat.v1.get_default_graph()
             step = self._step_graph()
             # Forward and backward were staged in the step's graph; the
-            # gradient and weight norms where apply runs (the same graph, or a
-            # branch of a custom train_step). Each trace starts clean.
+            # gradients where apply runs (the same graph, or a branch of a
+            # custom train_step). Each trace starts clean.
             outer = self._staged.pop(step, None) or _Staged()
             local = self._staged.pop(here, None) if here is not step else outer
             local = local or _Staged()
-            staged = dataclasses.replace(outer, pre_update=local.pre_update, pre_cols=local.pre_cols,
+            staged = dataclasses.replace(outer, grads=local.grads, scale=local.scale,
                                          updates={**outer.updates, **local.updates}, slow=outer.slow or local.slow)
         else:
-            values, cols = self._eager_pre if self._eager_pre is not None else (None, ([], []))
-            staged.pre_update, staged.pre_cols, staged.slow = values, cols, self._eager_slow
-            self._eager_pre, self._eager_slow = None, False
+            grads, scale = self._eager_grads if self._eager_grads is not None else (None, None)
+            staged.grads, staged.scale, staged.slow = grads, scale, self._eager_slow
+            self._eager_grads, self._eager_slow = None, False
 
         def write() -> tf.Tensor:
-            row = self._row(staged)
+            row = self._row(staged, list(weights))
             slot = self.count % self.capacity
             self.ring.scatter_nd_update([[slot]], [row])
             self.ring_steps.scatter_nd_update([[slot]], [self.calls])
@@ -312,38 +327,45 @@ class Recorder:
         self._when_recording(write)
         self.calls.assign_add(1)
 
-    def _row(self, b: _Staged) -> tf.Tensor:
-        L, V = self.n_layers, self.n_vars
-        grad = tf.fill([V], _NAN)
-        weight = tf.fill([V], _NAN)
-        scale = self._scale()
-        if b.pre_update is not None:
-            gcols, wcols = b.pre_cols
-            if gcols:
-                grad = tf.tensor_scatter_nd_update(grad, [[c] for c in gcols], b.pre_update[: len(gcols)])
-            if wcols:
-                weight = tf.tensor_scatter_nd_update(
-                    weight, [[c] for c in wcols], b.pre_update[len(gcols) : len(gcols) + len(wcols)]
-                )
-            # The scale the gradients were divided by, read before the update
-            # (a LossScaleOptimizer changes it in apply).
-            scale = b.pre_update[-1]
+    def _per_variable(self, cols: list[int], values: tf.Tensor | None, base: tf.Tensor | None = None) -> tf.Tensor:
+        """A (variables,) vector with ``values`` at ``cols``; NaN (or ``base``) elsewhere."""
+        V = self.n_vars
+        if base is None and cols == list(range(V)):
+            return values
+        base = tf.fill([V], _NAN) if base is None else base
+        if not cols:
+            return base
+        return tf.tensor_scatter_nd_update(base, [[c] for c in cols], values)
+
+    def _row(self, b: _Staged, weights: list[tuple[int, Any]]) -> tf.Tensor:
+        L = self.n_layers
+        scale = b.scale if b.scale is not None else self._scale()
+        grads = b.grads or []
+        present = [(c, g) for c, g in grads if g is not None]
+        grad = None
+        if present:
+            sq = sq_norms([g for _, g in present]) / tf.square(scale)
+            grad = self._per_variable([c for c, _ in present], _finite_or_inf(sq))
+        # A None gradient (a branch the loss does not reach) is a zero one.
+        zero = [c for c, g in grads if g is None]
+        if zero or grad is None:
+            grad = self._per_variable(zero, tf.zeros([len(zero)]), grad if grad is not None else tf.fill([self.n_vars], _NAN))
+        weight_update = self._when_weighing(
+            lambda: self._weights_and_updates(b, weights), lambda: tf.fill([2 * self.n_vars], _NAN)
+        )
         forward = tf.convert_to_tensor(self.p_forward) if b.slow else tf.fill([L, len(FORWARD_STATS)], _NAN)
         if b.forward:
             idx = sorted(b.forward)
-            stats = [forward_stats(b.forward[i], self.activations[i], self.saturation_threshold) for i in idx]
-            forward = tf.tensor_scatter_nd_update(forward, [[i] for i in idx], tf.stack(stats))
+            stats = forward_stats_many([b.forward[i] for i in idx], [self.activations[i] for i in idx],
+                                       self.saturation_threshold)
+            forward = stats if idx == list(range(L)) and not b.slow else tf.tensor_scatter_nd_update(
+                forward, [[i] for i in idx], stats)
         backprop = tf.convert_to_tensor(self.p_backprop) if b.slow else tf.fill([L], _NAN)
         if b.backprop:
             idx = sorted(b.backprop)
-            scale2 = tf.square(scale)
-            ms = [mean_square(b.backprop[i]) / scale2 for i in idx]
-            backprop = tf.tensor_scatter_nd_update(backprop, [[i] for i in idx], tf.stack(ms))
-        update = tf.convert_to_tensor(self.p_update) if b.slow else tf.zeros([V])
-        if b.updates:
-            idx = sorted(b.updates)
-            sums = [tf.add_n([sq_norm(d) for d in b.updates[i]]) for i in idx]
-            update = tf.tensor_scatter_nd_add(update, [[i] for i in idx], tf.stack(sums))
+            ms = mean_squares([b.backprop[i] for i in idx]) / tf.square(scale)
+            backprop = ms if idx == list(range(L)) and not b.slow else tf.tensor_scatter_nd_update(
+                backprop, [[i] for i in idx], ms)
         if b.loss is not None:
             loss, y_true, y_pred = b.loss
             loss_acc = tf.stack([tf.cast(loss, tf.float32), batch_accuracy(y_true, y_pred)])
@@ -352,7 +374,25 @@ class Recorder:
         else:
             loss_acc = tf.fill([2], _NAN)
         scalars = tf.concat([loss_acc, tf.reshape(scale, [1])], 0)
-        return tf.concat([tf.reshape(forward, [-1]), backprop, grad, weight, update, scalars], 0)
+        return tf.concat([tf.reshape(forward, [-1]), backprop, grad, weight_update, scalars], 0)
+
+    def _weights_and_updates(self, b: _Staged, weights: list[tuple[int, Any]]) -> tf.Tensor:
+        """Squared norms of the weights (read now, after the update) and of
+        the updates, (2 * variables,); NaN where not measured, +inf where
+        non-finite."""
+        weight = self._per_variable(
+            [c for c, _ in weights], _finite_or_inf(sq_norms([_value(v) for _, v in weights])) if weights else None
+        )
+        update = tf.convert_to_tensor(self.p_update) if b.slow else tf.zeros([self.n_vars])
+        if b.updates:
+            idx = sorted(b.updates)
+            deltas = [d for i in idx for d in b.updates[i]]
+            norms = sq_norms(deltas)
+            if len(deltas) > len(idx):  # a variable written more than once
+                owner = [k for k, i in enumerate(idx) for _ in b.updates[i]]
+                norms = tf.math.unsorted_segment_sum(norms, owner, len(idx))
+            update = tf.tensor_scatter_nd_add(update, [[i] for i in idx], norms)
+        return tf.concat([weight, _finite_or_inf(update)], 0)
 
     def _histograms(self, b: _Staged) -> None:
         """Fills the activation histograms when the host asked for them (one cond)."""
@@ -413,6 +453,11 @@ class Recorder:
         cuts = np.cumsum([L * F, L, V, V, V])
         fwd, bp, g, w, u, sc = np.split(block.astype(np.float64), cuts, axis=1)
         return Rows(steps.astype(np.int64), fwd.reshape(n, L, F), bp, g, w, u, sc)
+
+
+def _finite_or_inf(x: tf.Tensor) -> tf.Tensor:
+    """+inf where ``x`` is NaN or Inf: in the record, NaN means "not measured"."""
+    return tf.where(tf.math.is_finite(x), x, tf.constant(float("inf"), x.dtype))
 
 
 def _value(variable: Any) -> tf.Tensor:

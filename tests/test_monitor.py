@@ -75,6 +75,25 @@ def test_step0_grad_norm_matches_gradient_tape(make, toy):
     assert list(monitor.history.steps) == [0, 1, 2]
 
 
+def test_lean_options_keep_gradients_exact_and_sample_the_weights(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    weights = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor(activation_stats=False, weights_every=2)
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    h = monitor.history
+    expected, _ = _reference(model, x[:16], y[:16], weights)
+    np.testing.assert_allclose(h["grad_norm"][0], expected, rtol=1e-5)
+    assert np.isfinite(h["backprop"]).all()
+    assert np.isnan(h["act_mean"]).all() and np.isnan(h["nonfinite"]).all()
+    assert "start" not in h.histograms
+    # Weights and updates on every other step only.
+    assert list(h.steps) == list(range(len(x) // 16))
+    for name in ("weight_norm", "update_ratio"):
+        assert np.isfinite(h[name][0::2]).all() and np.isnan(h[name][1::2]).all()
+
+
 def test_hooks_leave_the_training_math_unchanged(toy):
     """Keras reads a softmax output's logits in cross-entropy; the tap must keep that."""
     x, y = toy
@@ -129,7 +148,8 @@ def test_update_ratio_is_the_applied_step(toy):
     model.fit(x[:32], y[:32], batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
     after = [v.numpy().astype(np.float64) for v in model.trainable_variables]
     delta = np.sqrt(np.sum((after[0] - before[0]) ** 2) + np.sum((after[1] - before[1]) ** 2))
-    norm = np.sqrt(np.sum(before[0] ** 2) + np.sum(before[1] ** 2))
+    # The weight norm is read after the update: the weights the next step uses.
+    norm = np.sqrt(np.sum(after[0] ** 2) + np.sum(after[1] ** 2))
     assert monitor.history["update_ratio"][0, 0] == pytest.approx(delta / norm, rel=1e-4)
     assert monitor.history["weight_norm"][0, 0] == pytest.approx(norm, rel=1e-5)
 
@@ -293,6 +313,8 @@ def test_nonfinite_is_traced_to_step_and_layer(policy, toy, capsys):
     assert report.step == 3
     assert report.layer == model.layers[1].name
     assert report.variable == "kernel"
+    # Read after step 3's update, the kernel is infinite although its
+    # gradient is finite: it was so before the step.
     assert report.where == "weights"
     if policy == "stop":
         assert len(monitor.history) == 4  # stopped right after the bad step

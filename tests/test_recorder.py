@@ -41,3 +41,43 @@ def test_every_n_records_only_those_steps():
     _commit(rec, 7)
     assert rec.flush().steps.tolist() == [0, 3, 6]
     assert int(rec.calls.numpy()) == 7
+
+
+def _weighted_steps(rec, v, grads):
+    """Steps that stage a gradient and an update of ``v``, then commit."""
+
+    @tf.function
+    def step(g):
+        rec.stage_gradients([(0, g)])
+        delta = 0.5 * g
+        rec.stage_update(0, delta)
+        v.assign_sub(delta)
+        rec.commit([(0, v)])
+
+    for g in grads:
+        step(tf.constant(g, tf.float32))
+
+
+def test_weights_every_measures_weights_and_updates_on_every_kth_recorded_step():
+    v = tf.Variable([3.0, 4.0])
+    rec = Recorder(["tanh"], [0], capacity=16, every=2, weights_every=2)
+    _weighted_steps(rec, v, [[0.0, 2.0]] * 9)
+    rows = rec.flush()
+    assert rows.steps.tolist() == [0, 2, 4, 6, 8]
+    np.testing.assert_allclose(rows.grad_sq[:, 0], 4.0)  # every recorded step
+    measured = [0, 4, 8]  # steps with calls % (every * weights_every) == 0
+    for r, step in enumerate(rows.steps):
+        if step in measured:
+            # Read after the update: v = [3, 4 - (step + 1)].
+            assert rows.weight_sq[r, 0] == 9.0 + (3.0 - step) ** 2
+            assert rows.update_sq[r, 0] == 1.0
+        else:
+            assert np.isnan(rows.weight_sq[r, 0]) and np.isnan(rows.update_sq[r, 0])
+
+
+def test_a_nonfinite_norm_is_recorded_as_inf_not_nan():
+    v = tf.Variable([1.0, 1.0])
+    rec = Recorder(["tanh"], [0], capacity=4)
+    _weighted_steps(rec, v, [[np.nan, 0.0]])
+    rows = rec.flush()
+    assert np.isposinf(rows.grad_sq[0, 0]) and np.isposinf(rows.update_sq[0, 0]) and np.isposinf(rows.weight_sq[0, 0])
