@@ -26,10 +26,9 @@ shared 2-core machine). Garbage is collected before each call, untimed.
 Two figures per variant, both as throughput ratios to fit (fit's cost per
 sample / the variant's, per round, median over rounds; > 1 is faster):
 
-  call    the whole call. `gradscope.train` builds a new ``tf.function``
-          (and a new `GradientMonitor`) in every call, so this includes one
-          trace per call, which fit pays only once; it shrinks as --steps
-          grows.
+  call    the whole call, per-call set-up included. One `GradientMonitor`
+          serves every `gradscope.train` call, so its traced step is reused
+          (as fit reuses its train function) and no call traces again.
   steady  the median per-step time inside the call, leaving out the first
           --skip steps (the trace): the cost of the compiled, recording step
           itself, taken from a small callback reading the clocks after

@@ -230,11 +230,13 @@ def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return worst, early, late
 
 
-def weight_gains(history: GradientHistory, row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
     """Forward gain sqrt(fan_in Var(W)) and backward gain sqrt(fan_out Var(W)) of each kernel.
 
-    Read from the recorded kernel norm: ||W||^2 = fan_in * fan_out * Var(W),
-    assuming zero-mean weights. NaN for layers without a 2-D+ kernel.
+    Read from the first recorded kernel norm (the weights after the first
+    recorded update, which at the usual learning rates are the initial ones
+    to about 0.1%): ||W||^2 = fan_in * fan_out * Var(W), assuming zero-mean
+    weights. NaN for layers without a 2-D+ kernel or never measured.
     """
     fwd = np.full(len(history.layers), np.nan)
     bwd = np.full(len(history.layers), np.nan)
@@ -244,9 +246,11 @@ def weight_gains(history: GradientHistory, row: int = 0) -> tuple[np.ndarray, np
     for li, (name, info) in enumerate(zip(history.layers, history.layer_info)):
         key = f"{name}/kernel"
         if key in history.variables and info.get("fan_in") and info.get("fan_out"):
-            norm = wn[row, history.variables.index(key)]
-            fwd[li] = norm / math.sqrt(info["fan_out"])
-            bwd[li] = norm / math.sqrt(info["fan_in"])
+            column = wn[:, history.variables.index(key)]
+            measured = column[~np.isnan(column)]  # NaN: a step that did not measure weights
+            if len(measured):
+                fwd[li] = measured[0] / math.sqrt(info["fan_out"])
+                bwd[li] = measured[0] / math.sqrt(info["fan_in"])
     return fwd, bwd
 
 
@@ -346,7 +350,7 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
     sat = _median(history["saturation"]) if "saturation" in history else nan
     dead = _median(history["dead"]) if "dead" in history else nan
     dact = _median(history["dact_mean"]) if "dact_mean" in history else nan
-    fwd_gain, bwd_gain = weight_gains(history, 0)
+    fwd_gain, bwd_gain = weight_gains(history)
     acts = history.info("activation")
     nonfinite = first_nonfinite(history)
     nonfinite_layers = set()

@@ -199,7 +199,11 @@ class GradientMonitor(keras.callbacks.Callback):
                 [s.name for s in specs],
                 variables=[f"{s.name}/{n}" for s in specs for n in s.var_names],
                 layer_info=[s.info(model_vars) for s in specs],
-                config=dict(self.config),
+                config={**self.config, "recording": {
+                    "every": self.every, "weights_every": self.weights_every,
+                    "activation_stats": self.activation_stats,
+                    "saturation_threshold": self.saturation_threshold,
+                }},
             )
         self._record_signature = signature
         self._specs = specs

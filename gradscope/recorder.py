@@ -5,16 +5,17 @@ The data path inside one step, in the order the ops run:
 1. forward: each watched layer's output is *staged* (`hooks.py` taps it);
 2. backward: the same tap's gradient function stages d(loss)/d(output);
 3. ``compute_loss`` stages the loss, the targets and the predictions;
-4. ``optimizer.apply``: the squared norms of the gradients and of the
-   weights are computed before the update; the optimizer's own updates are
-   staged as it writes each variable; after it, `Recorder.commit` reduces
-   everything staged to a few numbers per layer and writes one row into a
-   ring buffer.
+4. ``optimizer.apply``: the gradients it is given and the loss scale are
+   staged before the update; the optimizer's own updates are staged as it
+   writes each variable; after it, `Recorder.commit` reads the updated
+   weights, reduces everything staged to a few numbers per layer and writes
+   one row into a ring buffer.
 
 Staging is free: while TensorFlow traces the step, the staged tensors are
 kept in a Python dict, and `commit` (traced later in the same graph) reduces
 them all at once. So the compiled step gains only the reductions and one
-write per step, and with ``every > 1`` all of it sits in a single `tf.cond`.
+write per step, and with ``every > 1`` all of it sits in a single `tf.cond`
+(with ``weights_every > 1`` the weight and update norms sit in one more).
 A tensor staged in another graph (inside a `tf.cond` branch, e.g. the inner
 optimizer of a `LossScaleOptimizer`, or in eager mode) cannot be used from
 the step's graph; it is reduced where it is and written to a small pending
@@ -201,6 +202,11 @@ class Recorder:
     def _scale(self) -> tf.Tensor:
         return tf.cast(self.scale_fn(), tf.float32) if self.scale_fn else tf.constant(1.0)
 
+    def _unscale(self, squares: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+        """Squares of loss-scaled gradients divided by the scale squared (no
+        ops at all without loss scaling: each op costs in every step)."""
+        return squares / tf.square(scale) if self.scale_fn else squares
+
     def stage_forward(self, layer: int, output: tf.Tensor) -> None:
         """A watched layer's output."""
         if not self.activation_stats:
@@ -227,7 +233,7 @@ class Recorder:
         self._mark_slow()
 
         def write() -> tf.Tensor:
-            ms = mean_squares([upstream])[0] / tf.square(self._scale())
+            ms = self._unscale(mean_squares([upstream])[0], self._scale())
             self.p_backprop.assign(tf.tensor_scatter_nd_update(self.p_backprop, [[layer]], [ms]))
             return tf.constant(0)
 
@@ -344,7 +350,7 @@ class Recorder:
         present = [(c, g) for c, g in grads if g is not None]
         grad = None
         if present:
-            sq = sq_norms([g for _, g in present]) / tf.square(scale)
+            sq = self._unscale(sq_norms([g for _, g in present]), scale)
             grad = self._per_variable([c for c, _ in present], _finite_or_inf(sq))
         # A None gradient (a branch the loss does not reach) is a zero one.
         zero = [c for c, g in grads if g is None]
@@ -363,7 +369,7 @@ class Recorder:
         backprop = tf.convert_to_tensor(self.p_backprop) if b.slow else tf.fill([L], _NAN)
         if b.backprop:
             idx = sorted(b.backprop)
-            ms = mean_squares([b.backprop[i] for i in idx]) / tf.square(scale)
+            ms = self._unscale(mean_squares([b.backprop[i] for i in idx]), scale)
             backprop = ms if idx == list(range(L)) and not b.slow else tf.tensor_scatter_nd_update(
                 backprop, [[i] for i in idx], ms)
         if b.loss is not None:

@@ -88,6 +88,8 @@ def test_lean_options_keep_gradients_exact_and_sample_the_weights(toy):
     assert np.isfinite(h["backprop"]).all()
     assert np.isnan(h["act_mean"]).all() and np.isnan(h["nonfinite"]).all()
     assert "start" not in h.histograms
+    assert h.config["recording"] == {"every": 1, "weights_every": 2, "activation_stats": False,
+                                     "saturation_threshold": 0.99}
     # Weights and updates on every other step only.
     assert list(h.steps) == list(range(len(x) // 16))
     for name in ("weight_norm", "update_ratio"):
