@@ -274,7 +274,10 @@ class GradientMonitor(keras.callbacks.Callback):
             self._hooked_train = None
             _retrace(self.model, "train")
         self._want_start_histogram = "start" not in self.history.histograms
-        self._recorder.request_histogram()
+        if self._want_start_histogram:
+            # Only the first fit of a history has a start; a histogram step
+            # costs a few steps' worth of binning.
+            self._recorder.request_histogram()
         self._last_flush = time.monotonic()
         if self.view is not None:
             self.view.history = self.history
