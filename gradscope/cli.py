@@ -80,6 +80,9 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
                      "which takes well under a minute on 2 CPU cores)")
     opt.add_argument("--seed", type=int, default=0, help="seed of weights and data order (default: 0)")
     opt.add_argument("--every", type=_positive_int, default=1, help="record every N-th step (default: 1, every step)")
+    opt.add_argument("--weights-every", type=_positive_int, default=1, metavar="N",
+                     help="measure weight norms and update ratios on every N-th recorded step only; each is a pass "
+                     "over all parameters, so 10 makes recording cheaper on long runs (default: 1)")
     opt.add_argument("--jit", action="store_true", help="compile the step with XLA")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=["mnist", "digits"], default="mnist",

@@ -45,6 +45,7 @@ class Config:
     steps: int | None = None
     seed: int = 0
     every: int = 1
+    weights_every: int = 1
     jit: bool = False
 
     @classmethod
@@ -53,7 +54,8 @@ class Config:
         return cls(
             activation=activation, init=init, hidden=list(args.layers), output_activation=args.output_activation,
             loss=args.loss, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
-            epochs=args.epochs, steps=steps, seed=args.seed, every=args.every, jit=args.jit,
+            epochs=args.epochs, steps=steps, seed=args.seed, every=args.every,
+            weights_every=args.weights_every, jit=args.jit,
         )
 
     @property
@@ -144,7 +146,7 @@ def run_config(
     print_model_summary(model, console)
     # verbose=1 also prints the summary at the end; 2 is the live view only.
     verbose = (1 if show_summary else 2) if live else 0
-    monitor = GradientMonitor(every=config.every, verbose=verbose, console=console)
+    monitor = GradientMonitor(every=config.every, weights_every=config.weights_every, verbose=verbose, console=console)
     monitor.config = {**asdict(config), "dataset": data.name, "num_classes": data.num_classes,
                       "train_samples": int(len(data.x_train)), "label": config.label}
     y_train, y_val = data.one_hot(data.y_train), data.one_hot(data.y_val)

@@ -25,7 +25,7 @@ def gradscope(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
 def saved_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tanh"
     data = ["--data", str(MNIST_DIR), "--limit", "2000"] if MNIST_DIR.is_dir() else ["--dataset", "digits"]
-    proc = gradscope("run", "--activation", "tanh", *SMALL, *data, "--out", str(out))
+    proc = gradscope("run", "--activation", "tanh", *SMALL, *data, "--weights-every", "5", "--out", str(out))
     return proc, out
 
 
@@ -52,7 +52,11 @@ def test_run_folder_is_documented_format(saved_run):
 
     with np.load(out / "history.npz") as data:
         assert data["steps"].tolist() == list(range(30))
-        assert data["layer/grad_norm"].shape == (30, 3)
+        assert data["layer/grad_norm"].shape == (30, 3) and np.isfinite(data["layer/grad_norm"]).all()
+        # --weights-every 5: weights measured on steps 0, 5, 10, ... only.
+        measured = ~np.isnan(data["layer/weight_norm"]).any(axis=1)
+        assert np.flatnonzero(measured).tolist() == list(range(0, 30, 5))
+    assert meta["config"]["recording"]["weights_every"] == 5
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["layers"]) == 3 and summary["sentences"]
     for png in ("grad_norms.png", "depth_profile.png", "backprop_norms.png", "activation_histograms.png"):
