@@ -260,8 +260,11 @@ def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: b
     In the record, a norm is NaN where it was not measured and +inf where
     the tensor held NaN or Inf; weight norms are read after the step's
     update. Forward origins win: the first layer (in forward order) whose
-    weights, as the step used them, or whose outputs are non-finite is where
-    the trouble started, since everything after it inherits it. With finite
+    weights were non-finite before the step (non-finite after it, with a
+    finite gradient) or whose outputs are non-finite is where the trouble
+    started, since everything after it inherits it. Weights broken outside
+    the optimizer on a step whose gradient they also broke show up as that
+    layer's output. With finite
     activations, a non-finite loss comes next, then the gradients, searched
     from the output layer down (the direction back-propagation runs), then
     weights that this step's update made non-finite. Under loss scaling,
@@ -284,15 +287,11 @@ def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: b
     act = np.nan_to_num(share[rows], nan=0.0).reshape(n, -1) > 0 if share is not None else np.zeros((n, 0), bool)
     gbad = inf("grad_norm")
     after = inf("weight_norm")  # non-finite after the step's update
-    # As the step used them: non-finite after an earlier step (the last row
-    # that measured them), or after this one although its gradient was finite.
-    wmeasured = ~np.isnan(history.variable_series["weight_norm"][rows]).reshape(n, V) if "weight_norm" in history.variable_series else np.zeros((n, V), bool)
-    before = np.zeros_like(after)
-    last = np.zeros(V, dtype=bool)
-    for r in range(n):
-        before[r] = last
-        last = np.where(wmeasured[r], after[r], last)
-    used = before | (after & ~gbad)
+    # As the step used them: non-finite after this step's update although
+    # its gradient was finite, so they were so before it. (Weights that an
+    # update made non-finite are flagged at that update's own row, which
+    # comes first.)
+    used = after & ~gbad
     loss = history.scalars.get("loss")
     lbad = np.isinf(loss[rows]) | (np.isnan(loss[rows]) & ~np.all(np.isnan(loss))) if loss is not None else np.zeros(n, bool)
     nan_rows = act.any(1) | used.any(1) | lbad | after.any(1) | (gbad.any(1) & (not loss_scaled))
@@ -352,7 +351,9 @@ def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagno
     dact = _median(history["dact_mean"]) if "dact_mean" in history else nan
     fwd_gain, bwd_gain = weight_gains(history)
     acts = history.info("activation")
-    nonfinite = first_nonfinite(history)
+    loss_scale = history.scalars.get("loss_scale")
+    scaled = loss_scale is not None and bool(np.any(np.nan_to_num(loss_scale, nan=1.0) != 1.0))
+    nonfinite = first_nonfinite(history, loss_scaled=scaled)
     nonfinite_layers = set()
     if nonfinite is not None:
         nonfinite_layers = {

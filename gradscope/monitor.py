@@ -82,7 +82,10 @@ class GradientMonitor(keras.callbacks.Callback):
             every N-th recorded step only (NaN on the others). Each is one
             pass over every parameter, which is most of what recording
             costs on a CPU; weights change by about the update ratio per
-            step (~1e-3), so every 10th step loses little. Defaults to `1`.
+            step (~1e-3), so every 10th step loses little. (An optimizer
+            that writes variables with ``assign`` rather than
+            ``assign_add``/``assign_sub`` still pays for forming its update
+            on every step.) Defaults to `1`.
         saturation_threshold: |a| above which a tanh unit counts as saturated
             (sigmoid: a above it, or below 1 minus it). Defaults to `0.99`.
         flush_every: steps between two fetches of the records from the

@@ -184,7 +184,7 @@ def test_weights_an_update_made_nonfinite_are_the_origin():
     assert (r.step, r.layer, r.variable, r.where) == (1, "b", "kernel", "weights")
 
 
-def test_weights_broken_by_the_previous_step_win_over_later_outputs():
+def test_weights_broken_with_their_gradient_point_to_the_gradient():
     # Weights measured every other row (NaN: not measured). b's kernel was
     # non-finite after step 2 together with its gradient (so step 2 is the
     # gradient's fault); a's kernel only becomes so in step 4.
@@ -205,6 +205,22 @@ def test_weights_poisoned_between_steps_show_as_that_layers_output():
     act = np.array([[0, 0], [0, 1]], float)
     r = first_nonfinite(_weights_history(w, g, act))
     assert (r.step, r.layer, r.variable, r.where) == (1, "b", "kernel", "activations")
+
+
+def test_diagnose_leaves_skipped_loss_scaled_steps_alone():
+    # Under mixed precision the loss scaler skips steps whose gradients
+    # overflow (loss_scale != 1 in the record): not a non-finite run.
+    g = np.ones((4, 2))
+    g[1, :] = np.inf
+
+    def record(scale):
+        h = GradientHistory(["a", "b"], variables=["a/kernel", "b/kernel"])
+        h.append(np.arange(4), {"grad_norm": np.ones((4, 2))}, {"loss": np.ones(4), "loss_scale": scale},
+                 {"grad_norm": g, "weight_norm": np.ones((4, 2))})
+        return {f.rule for f in diagnose(h).findings}
+
+    assert "non_finite" not in record(np.array([32768.0, 16384.0, 16384.0, 16384.0]))
+    assert "non_finite" in record(np.ones(4))  # the same record without loss scaling
 
 
 def test_every_rule_is_documented_in_the_readme():
