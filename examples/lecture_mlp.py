@@ -73,8 +73,8 @@ def main() -> None:
 
     mlp = build_model(x_train.shape[1], args.activation)
     mlp.compile(loss="mean_squared_error", optimizer=Adam(learning_rate=0.001), metrics=["accuracy"])
-    hist = mlp.fit(x_train, y_train, batch_size=128, epochs=args.epochs,
-                   validation_data=(x_test, y_test), verbose=2)
+    mlp.fit(x_train, y_train, batch_size=128, epochs=args.epochs,
+            validation_data=(x_test, y_test), verbose=2)
 
     res = mlp.evaluate(x_test, y_test, verbose=0)
     print(f"test accuracy: {res[1] * 100:.2f}%")

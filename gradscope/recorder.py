@@ -207,73 +207,65 @@ class Recorder:
         ops at all without loss scaling: each op costs in every step)."""
         return squares / tf.square(scale) if self.scale_fn else squares
 
+    def _stage(self, keep: Callable[[_Staged], None], reduce_now: Callable[[], Any], weighing: bool = False) -> None:
+        """Keeps a tensor for `commit` (the usual case: it was made in the
+        step's graph), or, where commit cannot use it (control flow, eager),
+        reduces it now into a pending variable, on recorded steps only (and,
+        with ``weighing``, only on those that measure weights and updates)."""
+        bucket = self._bucket()
+        if bucket is not None:
+            keep(bucket)
+            return
+        self._mark_slow()
+
+        def write() -> tf.Tensor:
+            reduce_now()
+            return tf.constant(0)
+
+        if weighing:
+            self._when_recording(lambda: self._when_weighing(write, lambda: tf.constant(0)))
+        else:
+            self._when_recording(write)
+
     def stage_forward(self, layer: int, output: tf.Tensor) -> None:
         """A watched layer's output."""
         if not self.activation_stats:
             return
-        bucket = self._bucket()
-        if bucket is not None:
-            bucket.forward[layer] = output
-            return
-        self._mark_slow()
-
-        def write() -> tf.Tensor:
-            stats = forward_stats(output, self.activations[layer], self.saturation_threshold)
-            self.p_forward.assign(tf.tensor_scatter_nd_update(self.p_forward, [[layer]], [stats]))
-            return tf.constant(0)
-
-        self._when_recording(write)
+        self._stage(
+            lambda b: b.forward.__setitem__(layer, output),
+            lambda: self.p_forward.scatter_nd_update(
+                [[layer]], [forward_stats(output, self.activations[layer], self.saturation_threshold)]),
+        )
 
     def stage_backprop(self, layer: int, upstream: tf.Tensor) -> None:
         """d(loss)/d(output) of a watched layer, as back-propagation delivers it."""
-        bucket = self._bucket()
-        if bucket is not None:
-            bucket.backprop[layer] = upstream
-            return
-        self._mark_slow()
-
-        def write() -> tf.Tensor:
-            ms = self._unscale(mean_squares([upstream])[0], self._scale())
-            self.p_backprop.assign(tf.tensor_scatter_nd_update(self.p_backprop, [[layer]], [ms]))
-            return tf.constant(0)
-
-        self._when_recording(write)
+        self._stage(
+            lambda b: b.backprop.__setitem__(layer, upstream),
+            lambda: self.p_backprop.scatter_nd_update(
+                [[layer]], self._unscale(mean_squares([upstream]), self._scale())),
+        )
 
     def stage_loss(self, loss: tf.Tensor, y_true: Any, y_pred: Any) -> None:
         """The batch loss, and what the batch accuracy is computed from."""
-        bucket = self._bucket()
-        if bucket is not None:
-            bucket.loss = (loss, y_true, y_pred)
-            return
-        self._mark_slow()
-
-        def write() -> tf.Tensor:
-            values = tf.stack([tf.cast(loss, tf.float32), batch_accuracy(y_true, y_pred)])
-            self.p_scalars.assign(tf.tensor_scatter_nd_update(self.p_scalars, [[0], [1]], values))
-            return tf.constant(0)
-
-        self._when_recording(write)
+        self._stage(
+            lambda b: setattr(b, "loss", (loss, y_true, y_pred)),
+            lambda: self.p_scalars.assign(tf.stack([tf.cast(loss, tf.float32), batch_accuracy(y_true, y_pred)])),
+        )
 
     def stage_update(self, col: int, value: Any, current: Any = None) -> None:
         """One write the optimizer makes to a watched variable: ``value``
         itself (assign_add/assign_sub), or ``value - current`` (assign)."""
-        bucket = self._bucket()
 
         def delta() -> Any:
             if current is None:
                 return value
             return tf.cast(value, tf.float32) - tf.cast(_value(current), tf.float32)
 
-        if bucket is not None:
-            bucket.updates.setdefault(col, []).append(delta())
-            return
-        self._mark_slow()
-
-        def write() -> tf.Tensor:
-            self.p_update.assign(tf.tensor_scatter_nd_add(self.p_update, [[col]], sq_norms([delta()])))
-            return tf.constant(0)
-
-        self._when_recording(lambda: self._when_weighing(write, lambda: tf.constant(0)))
+        self._stage(
+            lambda b: b.updates.setdefault(col, []).append(delta()),
+            lambda: self.p_update.scatter_nd_add([[col]], sq_norms([delta()])),
+            weighing=True,
+        )
 
     def stage_gradients(self, grads: Sequence[tuple[int, Any]]) -> None:
         """The gradients the optimizer is given, as ``(column, gradient)``

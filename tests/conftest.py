@@ -47,10 +47,10 @@ def toy():
 @pytest.fixture
 def tape_norms():
     """The reference gradient computation, as a function."""
-    return _tape_layer_grad_norms
+    return tape_layer_grad_norms
 
 
-def _tape_layer_grad_norms(model, x, y, loss_fn, var_groups):
+def tape_layer_grad_norms(model, x, y, loss_fn, var_groups):
     """Independent reference: per-layer L2 gradient norms via one tf.GradientTape."""
     import tensorflow as tf
 

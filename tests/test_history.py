@@ -60,3 +60,19 @@ def test_format_is_readable_without_gradscope(tmp_path):
 def test_load_run_on_a_wrong_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a gradscope run folder"):
         load_run(tmp_path)
+
+
+def test_a_version_1_folder_reads_its_nan_norms_as_nonfinite(tmp_path):
+    # Version 1 wrote NaN for a non-finite norm; version 2 keeps NaN for
+    # "not measured" and reads those as inf. A column never measured stays NaN.
+    h = GradientHistory(["a"], variables=["a/kernel", "a/bias"])
+    g = np.array([[1.0, np.nan], [np.nan, np.nan], [2.0, np.nan]])
+    h.append([0, 1, 2], {"grad_norm": np.ones((3, 1))}, {"loss": np.ones(3)}, {"grad_norm": g})
+    h.save(tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    meta["version"] = 1
+    (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
+    old = load_run(tmp_path / "run").variable_series["grad_norm"]
+    assert old[1, 0] == np.inf and np.isnan(old[:, 1]).all() and old[0, 0] == 1.0
+    h.save(tmp_path / "v2")  # the current version keeps NaN as "not measured"
+    assert np.isnan(load_run(tmp_path / "v2").variable_series["grad_norm"][1, 0])

@@ -10,6 +10,8 @@ import tensorflow as tf
 from gradscope import GradientMonitor, NonFiniteGradientError
 from gradscope.model_layers import watched_layers
 
+from conftest import tape_layer_grad_norms
+
 
 def _sequential():
     return keras.Sequential(
@@ -36,27 +38,30 @@ class Subclassed(keras.Model):
         return self.d2(self.d1(x))
 
 
-def _fit_then_rewind(model, x, y, **fit_kwargs):
+def _fit_then_rewind(model, x, y, monitor=None, batch_size=32, **fit_kwargs):
     """One recorded epoch of fit (no shuffling), then the weights put back as
     they were, so a reference can be computed on the weights of step 0."""
     weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor()
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor], **fit_kwargs)
+    monitor = monitor or GradientMonitor()
+    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[monitor], **fit_kwargs)
     for v, w in zip(model.trainable_variables, weights):
         v.assign(w)
     return monitor
 
 
-def _reference(model, x, y, weights):
-    """Per-layer gradient norms at the given weights on one batch, by GradientTape."""
-    for v, w in zip(model.trainable_variables, weights):
-        v.assign(w)
-    specs = watched_layers(model)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, model(x, training=True)))
-    grads = tape.gradient(loss, model.trainable_variables)
-    norms = [np.sqrt(sum(np.sum(grads[i].numpy().astype(np.float64) ** 2) for i in s.var_indices)) for s in specs]
-    return np.array(norms), float(loss)
+def _fit_against_tape(model, x, y, monitor=None, batch_size=32):
+    """`_fit_then_rewind`, and the GradientTape reference on the first batch
+    at those weights. Returns (monitor, per-layer norms, loss)."""
+    monitor = _fit_then_rewind(model, x, y, monitor, batch_size)
+    expected, loss = _reference(model, x[:batch_size], y[:batch_size])
+    return monitor, expected, loss
+
+
+def _reference(model, x, y):
+    """Per-layer gradient norms at the model's weights on one batch, by GradientTape."""
+    groups = [s.var_indices for s in watched_layers(model)]
+    norms, loss = tape_layer_grad_norms(model, x, y, keras.losses.categorical_crossentropy, groups)
+    return np.array(norms), loss
 
 
 @pytest.mark.parametrize("make", [_sequential, _functional, Subclassed], ids=["sequential", "functional", "subclassed"])
@@ -65,12 +70,8 @@ def test_step0_grad_norm_matches_gradient_tape(make, toy):
     model = make()
     model(x[:1])  # builds every layer, subclassed models included
     model.compile(optimizer="adam", loss="categorical_crossentropy")
-    weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor()
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
-    recorded = monitor.history["grad_norm"][0]
-    expected, loss = _reference(model, x[:32], y[:32], weights)
-    np.testing.assert_allclose(recorded, expected, rtol=1e-5)
+    monitor, expected, loss = _fit_against_tape(model, x, y)
+    np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
     assert monitor.history.scalars["loss"][0] == pytest.approx(loss, rel=1e-5)
     assert list(monitor.history.steps) == [0, 1, 2]
 
@@ -79,11 +80,8 @@ def test_lean_options_keep_gradients_exact_and_sample_the_weights(toy):
     x, y = toy
     model = _sequential()
     model.compile(optimizer="adam", loss="categorical_crossentropy")
-    weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor(activation_stats=False, weights_every=2)
-    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    monitor, expected, _ = _fit_against_tape(model, x, y, GradientMonitor(activation_stats=False, weights_every=2), 16)
     h = monitor.history
-    expected, _ = _reference(model, x[:16], y[:16], weights)
     np.testing.assert_allclose(h["grad_norm"][0], expected, rtol=1e-5)
     assert np.isfinite(h["backprop"]).all()
     assert np.isnan(h["act_mean"]).all() and np.isnan(h["nonfinite"]).all()
@@ -194,10 +192,7 @@ def test_jit_compile_records_the_same_first_step(jit, toy):
     x, y = toy
     model = _sequential()
     model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=jit)
-    weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor()
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
-    expected, _ = _reference(model, x[:32], y[:32], weights)
+    monitor, expected, _ = _fit_against_tape(model, x, y)
     np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
 
 
@@ -223,10 +218,7 @@ def test_custom_train_step_is_recorded(toy):
     model = Custom()
     model(x[:1])
     model.compile(optimizer="adam")
-    weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor()
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
-    expected, _ = _reference(model, x[:32], y[:32], weights)
+    monitor, expected, _ = _fit_against_tape(model, x, y)
     np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
 
 
@@ -431,11 +423,7 @@ def test_embedding_sparse_gradients_are_summed_before_the_norm():
     model.compile(optimizer="sgd", loss="mse")
     x = np.array([[1, 1, 2, 3]] * 8, dtype="int32")  # index 1 twice in every sample
     y = np.ones((8, 1), "float32")
-    weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor()
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor])
-    for v, w in zip(model.trainable_variables, weights):
-        v.assign(w)
+    monitor = _fit_then_rewind(model, x, y, batch_size=8)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(keras.losses.mean_squared_error(y, model(x)))
     g = tf.convert_to_tensor(tape.gradient(loss, model.trainable_variables[0]))
@@ -514,10 +502,7 @@ def test_run_eagerly_is_recorded_too(toy):
     x, y = toy
     model = _sequential()
     model.compile(optimizer="adam", loss="categorical_crossentropy", run_eagerly=True)
-    weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor()
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
-    expected, loss = _reference(model, x[:32], y[:32], weights)
+    monitor, expected, loss = _fit_against_tape(model, x, y)
     np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
     assert monitor.history.scalars["loss"][0] == pytest.approx(loss, rel=1e-5)
     assert np.all(np.isfinite(monitor.history["act_std"])) and np.all(np.isfinite(monitor.history["backprop"]))
@@ -543,9 +528,6 @@ def test_apply_inside_a_cond_in_a_custom_train_step(toy):
     model = Guarded()
     model(x[:1])
     model.compile(optimizer="sgd")
-    weights = [v.numpy() for v in model.trainable_variables]
-    monitor = GradientMonitor()
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
-    expected, _ = _reference(model, x[:32], y[:32], weights)
+    monitor, expected, _ = _fit_against_tape(model, x, y)
     np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
     assert np.all(np.isfinite(monitor.history["backprop"])) and np.all(np.isfinite(monitor.history["act_std"]))

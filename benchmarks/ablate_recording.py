@@ -1,0 +1,134 @@
+"""Where the recording's cost goes: one part of it left out at a time.
+
+What it measures: the CPU time of the lecture network's compiled Keras
+``train_step`` (784-1024-512-512-512-10, tanh, MSE, Adam 1e-3, one fixed
+MNIST-shaped batch of 128), called directly in a loop (no ``fit``, so no
+data pipeline or callbacks), plain and with a `GradientMonitor`'s hooks in
+its trace, and with the monitor's parts switched off one at a time:
+
+  plain     no monitor
+  all       GradientMonitor(weights_every=10): everything it records
+  -forward  without the activation statistics and histograms
+            (activation_stats=False)
+  -backprop without the back-propagated gradient's RMS
+  -grads    without the gradient norms
+  -nothing  the hooks, the row and the weights every 10th step only
+
+Variants whose name ends in ``@1`` measure weights and updates on every
+step (``weights_every=1``) instead.
+
+It is an ablation, so it reaches into gradscope: it replaces the
+recorder's reductions with trivial stand-ins while a variant's step is
+traced. The numbers are for understanding, not for the targets (those are
+`bench_monitor.py` and `bench_loop.py`).
+
+Design: every variant has its own model and traced step; rounds of --steps
+calls per variant run interleaved, in a new random order each round, and
+the ratio plain / variant is taken per round, then the median and the
+interquartile range over rounds. Single rounds swing by +-5% or more; use
+30 rounds or more.
+
+Command (about 2 minutes):
+
+    python benchmarks/ablate_recording.py --rounds 40 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from _bench import BATCH, mnist_like
+
+import keras
+import tensorflow as tf
+
+import gradscope.recorder as recorder_module
+from gradscope import GradientMonitor
+from gradscope.models import lecture_mlp
+
+VARIANTS = ("plain", "all", "-forward", "-backprop", "-grads", "-nothing", "all@1")
+
+
+def _stand_in(tensors) -> tf.Tensor:
+    """A vector of one element per tensor, read without a pass over them."""
+    return tf.stack([tf.cast(tf.reshape(t, [-1])[0], tf.float32) for t in tensors])
+
+
+@contextmanager
+def _without(parts: set[str]) -> Iterator[None]:
+    """Replaces the recorder's reductions for ``parts`` while a step is traced."""
+    saved = (recorder_module.mean_squares, recorder_module.Recorder.stage_gradients)
+    if "backprop" in parts:
+        recorder_module.mean_squares = _stand_in
+    if "grads" in parts:
+        recorder_module.Recorder.stage_gradients = lambda self, grads: saved[1](self, [])
+    try:
+        yield
+    finally:
+        recorder_module.mean_squares, recorder_module.Recorder.stage_gradients = saved
+
+
+def build(name: str, xs: tf.Tensor, ys: tf.Tensor) -> Callable[[], object]:
+    """A traced, warmed-up train step for one variant."""
+    model = lecture_mlp(seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0)  # builds the model and the optimizer
+    step = tf.function(lambda: model.train_step((xs, ys)))
+    if name == "plain":
+        step()
+        return step
+    base, _, every = name.partition("@")
+    parts = {"-forward": {"forward"}, "-backprop": {"backprop"}, "-grads": {"grads"},
+             "-nothing": {"forward", "backprop", "grads"}}.get(base, set())
+    monitor = GradientMonitor(weights_every=int(every or 10), activation_stats="forward" not in parts)
+    monitor.set_model(model)
+    monitor.set_params({"verbose": 0, "epochs": 1, "steps": 1})
+    monitor.on_train_begin()  # installs the hooks; the step below is traced with them
+    with _without(parts):
+        step()
+    step()
+    return step
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds (default 40)")
+    parser.add_argument("--steps", type=int, default=10, help="steps per variant per round (default 10)")
+    parser.add_argument("variants", nargs="*", default=list(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    args = parser.parse_args(argv)
+    names = ["plain"] + [v for v in args.variants if v != "plain"]
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+
+    x, y = mnist_like(BATCH)
+    xs, ys = tf.constant(x), tf.constant(y)
+    steps = {name: build(name, xs, ys) for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.rounds):
+        order = names[:]
+        random.Random(r).shuffle(order)
+        for name in order:
+            t0 = time.process_time()
+            for _ in range(args.steps):
+                steps[name]()
+            times[name].append((time.process_time() - t0) / args.steps)
+
+    print(f"ablate_recording: lecture_mlp, batch {BATCH}, {args.rounds} rounds x {args.steps} steps; "
+          f"TF {tf.__version__}, Keras {keras.__version__}")
+    print(f"{'variant':10s} {'ratio':>7s}  {'IQR':>13s}   (plain CPU time per step / the variant's, median over rounds)")
+    for name in names:
+        ratios = sorted(p / v for p, v in zip(times["plain"], times[name]))
+        q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+        print(f"{name:10s} {statistics.median(ratios):6.3f}x  {q1:.3f}-{q3:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
