@@ -268,10 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "compare") or (args.command == "derivatives" and not args.no_float32):
         _import_tensorflow_quietly()
     from gradscope.data import DataError
+    from gradscope.experiments import ConfigError
 
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, DataError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (UsageError, ConfigError, DataError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         print(f"gradscope {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -81,11 +81,13 @@ def load_data(args: Any, console: Any) -> Any:
     return data
 
 
+class ConfigError(ValueError):
+    """A configuration names an activation, initializer or optimizer Keras does not know."""
+
+
 def check_names(config: Config) -> None:
     """Fails early, in one line, on an unknown activation/initializer/optimizer name."""
     import keras
-
-    from gradscope.cli import UsageError
 
     checks = [
         ("activation", config.activation, keras.activations.get),
@@ -97,7 +99,7 @@ def check_names(config: Config) -> None:
         try:
             get(name)
         except (ValueError, TypeError):
-            raise UsageError(f"unknown Keras {what} {name!r}") from None
+            raise ConfigError(f"unknown Keras {what} {name!r}") from None
 
 
 def build_model(config: Config, data: Any) -> Any:

@@ -325,45 +325,28 @@ class Recorder:
         self._when_recording(write)
         self.calls.assign_add(1)
 
-    def _per_variable(self, cols: list[int], values: tf.Tensor | None, base: tf.Tensor | None = None) -> tf.Tensor:
-        """A (variables,) vector with ``values`` at ``cols``; NaN (or ``base``) elsewhere."""
-        V = self.n_vars
-        if base is None and cols == list(range(V)):
-            return values
-        base = tf.fill([V], _NAN) if base is None else base
-        if not cols:
-            return base
-        return tf.tensor_scatter_nd_update(base, [[c] for c in cols], values)
-
     def _row(self, b: _Staged, weights: list[tuple[int, Any]]) -> tf.Tensor:
         L = self.n_layers
         scale = b.scale if b.scale is not None else self._scale()
         grads = b.grads or []
         present = [(c, g) for c, g in grads if g is not None]
-        grad = None
-        if present:
-            sq = self._unscale(sq_norms([g for _, g in present]), scale)
-            grad = self._per_variable([c for c, _ in present], _finite_or_inf(sq))
+        sq = self._unscale(sq_norms([g for _, g in present]), scale) if present else None
+        grad = _placed([self.n_vars], [c for c, _ in present], _finite_or_inf(sq) if present else None)
         # A None gradient (a branch the loss does not reach) is a zero one.
         zero = [c for c, g in grads if g is None]
-        if zero or grad is None:
-            grad = self._per_variable(zero, tf.zeros([len(zero)]), grad if grad is not None else tf.fill([self.n_vars], _NAN))
+        if zero:
+            grad = _placed([self.n_vars], zero, tf.zeros([len(zero)]), base=grad)
         weight_update = self._when_weighing(
             lambda: self._weights_and_updates(b, weights), lambda: tf.fill([2 * self.n_vars], _NAN)
         )
-        forward = tf.convert_to_tensor(self.p_forward) if b.slow else tf.fill([L, len(FORWARD_STATS)], _NAN)
-        if b.forward:
-            idx = sorted(b.forward)
-            stats = forward_stats_many([b.forward[i] for i in idx], [self.activations[i] for i in idx],
-                                       self.saturation_threshold)
-            forward = stats if idx == list(range(L)) and not b.slow else tf.tensor_scatter_nd_update(
-                forward, [[i] for i in idx], stats)
-        backprop = tf.convert_to_tensor(self.p_backprop) if b.slow else tf.fill([L], _NAN)
-        if b.backprop:
-            idx = sorted(b.backprop)
-            ms = self._unscale(mean_squares([b.backprop[i] for i in idx]), scale)
-            backprop = ms if idx == list(range(L)) and not b.slow else tf.tensor_scatter_nd_update(
-                backprop, [[i] for i in idx], ms)
+        # Pending values (the slow path) are the base the staged ones go onto.
+        idx = sorted(b.forward)
+        stats = forward_stats_many([b.forward[i] for i in idx], [self.activations[i] for i in idx],
+                                   self.saturation_threshold) if idx else None
+        forward = _placed([L, len(FORWARD_STATS)], idx, stats, tf.convert_to_tensor(self.p_forward) if b.slow else None)
+        idx = sorted(b.backprop)
+        ms = self._unscale(mean_squares([b.backprop[i] for i in idx]), scale) if idx else None
+        backprop = _placed([L], idx, ms, tf.convert_to_tensor(self.p_backprop) if b.slow else None)
         if b.loss is not None:
             loss, y_true, y_pred = b.loss
             loss_acc = tf.stack([tf.cast(loss, tf.float32), batch_accuracy(y_true, y_pred)])
@@ -378,8 +361,9 @@ class Recorder:
         """Squared norms of the weights (read now, after the update) and of
         the updates, (2 * variables,); NaN where not measured, +inf where
         non-finite."""
-        weight = self._per_variable(
-            [c for c, _ in weights], _finite_or_inf(sq_norms([_value(v) for _, v in weights])) if weights else None
+        weight = _placed(
+            [self.n_vars], [c for c, _ in weights],
+            _finite_or_inf(sq_norms([_value(v) for _, v in weights])) if weights else None,
         )
         update = tf.convert_to_tensor(self.p_update) if b.slow else tf.zeros([self.n_vars])
         if b.updates:
@@ -451,6 +435,17 @@ class Recorder:
         cuts = np.cumsum([L * F, L, V, V, V])
         fwd, bp, g, w, u, sc = np.split(block.astype(np.float64), cuts, axis=1)
         return Rows(steps.astype(np.int64), fwd.reshape(n, L, F), bp, g, w, u, sc)
+
+
+def _placed(shape: list[int], rows: list[int], values: tf.Tensor | None, base: tf.Tensor | None = None) -> tf.Tensor:
+    """A tensor of ``shape`` with ``values`` at ``rows`` and NaN (or ``base``)
+    elsewhere; no op at all when ``values`` already fill every row in order."""
+    if base is None and rows == list(range(shape[0])):
+        return values
+    base = tf.fill(shape, _NAN) if base is None else base
+    if not rows:
+        return base
+    return tf.tensor_scatter_nd_update(base, [[r] for r in rows], values)
 
 
 def _finite_or_inf(x: tf.Tensor) -> tf.Tensor:
