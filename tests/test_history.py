@@ -76,3 +76,21 @@ def test_a_version_1_folder_reads_its_nan_norms_as_nonfinite(tmp_path):
     assert old[1, 0] == np.inf and np.isnan(old[:, 1]).all() and old[0, 0] == 1.0
     h.save(tmp_path / "v2")  # the current version keeps NaN as "not measured"
     assert np.isnan(load_run(tmp_path / "v2").variable_series["grad_norm"][1, 0])
+
+
+def test_a_save_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path):
+    from gradscope.history import atomic_write
+
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+
+    def half_then_fail(f):
+        f.write("new, half written")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of a write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, half_then_fail)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    atomic_write(target, lambda f: f.write("new"))
+    assert target.read_text() == "new"
