@@ -64,7 +64,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "saturated",
             0.3,
-            "over 30% of a tanh/sigmoid layer's outputs sit in the flat tails (|a| > 0.99), where f'(s) is near 0",
+            "over 30% of a tanh/sigmoid layer's outputs sit in the flat tails (|a| >= the saturation threshold, 0.99 by default), where f'(s) is near 0",
             "use smaller initial weights (Glorot), normalise the inputs, add batch normalisation, or switch to ReLU",
         ),
         Rule(

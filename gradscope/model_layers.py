@@ -119,10 +119,81 @@ def watched_layers(model: Any) -> list[LayerSpec]:
         specs.append(
             LayerSpec(model.name, model, leftover, [_short_name(model_vars[i]) for i in leftover])
         )
-    # Forward order: the order of first appearance in trainable_variables,
-    # which Keras keeps in the order layers were built (called).
+    # Keras lists variables in the order the layers were *assigned* (for a
+    # subclassed model, the order of its __init__), not called. That is the
+    # forward order for Sequential and functional models, and a fallback.
     specs.sort(key=lambda s: min(s.var_indices))
+    order = call_order(model, specs)
+    if order is not None:
+        specs = [specs[i] for i in order]
     return specs
+
+
+def call_order(model: Any, specs: list[LayerSpec]) -> list[int] | None:
+    """The indices of ``specs`` in the order one forward pass calls their
+    layers (layers it never calls keep their place, after the others), or
+    None when the model's input cannot be described (nothing is run then).
+
+    The forward pass is traced symbolically in a throwaway graph, so no
+    arithmetic runs: about as long as building the model once.
+
+    Example:
+
+    >>> call_order(model, watched_layers(model))          # doctest: +SKIP
+    [0, 1, 2]
+    """
+    signature = _input_signature(model)
+    if signature is None:
+        return None
+    import tensorflow as tf
+
+    seen: list[int] = []
+    originals = []
+    for i, spec in enumerate(specs):
+        layer = spec.layer
+        if layer is model:
+            continue
+        original = layer.__dict__.get("call")
+
+        def traced_call(*args, _i=i, _call=layer.call, **kwargs):
+            if _i not in seen:
+                seen.append(_i)
+            return _call(*args, **kwargs)
+
+        originals.append((layer, original))
+        object.__setattr__(layer, "call", traced_call)
+    try:
+        tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
+    except Exception:  # an input the model does not accept: keep the variable order
+        return None
+    finally:
+        for layer, original in originals:
+            if original is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", original)
+    return seen + [i for i in range(len(specs)) if i not in seen]
+
+
+def _input_signature(model: Any) -> Any:
+    """A `tf.TensorSpec` (or a structure of them) for the model's input:
+    from its symbolic inputs, or from the shape it was built with."""
+    import tensorflow as tf
+
+    try:
+        inputs = list(getattr(model, "inputs", None) or [])
+    except (AttributeError, ValueError):
+        inputs = []
+    if inputs:
+        specs = [tf.TensorSpec(tuple(t.shape), t.dtype) for t in inputs]
+        return specs[0] if len(specs) == 1 else specs
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if len(shapes) != 1:
+        return None
+    shape = next(iter(shapes.values()))
+    if not isinstance(shape, (tuple, list)) or not all(d is None or isinstance(d, int) for d in shape):
+        return None
+    return tf.TensorSpec(tuple(shape), tf.float32)
 
 
 def _short_name(variable: Any) -> str:

@@ -86,8 +86,8 @@ class GradientMonitor(keras.callbacks.Callback):
             that writes variables with ``assign`` rather than
             ``assign_add``/``assign_sub`` still pays for forming its update
             on every step.) Defaults to `1`.
-        saturation_threshold: |a| above which a tanh unit counts as saturated
-            (sigmoid: a above it, or below 1 minus it). Defaults to `0.99`.
+        saturation_threshold: |a| at or above which a tanh unit counts as
+            saturated (sigmoid: a at or above it, or at or below 1 minus it). Defaults to `0.99`.
         flush_every: steps between two fetches of the records from the
             device, when nothing else asks for them. Defaults to `256`.
         console: a `rich.console.Console` for the output. Defaults to `None`
@@ -150,6 +150,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._steps_done = 0
         self._deferred = False
         self._want_start_histogram = False
+        self._coverage_checked = False  # the gradients-only notice, once per history
         self._record_signature: tuple | None = None
         self._hooked_train: tuple | None = None  # (recorder, model, plain function, function traced with hooks)
         self._plain_train: Any = None
@@ -180,9 +181,15 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def _prepare(self) -> None:
         model = self.model
-        specs = self._select(watched_layers(model))
-        if not specs:
+        every_layer = watched_layers(model)
+        if not every_layer:
             raise HookError("the model has no layer with trainable weights")
+        specs = self._select(every_layer)
+        if not specs:
+            raise HookError(
+                "the layers option selected none of the model's layers ("
+                + ", ".join(s.name for s in every_layer) + ")"
+            )
         signature = self._signature(specs)
         keep = self.continue_history and self._recorder is not None and signature == self._record_signature
         if not keep:
@@ -198,6 +205,7 @@ class GradientMonitor(keras.callbacks.Callback):
                 saturation_threshold=self.saturation_threshold,
             )
             model_vars = list(model.trainable_variables)
+            self._coverage_checked = False
             self.history = GradientHistory(
                 [s.name for s in specs],
                 variables=[f"{s.name}/{n}" for s in specs for n in s.var_names],
@@ -413,10 +421,28 @@ class GradientMonitor(keras.callbacks.Callback):
             if start is not None:
                 self.history.histograms["start"] = start
                 self._want_start_histogram = False
+        if not self._coverage_checked:
+            self._coverage_checked = True
+            self._check_coverage(chunk)
         if check:
             # Only the new rows are searched, so the check costs O(rows).
             self._check_nonfinite(chunk)
         return len(rows)
+
+    def _check_coverage(self, chunk: GradientHistory) -> None:
+        """Says once which layers get gradients only: their output is not one
+        float tensor (an RNN's state tuple), or the model owns the weights
+        itself, so there is no output to measure."""
+        missing = np.isnan(chunk["backprop"][0])
+        if self.activation_stats:
+            missing |= np.isnan(chunk["nonfinite"][0])
+        names = [name for name, gap in zip(chunk.layers, missing) if gap]
+        if names:
+            _warn(
+                f"gradscope: {', '.join(names)}: gradients only, no activation statistics or "
+                "back-propagated gradient (the output is not one float tensor, or the weights "
+                "belong to the model itself)"
+            )
 
     def _check_nonfinite(self, chunk: GradientHistory) -> None:
         if self.nonfinite is not None:

@@ -90,8 +90,8 @@ class Recorder:
         weights_every: measure the weight and update norms on every N-th
             recorded step only (NaN on the others). Each of them is a pass
             over every parameter. Defaults to `1`.
-        saturation_threshold: |a| above which a tanh unit counts as
-            saturated (sigmoid: a above it or below 1 minus it). Defaults to
+        saturation_threshold: |a| at or above which a tanh unit counts as
+            saturated (sigmoid: a at or above it, or at or below 1 minus it). Defaults to
             `0.99`.
         histogram_bins: bins of the activation histograms. Defaults to `40`.
     """

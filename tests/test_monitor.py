@@ -38,6 +38,19 @@ class Subclassed(keras.Model):
         return self.d2(self.d1(x))
 
 
+class AssignedBackwards(keras.Model):
+    """Layers assigned in the reverse of the order they are called, so Keras
+    lists the output layer's variables first."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = keras.layers.Dense(3, activation="softmax")
+        self.hidden = keras.layers.Dense(16, activation="tanh")
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
 def _fit_then_rewind(model, x, y, monitor=None, batch_size=32, **fit_kwargs):
     """One recorded epoch of fit (no shuffling), then the weights put back as
     they were, so a reference can be computed on the weights of step 0."""
@@ -74,6 +87,26 @@ def test_step0_grad_norm_matches_gradient_tape(make, toy):
     np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
     assert monitor.history.scalars["loss"][0] == pytest.approx(loss, rel=1e-5)
     assert list(monitor.history.steps) == [0, 1, 2]
+
+
+def test_layers_are_in_call_order_not_assignment_order(toy):
+    x, y = toy
+    model = AssignedBackwards()
+    model(x[:1])
+    assert model.trainable_variables[0].shape == (16, 3)  # Keras lists the head first
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = _fit_then_rewind(model, x, y)
+    h = monitor.history
+    assert h.layers == [model.hidden.name, model.head.name]
+    assert h.variables[0] == f"{model.hidden.name}/kernel"
+    # Each column holds its own layer's gradient, by an independent tape.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y[:32], model(x[:32], training=True)))
+    grads = tape.gradient(loss, [model.hidden.kernel, model.hidden.bias, model.head.kernel, model.head.bias])
+    expected = [np.sqrt(sum(float(tf.reduce_sum(g * g)) for g in pair)) for pair in (grads[:2], grads[2:])]
+    np.testing.assert_allclose(h["grad_norm"][0], expected, rtol=1e-5)
+    # The output layer is last: its activation is the softmax.
+    assert h.layer_info[-1]["activation"] == "softmax"
 
 
 def test_lean_options_keep_gradients_exact_and_sample_the_weights(toy):
@@ -275,6 +308,20 @@ def test_layers_option_selects_layers(toy):
     assert monitor.history.layers == [last]
     with pytest.raises(ValueError, match="unknown layers: nope"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[GradientMonitor(layers=["nope"])])
+
+
+def test_a_layers_filter_that_selects_nothing_says_so_and_trains(toy, capsys):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    before = model.layers[0].kernel.numpy().copy()
+    monitor = GradientMonitor(layers=lambda layer: False)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gradscope: cannot hook")]
+    names = ", ".join(layer.name for layer in model.layers)
+    assert err == [f"gradscope: cannot hook this model (the layers option selected none of the model's layers "
+                   f"({names})); training goes on without gradient records"]
+    assert not np.allclose(before, model.layers[0].kernel.numpy())
 
 
 def _poisoned(x, y):
@@ -531,3 +578,29 @@ def test_apply_inside_a_cond_in_a_custom_train_step(toy):
     monitor, expected, _ = _fit_against_tape(model, x, y)
     np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
     assert np.all(np.isfinite(monitor.history["backprop"])) and np.all(np.isfinite(monitor.history["act_std"]))
+
+
+def test_layers_without_an_output_to_measure_are_named_once(capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 5, 2)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 32)]
+    # keras.layers.RNN over a cell: the cell's call returns (output, states),
+    # a tuple, so the cell (named after the RNN) has no output to measure.
+    model = keras.Sequential([keras.Input((5, 2)), keras.layers.RNN(keras.layers.SimpleRNNCell(4), name="rnn"),
+                              keras.layers.Dense(3, activation="softmax", name="head")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[monitor])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "gradients only" in line]
+    assert len(lines) == 1 and lines[0].startswith("gradscope: rnn: gradients only")
+    assert "head" not in lines[0]
+    assert np.all(np.isfinite(monitor.history["grad_norm"]))
+    assert np.isnan(monitor.history["act_mean"][:, 0]).all() and np.isfinite(monitor.history["act_mean"][:, 1]).all()
+
+
+def test_a_fully_measured_model_gets_no_gradients_only_notice(toy, capsys):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[GradientMonitor()])
+    assert "gradients only" not in capsys.readouterr().err
