@@ -300,6 +300,9 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self._hooks is not None and self._is_last_step():
             # The "end" histogram is of the very last step, when it is known.
+            # It overwrites the histogram on the device, so a start histogram
+            # not fetched yet (a run shorter than a flush interval) is taken now.
+            self._take_start_histogram()
             self._recorder.request_histogram()
 
     def _is_last_step(self) -> bool:
@@ -416,11 +419,7 @@ class GradientMonitor(keras.callbacks.Callback):
         chunk = GradientHistory(self.history.layers, variables=self.history.variables)
         _append_rows(chunk, rows, np.asarray(self._recorder.var_layer), self._epoch)
         self.history.append(chunk.steps, {k: chunk[k] for k in chunk.names}, chunk.scalars, chunk.variable_series)
-        if self._want_start_histogram:
-            start = self._recorder.read_histogram()
-            if start is not None:
-                self.history.histograms["start"] = start
-                self._want_start_histogram = False
+        self._take_start_histogram()
         if not self._coverage_checked:
             self._coverage_checked = True
             self._check_coverage(chunk)
@@ -428,6 +427,13 @@ class GradientMonitor(keras.callbacks.Callback):
             # Only the new rows are searched, so the check costs O(rows).
             self._check_nonfinite(chunk)
         return len(rows)
+
+    def _take_start_histogram(self) -> None:
+        if self._want_start_histogram and self.history is not None:
+            start = self._recorder.read_histogram()
+            if start is not None:
+                self.history.histograms["start"] = start
+                self._want_start_histogram = False
 
     def _check_coverage(self, chunk: GradientHistory) -> None:
         """Says once which layers get gradients only: their output is not one

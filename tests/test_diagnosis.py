@@ -71,6 +71,19 @@ def test_tanh_with_weights_scaled_up_is_saturated(images):
     assert "large_weights" in {f.rule for f in d.findings}
 
 
+def test_weights_too_small_for_their_fan_in_are_named(images):
+    # Glorot kernels scaled by 0.1: every hidden layer's gains drop to about
+    # 0.1, far below the rule's 0.8; the output layer keeps Glorot's forward
+    # gain sqrt(2 * 512 / 522) = 1.4, so it is not small.
+    small = _train_lecture(images, "tanh", "glorot_uniform", steps=3, scale=0.1)
+    d = diagnose(small)
+    finding = next(f for f in d.findings if f.rule == "small_weights")
+    assert finding.layers == ["hidden_1", "hidden_2", "hidden_3", "hidden_4"]
+    assert all(v.gain < 0.2 for v in d.layers[:4]) and d.layers[4].gain > 1.0
+    plain = diagnose(_train_lecture(images, "tanh", "glorot_uniform", steps=3))
+    assert "small_weights" not in {f.rule for f in plain.findings}
+
+
 def test_relu_with_large_negative_bias_is_dead(images):
     h = _train_lecture(images, "relu", "he_normal", steps=5, bias=-100.0)
     d = diagnose(h)

@@ -604,3 +604,22 @@ def test_a_fully_measured_model_gets_no_gradients_only_notice(toy, capsys):
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[GradientMonitor()])
     assert "gradients only" not in capsys.readouterr().err
+
+
+def test_start_and_end_histograms_bin_the_first_and_last_steps_outputs(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    monitor = _fit_then_rewind(model, x, y)  # 3 steps of 32, no shuffling
+    h = monitor.history
+    start, end = h.histograms["start"], h.histograms["end"]
+    assert start["step"] == 0 and end["step"] == h.steps[-1] == 2
+    # Layer 1 (tanh) at the initial weights on the first batch, binned on
+    # [-1, 1] into the recorder's bins, independently in numpy.
+    a = np.tanh(x[:32] @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy()).ravel()
+    bins = start["counts"].shape[1]
+    expected = np.bincount(np.clip(np.floor((a + 1.0) / 2.0 * bins).astype(int), 0, bins - 1), minlength=bins)
+    assert start["ranges"][0].tolist() == [-1.0, 1.0]
+    np.testing.assert_array_equal(start["counts"][0], expected)
+    # The relu layer's range is the batch's own min and max, and every output is counted.
+    assert start["ranges"][1][0] == 0.0 and start["counts"][1].sum() == 32 * 8
