@@ -156,10 +156,12 @@ def run_config(
                   f"batch {config.batch_size}, " + (f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"),
                   highlight=False)
     try:
-        history = gradscope.train(
-            model, data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, steps=config.steps,
-            validation_data=(data.x_val, y_val), callbacks=[monitor], seed=config.seed, jit_compile=config.jit,
-        )
+        with _ctrl_c_callback() as ctrl_c:
+            history = gradscope.train(
+                model, data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, steps=config.steps,
+                validation_data=(data.x_val, y_val), callbacks=[monitor, ctrl_c], seed=config.seed,
+                jit_compile=config.jit,
+            )
     except KeyboardInterrupt:
         # Every recorded step is kept: save what there is, then stop.
         if monitor.history is not None and len(monitor.history):
@@ -172,6 +174,48 @@ def run_config(
     save_run(history, out)
     console.print(f"saved run to {out}  (show it again: gradscope report {out})", highlight=False)
     return history, diagnosis
+
+
+def _ctrl_c_callback() -> Any:
+    import keras
+
+    class CtrlC(keras.callbacks.Callback):
+        """Makes Ctrl-C stop training even when its KeyboardInterrupt is lost.
+
+        Python drops an exception raised inside a finaliser (``__del__``,
+        which TensorFlow's iterators and tensors run at unpredictable
+        moments), so one press of Ctrl-C could vanish. The handler also
+        sets a flag, and the next step's end raises the interrupt again.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pressed = False
+            self._previous: Any = None
+
+        def __enter__(self) -> "CtrlC":
+            import signal
+            import threading
+
+            if threading.current_thread() is threading.main_thread():
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            import signal
+
+            if self._previous is not None:
+                signal.signal(signal.SIGINT, self._previous)
+
+        def _handle(self, signum: int, frame: Any) -> None:
+            self.pressed = True
+            raise KeyboardInterrupt
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if self.pressed:
+                raise KeyboardInterrupt
+
+    return CtrlC()
 
 
 def compare(args: Any, console: Any) -> Path:

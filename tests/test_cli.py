@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import MNIST_DIR
@@ -131,6 +132,40 @@ def test_compare_runs_each_configuration_and_report_shows_it(tmp_path):
     again = gradscope("report", str(out), "--no-plots")
     assert again.returncode == 0, again.stderr
     assert "relu/he_normal: layer 1 gets" in again.stdout
+
+
+def test_a_ctrl_c_whose_interrupt_was_lost_still_stops_training():
+    import signal
+    import time
+
+    import keras
+
+    import gradscope
+    from gradscope.experiments import _ctrl_c_callback
+
+    before = signal.getsignal(signal.SIGINT)
+    ctrl_c = _ctrl_c_callback()
+
+    class Finaliser(keras.callbacks.Callback):
+        """Ctrl-C lands in code that swallows the exception, as Python does in a __del__."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.5)
+                except KeyboardInterrupt:
+                    pass
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    steps = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c:
+            gradscope.train(model, np.ones((64, 4)), np.ones((64, 2)), loss="mse", optimizer="sgd",
+                            batch_size=4, epochs=1, callbacks=[Finaliser(), counter, ctrl_c])
+    assert steps == [0, 1]  # stopped at the end of the step where Ctrl-C was pressed
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_ctrl_c_keeps_the_recorded_steps(tmp_path):
