@@ -112,6 +112,22 @@ def test_derivatives_table_shows_the_lecture_value():
     assert row8.rstrip(" │").endswith("0")  # float32 autodiff gives exactly 0 at s = 8
 
 
+def test_derivatives_at_user_given_points():
+    import math
+
+    proc = gradscope("derivatives", "--at", "3", "-0.5")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in proc.stdout.splitlines() if line.startswith("│")}
+    assert set(rows) == {"3", "-0.5"}
+    for s, cells in rows.items():
+        x = float(s)
+        sig = 1 / (1 + math.exp(-x))
+        assert float(cells[0]) == pytest.approx(1 - math.tanh(x) ** 2, rel=5e-3)
+        assert float(cells[1]) == pytest.approx(sig * (1 - sig), rel=5e-3)
+        assert float(cells[2]) == (1.0 if x > 0 else 0.0)
+
+
 def test_help_teaches():
     proc = gradscope("run", "--help")
     assert proc.returncode == 0

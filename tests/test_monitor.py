@@ -261,15 +261,25 @@ def test_epoch_logs_reach_csvlogger_and_history(toy, tmp_path):
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     monitor = GradientMonitor()
     csv = tmp_path / "log.csv"
-    hist = model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[monitor, keras.callbacks.CSVLogger(str(csv))])
+    board = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "tb"))
+    hist = model.fit(x, y, batch_size=32, epochs=2, verbose=0,
+                     callbacks=[monitor, keras.callbacks.CSVLogger(str(csv)), board])
     names = [s.name for s in watched_layers(model)]
     header = csv.read_text().splitlines()[0].split(",")
+    # Keras' TensorBoard callback writes each epoch log as "epoch_<key>".
+    tags = {}
+    for event_file in (tmp_path / "tb" / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                if value.tag.startswith("epoch_"):  # scalars (the model's config is a text summary)
+                    tags.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
     for name in names:
         assert f"grad_norm/{name}" in header
         # The epoch value is the mean of that epoch's recorded steps.
         assert hist.history[f"grad_norm/{name}"][1] == pytest.approx(
             monitor.history["grad_norm"][3:6, names.index(name)].mean(), rel=1e-6
         )
+        assert tags[f"epoch_grad_norm/{name}"] == pytest.approx(hist.history[f"grad_norm/{name}"], rel=1e-6)
 
 
 def test_several_fit_calls_continue_or_restart(toy):
@@ -623,3 +633,15 @@ def test_start_and_end_histograms_bin_the_first_and_last_steps_outputs(toy):
     np.testing.assert_array_equal(start["counts"][0], expected)
     # The relu layer's range is the batch's own min and max, and every output is counted.
     assert start["ranges"][1][0] == 0.0 and start["counts"][1].sum() == 32 * 8
+
+
+def test_saturation_threshold_is_honoured(toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    monitor = _fit_then_rewind(model, x, y, GradientMonitor(saturation_threshold=0.5))
+    a = np.tanh(x[:32] @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy())
+    share = float(np.mean(np.abs(a) >= 0.5))
+    assert 0.05 < share < 0.95  # the threshold splits this layer's outputs
+    assert monitor.history["saturation"][0, 0] == pytest.approx(share, abs=1e-6)
+    assert monitor.history.config["recording"]["saturation_threshold"] == 0.5
