@@ -256,6 +256,7 @@ def plot_comparison_folder(results: dict[str, tuple[GradientHistory, Diagnosis]]
 
 def print_comparison(results: dict[str, tuple[GradientHistory, Diagnosis]], console: Any) -> None:
     """Side-by-side table per configuration and layer, then one sentence each."""
+    from rich.markup import escape
     from rich.table import Table
 
     from gradscope.render.terminal import fmt, pct
@@ -272,7 +273,7 @@ def print_comparison(results: dict[str, tuple[GradientHistory, Diagnosis]], cons
                 pct(v.saturation), pct(v.dead), fmt(v.dact_mean), v.verdict,
             )
         loss, acc = diagnosis.final_loss, diagnosis.final_accuracy
-        table.add_row("", "[final]", f"loss {fmt(loss, 4)}", f"acc {acc:.1%}" if math.isfinite(acc) else "-",
+        table.add_row("", escape("[final]"), f"loss {fmt(loss, 4)}", f"acc {acc:.1%}" if math.isfinite(acc) else "-",
                       "", "", "", "", ", ".join(f.rule for f in diagnosis.findings) or "healthy", end_section=True)
     console.print(table)
     for label, (_, diagnosis) in results.items():

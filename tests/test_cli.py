@@ -145,6 +145,20 @@ def test_compare_runs_each_configuration_and_report_shows_it(tmp_path):
         assert (out / label.replace("/", "-") / "run.json").is_file()
     assert (out / "plots" / "comparison.png").stat().st_size > 1000
     assert (out / "plots" / "activations_tanh-random_uniform.png").stat().st_size > 1000
+    # The side-by-side table: its columns, and one [final] row per configuration.
+    for column in ("configuration", "grad_norm", "backprop", "ratio", "saturated", "dead", "verdict"):
+        assert column in proc.stdout, column
+    assert proc.stdout.count("[final]") == 4 and proc.stdout.count("acc ") >= 4
+    # Same seed, data and step budget for all; the output layer stays tanh
+    # (the lecture's) when only the hidden layers are ReLU.
+    from gradscope import load_run
+
+    runs = {label: load_run(out / label) for label in ("tanh-random_uniform", "relu-he_normal")}
+    steps = {label: tuple(h.steps) for label, h in runs.items()}
+    assert len(set(steps.values())) == 1 and len(next(iter(steps.values()))) > 1
+    assert {h.config["seed"] for h in runs.values()} == {runs["relu-he_normal"].config["seed"]}
+    assert runs["relu-he_normal"].layer_info[0]["activation"] == "relu"
+    assert runs["relu-he_normal"].layer_info[-1]["activation"] == "tanh"
     again = gradscope("report", str(out), "--no-plots")
     assert again.returncode == 0, again.stderr
     assert "relu/he_normal: layer 1 gets" in again.stdout
