@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +143,21 @@ def call_order(model: Any, specs: list[LayerSpec]) -> list[int] | None:
     >>> call_order(model, watched_layers(model))          # doctest: +SKIP
     [0, 1, 2]
     """
+    key = tuple(id(s.layer) for s in specs)
+    cached = _ORDERS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    order = _traced_order(model, specs)
+    _ORDERS[model] = (key, order)
+    return order
+
+
+# A model's call order, kept while the model lives: tracing costs as much as
+# a few training steps, and every fit() with a monitor asks again.
+_ORDERS: "weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], list[int] | None]]" = weakref.WeakKeyDictionary()
+
+
+def _traced_order(model: Any, specs: list[LayerSpec]) -> list[int] | None:
     signature = _input_signature(model)
     if signature is None:
         return None
