@@ -77,7 +77,7 @@ def load_data(args: Any, console: Any) -> Any:
 
     data = load_dataset(args.dataset, args.data, seed=args.seed, limit=args.limit)
     for notice in data.notices:
-        console.print(f"notice: {notice}", highlight=False)
+        console.print(f"notice: {notice}", highlight=False, soft_wrap=True)  # one line, however long
     return data
 
 

@@ -16,8 +16,8 @@ from conftest import MNIST_DIR
 SMALL = ["--layers", "32,16", "--steps", "30", "--batch-size", "64"]
 
 
-def gradscope(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "160"}
+def gradscope(*args: str, cwd: Path | None = None, **env_extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "160", **env_extra}
     return subprocess.run([sys.executable, "-m", "gradscope", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
 
@@ -126,6 +126,20 @@ def test_derivatives_at_user_given_points():
         assert float(cells[0]) == pytest.approx(1 - math.tanh(x) ** 2, rel=5e-3)
         assert float(cells[1]) == pytest.approx(sig * (1 - sig), rel=5e-3)
         assert float(cells[2]) == (1.0 if x > 0 else 0.0)
+
+
+def test_offline_without_mnist_falls_back_with_a_one_line_notice(tmp_path):
+    # An empty Keras cache on a machine with no network: MNIST cannot load.
+    proc = gradscope("run", "--layers", "16", "--steps", "5", "--quiet", "--out", str(tmp_path / "run"),
+                     KERAS_HOME=str(tmp_path / "keras"))
+    assert proc.returncode == 0, proc.stderr
+    notices = [line for line in proc.stdout.splitlines() if line.startswith("notice:")]
+    assert len(notices) == 1
+    assert "MNIST could not be loaded" in notices[0] and notices[0].endswith("Pass --data PATH to use MNIST files.")
+    assert "64 inputs" in notices[0]
+    from gradscope import load_run
+
+    assert load_run(tmp_path / "run").layer_info[0]["params"] == 64 * 16 + 16  # the input size follows the data
 
 
 def test_help_teaches():
