@@ -616,6 +616,11 @@ def test_a_fully_measured_model_gets_no_gradients_only_notice(toy, capsys):
     assert "gradients only" not in capsys.readouterr().err
 
 
+def _first_layer_output(model, xb):
+    """The first (tanh) layer's output at the model's current weights, in numpy."""
+    return np.tanh(xb @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy())
+
+
 def test_start_and_end_histograms_bin_the_first_and_last_steps_outputs(toy):
     x, y = toy
     model = _sequential()
@@ -626,7 +631,7 @@ def test_start_and_end_histograms_bin_the_first_and_last_steps_outputs(toy):
     assert start["step"] == 0 and end["step"] == h.steps[-1] == 2
     # Layer 1 (tanh) at the initial weights on the first batch, binned on
     # [-1, 1] into the recorder's bins, independently in numpy.
-    a = np.tanh(x[:32] @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy()).ravel()
+    a = _first_layer_output(model, x[:32]).ravel()
     bins = start["counts"].shape[1]
     expected = np.bincount(np.clip(np.floor((a + 1.0) / 2.0 * bins).astype(int), 0, bins - 1), minlength=bins)
     assert start["ranges"][0].tolist() == [-1.0, 1.0]
@@ -640,7 +645,7 @@ def test_saturation_threshold_is_honoured(toy):
     model = _sequential()
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     monitor = _fit_then_rewind(model, x, y, GradientMonitor(saturation_threshold=0.5))
-    a = np.tanh(x[:32] @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy())
+    a = _first_layer_output(model, x[:32])
     share = float(np.mean(np.abs(a) >= 0.5))
     assert 0.05 < share < 0.95  # the threshold splits this layer's outputs
     assert monitor.history["saturation"][0, 0] == pytest.approx(share, abs=1e-6)
