@@ -4,6 +4,9 @@ They read a record, never a model, and import no TensorFlow. Figures are drawn
 on `matplotlib.figure.Figure` with an Agg canvas directly (no pyplot), so the
 user's interactive backend and pyplot's figure list are left untouched.
 
+Each plot has a ``*_figure`` function that returns the matplotlib Figure (to
+show, restyle or test) and a ``plot_*`` function that saves it as a PNG.
+
 Example:
 
 >>> from gradscope import load_run
@@ -110,10 +113,15 @@ def default_moments(steps: Sequence[int] | np.ndarray) -> list[int]:
     return out
 
 
-def plot_grad_norms(history: GradientHistory, path: str | os.PathLike, series: str = "grad_norm") -> Path:
-    """Every layer's ``series`` over the steps, log scale, input layer dark to output light.
+def grad_norms_figure(history: GradientHistory, series: str = "grad_norm") -> Any:
+    """A Figure of every layer's ``series`` over the steps, log scale, input layer dark to output light.
 
-    >>> plot_grad_norms(history, "plots/grad_norms.png")   # doctest: +SKIP
+    One line per layer, in ``history.layers`` order, so ``fig.axes[0].lines[i]``
+    is layer ``i``. `plot_grad_norms` saves it.
+
+    >>> fig = grad_norms_figure(history)   # doctest: +SKIP
+    >>> fig.axes[0].get_yscale()           # doctest: +SKIP
+    'log'
     """
     _, _, colormaps = _mpl()
     fig, ax = _new_figure()
@@ -142,7 +150,15 @@ def plot_grad_norms(history: GradientHistory, path: str | os.PathLike, series: s
 
         bar = fig.colorbar(ScalarMappable(Normalize(1, n_layers), cmap), ax=ax)
         bar.set_label(f"layer: 1 = {history.layers[0]} ... {n_layers} = {history.layers[-1]}")
-    return _save(fig, path)
+    return fig
+
+
+def plot_grad_norms(history: GradientHistory, path: str | os.PathLike, series: str = "grad_norm") -> Path:
+    """Saves `grad_norms_figure` as a PNG at ``path``; returns the path.
+
+    >>> plot_grad_norms(history, "plots/grad_norms.png")   # doctest: +SKIP
+    """
+    return _save(grad_norms_figure(history, series), path)
 
 
 def _row_of(steps: np.ndarray, step: int) -> int:
@@ -157,31 +173,22 @@ def _depth_axis(ax: Any, names: Sequence[str]) -> None:
     ax.set_xlabel("layer (input \u2192 output)")
 
 
-def plot_depth_profile(
-    history: GradientHistory,
-    path: str | os.PathLike,
-    series: str = "backprop",
-    moments: Sequence[int] | None = None,
-) -> Path:
-    """``series`` against depth at a few steps (default `default_moments`), log scale.
+def _depth_series(history: GradientHistory, series: str | Sequence[str]) -> list[str]:
+    """The series to draw against depth, each once, falling back to grad_norm."""
+    out: list[str] = []
+    for name in [series] if isinstance(series, str) else series:
+        name = pick_series(history, name)
+        if name not in out:
+            out.append(name)
+    return out
 
-    A vanishing gradient is a line falling towards the input (left); an
-    exploding one rises. ``moments`` are steps; the nearest recorded row is used.
 
-    >>> plot_depth_profile(history, "plots/depth_profile.png", moments=[0, 500])   # doctest: +SKIP
-    """
+def _draw_depth(ax: Any, history: GradientHistory, series: str, rows: list[int]) -> None:
     _, _, colormaps = _mpl()
-    series = pick_series(history, series)
-    fig, ax = _new_figure()
     values = history.get(series)
     steps = history.steps
     has_data = False
     if values is not None and len(history):
-        rows = []
-        for step in default_moments(steps) if moments is None else moments:
-            row = _row_of(steps, step)
-            if row not in rows:
-                rows.append(row)
         cmap = colormaps["plasma"]
         x = np.arange(1, len(history.layers) + 1)
         for k, row in enumerate(rows):
@@ -195,20 +202,66 @@ def plot_depth_profile(
     _depth_axis(ax, history.layers)
     ax.set_xlim(0.5, len(history.layers) + 0.5)
     ax.set_ylabel(series)
-    ax.set_title(_title(history, f"{series} against depth"))
+    ax.set_title(f"{series} against depth")
     ax.grid(True, which="major", alpha=0.3)
     if has_data:
         ax.legend(fontsize="small")
-    return _save(fig, path)
 
 
-def plot_activation_histograms(history: GradientHistory, path: str | os.PathLike) -> Path | None:
-    """Activation histograms at the start and end of training, one row per layer.
+def depth_profile_figure(
+    history: GradientHistory,
+    series: str | Sequence[str] = ("grad_norm", "backprop"),
+    moments: Sequence[int] | None = None,
+) -> Any:
+    """A Figure of each of ``series`` against depth at a few steps, log scale, one panel per series.
+
+    The default draws the kernel-gradient norm (``grad_norm``) and the
+    back-propagated gradient (``backprop``) side by side: the second can shrink
+    towards the input while the first stays flat (Glorot & Bengio, 2010), so
+    both are shown. A series the run did not record falls back to grad_norm,
+    drawn once. A vanishing gradient is a line falling towards the input
+    (left); an exploding one rises. ``moments`` are steps (default
+    `default_moments`); the nearest recorded row is used, so panel ``p``'s
+    ``lines[k]`` is the history's row nearest ``moments[k]``.
+
+    >>> fig = depth_profile_figure(history, moments=[0, 500])   # doctest: +SKIP
+    >>> [ax.get_ylabel() for ax in fig.axes]                     # doctest: +SKIP
+    ['grad_norm', 'backprop']
+    """
+    names = _depth_series(history, series) or ["grad_norm"]
+    rows: list[int] = []
+    for step in default_moments(history.steps) if moments is None else moments:
+        row = _row_of(history.steps, step) if len(history) else None
+        if row is not None and row not in rows:
+            rows.append(row)
+    width = _SIZE[0] if len(names) == 1 else 6.5 * len(names)
+    fig, axes = _new_figure((width, _SIZE[1]), ncols=len(names), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        _draw_depth(ax, history, name, rows)
+    fig.suptitle(_title(history, "gradient against depth"))
+    return fig
+
+
+def plot_depth_profile(
+    history: GradientHistory,
+    path: str | os.PathLike,
+    series: str | Sequence[str] = ("grad_norm", "backprop"),
+    moments: Sequence[int] | None = None,
+) -> Path:
+    """Saves `depth_profile_figure` as a PNG at ``path``; returns the path.
+
+    >>> plot_depth_profile(history, "plots/depth_profile.png", moments=[0, 500])   # doctest: +SKIP
+    """
+    return _save(depth_profile_figure(history, series, moments), path)
+
+
+def activation_histograms_figure(history: GradientHistory) -> Any | None:
+    """A Figure of activation histograms at the start and end of training, one row per layer.
 
     Weights too small pile tanh activations at 0; too large pile them at +/-1.
     Returns None when the run recorded no histograms.
 
-    >>> plot_activation_histograms(history, "plots/activation_histograms.png")   # doctest: +SKIP
+    >>> fig = activation_histograms_figure(history)   # doctest: +SKIP
     """
     moments = [m for m in ("start", "end") if m in history.histograms]
     if not moments:
@@ -241,14 +294,23 @@ def plot_activation_histograms(history: GradientHistory, path: str | os.PathLike
             ax.bar(lo + width * (np.arange(len(counts)) + 0.5), share, width=width, color="tab:blue")
             ax.set_xlim(lo, hi)
     fig.suptitle(_title(history, "activation histograms: share of outputs per bin"))
-    return _save(fig, path)
+    return fig
 
 
-def plot_comparison(histories: dict[str, GradientHistory], path: str | os.PathLike, series: str = "backprop") -> Path:
-    """Several runs side by side: ``series`` against depth at the last step, and the
-    first layer's ``series`` over steps. Falls back to grad_norm per run.
+def plot_activation_histograms(history: GradientHistory, path: str | os.PathLike) -> Path | None:
+    """Saves `activation_histograms_figure` as a PNG at ``path``; None (and no file) without histograms.
 
-    >>> plot_comparison({"tanh": h1, "relu+he": h2}, "compare.png")   # doctest: +SKIP
+    >>> plot_activation_histograms(history, "plots/activation_histograms.png")   # doctest: +SKIP
+    """
+    fig = activation_histograms_figure(history)
+    return None if fig is None else _save(fig, path)
+
+
+def comparison_figure(histories: dict[str, GradientHistory], series: str = "backprop") -> Any:
+    """A Figure of several runs side by side: ``series`` against depth at the last
+    step, and the first layer's ``series`` over steps. Falls back to grad_norm per run.
+
+    >>> fig = comparison_figure({"tanh": h1, "relu+he": h2})   # doctest: +SKIP
     """
     _, _, colormaps = _mpl()
     fig, (depth_ax, step_ax) = _new_figure((12.0, 5.0), ncols=2)
@@ -284,7 +346,15 @@ def plot_comparison(histories: dict[str, GradientHistory], path: str | os.PathLi
     depth_ax.set_title("against depth, last step")
     step_ax.set_xlabel("step")
     step_ax.set_title("first layer over steps")
-    return _save(fig, path)
+    return fig
+
+
+def plot_comparison(histories: dict[str, GradientHistory], path: str | os.PathLike, series: str = "backprop") -> Path:
+    """Saves `comparison_figure` as a PNG at ``path``; returns the path.
+
+    >>> plot_comparison({"tanh": h1, "relu+he": h2}, "compare.png")   # doctest: +SKIP
+    """
+    return _save(comparison_figure(histories, series), path)
 
 
 def save_run_plots(history: GradientHistory, folder: str | os.PathLike) -> list[Path]:

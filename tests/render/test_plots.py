@@ -12,7 +12,11 @@ import pytest
 from gradscope.history import PLOTS_DIR, GradientHistory, load_run
 from gradscope.render import plots
 from gradscope.render.plots import (
+    activation_histograms_figure,
+    comparison_figure,
     default_moments,
+    depth_profile_figure,
+    grad_norms_figure,
     pick_series,
     plot_activation_histograms,
     plot_comparison,
@@ -78,6 +82,62 @@ def test_plot_grad_norms(tmp_path: Path) -> None:
     out = plot_grad_norms(make_history(), tmp_path / "g.png")
     assert out == tmp_path / "g.png"
     assert_png(out)
+
+
+def test_grad_norms_figure_draws_each_layers_series_on_a_log_axis() -> None:
+    h = make_history(n_layers=4, n_steps=12)
+    ax = grad_norms_figure(h).axes[0]
+    assert ax.get_yscale() == "log"
+    assert [line.get_label() for line in ax.lines] == h.layers
+    for li, line in enumerate(ax.lines):
+        np.testing.assert_array_equal(line.get_xdata(), h.steps)
+        np.testing.assert_allclose(line.get_ydata(), h["grad_norm"][:, li])
+    bp = grad_norms_figure(h, "backprop").axes[0]
+    assert bp.get_ylabel() == "backprop"
+    np.testing.assert_allclose(bp.lines[0].get_ydata(), h["backprop"][:, 0])
+
+
+def test_depth_profile_figure_draws_grad_norm_and_backprop_against_depth() -> None:
+    h = make_history(n_layers=4, n_steps=21)
+    fig = depth_profile_figure(h)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["grad_norm", "backprop"]
+    moments = default_moments(h.steps)  # steps 0, 2, 10, 20
+    for ax in fig.axes:
+        series = h[ax.get_ylabel()]
+        assert ax.get_yscale() == "log"
+        assert [line.get_label() for line in ax.lines] == [f"step {m}" for m in moments]
+        for line, step in zip(ax.lines, moments):
+            np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3, 4])  # input first
+            np.testing.assert_allclose(line.get_ydata(), series[step])
+            assert np.all(np.diff(line.get_ydata()) > 0)  # the constructed vanishing: falls to the input
+    # Moments are steps; the nearest recorded row is drawn, each row once.
+    ax = depth_profile_figure(h, "grad_norm", moments=[3, 3, 500]).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["step 3", "step 20"]
+    # A run without back-propagated gradients gets one grad_norm panel, not two.
+    assert [ax.get_ylabel() for ax in depth_profile_figure(make_history(backprop=False)).axes] == ["grad_norm"]
+
+
+def test_comparison_figure_draws_each_runs_last_step_and_first_layer() -> None:
+    runs = {"tanh": make_history(n_layers=3), "relu": make_history(n_layers=5, backprop=False)}
+    depth_ax, step_ax = comparison_figure(runs).axes
+    assert [line.get_label() for line in depth_ax.lines] == ["tanh", "relu (grad_norm)"]
+    np.testing.assert_allclose(depth_ax.lines[0].get_ydata(), runs["tanh"]["backprop"][-1])
+    np.testing.assert_allclose(depth_ax.lines[1].get_ydata(), runs["relu"]["grad_norm"][-1])
+    np.testing.assert_allclose(step_ax.lines[0].get_ydata(), runs["tanh"]["backprop"][:, 0])
+    assert depth_ax.get_yscale() == step_ax.get_yscale() == "log"
+
+
+def test_activation_histograms_figure_shows_shares_piling_at_zero_then_at_the_edges() -> None:
+    h = make_history(n_layers=2)
+    fig = activation_histograms_figure(h)
+    axes = np.array(fig.axes).reshape(2, 2)  # rows are layers, columns start and end
+    for layer in range(2):
+        start, end = (np.array([p.get_height() for p in axes[layer, c].patches]) for c in (0, 1))
+        centres = np.array([p.get_x() + p.get_width() / 2 for p in axes[layer, 0].patches])
+        assert start.sum() == pytest.approx(1.0) and end.sum() == pytest.approx(1.0)
+        assert abs(centres[start.argmax()]) < 0.1  # weights too small: outputs at 0
+        assert abs(centres[end.argmax()]) > 0.9  # too large: outputs at +-1
+    assert activation_histograms_figure(make_history(histograms=False)) is None
 
 
 def test_plot_grad_norms_many_layers_uses_colour_bar(tmp_path: Path) -> None:
