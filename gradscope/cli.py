@@ -160,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console = _console()
     data = load_data(args, console)
-    config = Config.from_args(args, args.activation, args.init or "random_uniform")
+    config = Config.for_run(args)
     out = Path(args.out) if args.out else Path("runs") / config.slug
     run_config(config, data, args, out, console, live=not args.quiet)
     return 0

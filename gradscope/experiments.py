@@ -27,6 +27,7 @@ from gradscope.models import LECTURE_HIDDEN, default_output_activation
 
 COMPARISON_FILE = "comparison.json"
 DEFAULT_STEPS = 400
+DEFAULT_INIT = "random_uniform"  # the lecture's: U(-0.05, 0.05)
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Config:
     """One training configuration of the lecture's network."""
 
     activation: str = "tanh"
-    init: str = "random_uniform"
+    init: str = DEFAULT_INIT
     hidden: list[int] = field(default_factory=lambda: list(LECTURE_HIDDEN))
     output_activation: str | None = None
     loss: str = "mse"
@@ -57,6 +58,16 @@ class Config:
             epochs=args.epochs, steps=steps, seed=args.seed, every=args.every,
             weights_every=args.weights_every, jit=args.jit,
         )
+
+    @classmethod
+    def for_run(cls, args: Any) -> "Config":
+        """The configuration ``gradscope run`` trains, from its parsed flags.
+
+        >>> from gradscope.cli import build_parser
+        >>> Config.for_run(build_parser().parse_args(["run"])).steps
+        400
+        """
+        return cls.from_args(args, args.activation, args.init or DEFAULT_INIT)
 
     @property
     def out_activation(self) -> str:
@@ -221,7 +232,7 @@ def _ctrl_c_callback() -> Any:
 def compare(args: Any, console: Any) -> Path:
     """Trains every activation x initializer and writes a comparison folder."""
     data = load_data(args, console)
-    inits = args.inits or [args.init or "random_uniform"]
+    inits = args.inits or [args.init or DEFAULT_INIT]
     configs = [Config.from_args(args, a, i) for a in args.activations for i in inits]
     for c in configs:
         check_names(c)

@@ -50,5 +50,5 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
         from gradscope.render.plots import save_run_plots
 
         paths = save_run_plots(history, folder)
-        console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False)
+        console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False, soft_wrap=True)
     return diagnosis

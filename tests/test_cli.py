@@ -37,6 +37,13 @@ def test_run_prints_model_summary_progress_table_and_verdict(saved_run):
     if MNIST_DIR.is_dir():
         assert "only the 10,000 test images were found" in text
         assert f"total {(784 + 1) * 32 + (32 + 1) * 16 + (16 + 1) * 10:,} parameters" in text
+    # The model table lists every layer's parameters: (inputs + 1) x units.
+    inputs = 784 if MNIST_DIR.is_dir() else 64
+    params = {"hidden_1": (inputs + 1) * 32, "hidden_2": (32 + 1) * 16, "output": (16 + 1) * 10}
+    model_table = text[text.index("model lecture_mlp"):text.index("total ")]
+    for name, count in params.items():
+        row = next(line for line in model_table.splitlines() if line.split()[1:2] == [name])
+        assert row.split()[-2] == f"{count:,}", row
     for needle in ("model lecture_mlp", "hidden_1", "hidden_2", "output", "step 30/30", "gradscope summary",
                    "ratio to output", "Diagnosis", "layer 1 gets", "saved run to"):
         assert needle in text, needle
@@ -64,17 +71,37 @@ def test_run_folder_is_documented_format(saved_run):
         assert (out / "plots" / png).stat().st_size > 1000, png
 
 
-def test_report_shows_the_saved_run_again_without_tensorflow(saved_run):
-    _, out = saved_run
+def report_without_tensorflow(*args: str) -> subprocess.CompletedProcess:
+    """``gradscope report ARGS`` in a fresh interpreter that fails if TensorFlow gets imported."""
     code = (
-        "import sys; from gradscope.cli import main; rc = main(['report', sys.argv[1], '--no-plots']); "
+        "import sys; from gradscope.cli import main; rc = main(['report', *sys.argv[1:]]); "
         "assert 'tensorflow' not in sys.modules, 'report imported TensorFlow'; sys.exit(rc)"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "160"})
+
+
+def test_report_shows_the_saved_run_again_without_tensorflow(saved_run):
+    _, out = saved_run
+    proc = report_without_tensorflow(str(out), "--no-plots")
     assert proc.returncode == 0, proc.stderr
     assert "30 recorded steps, 3 layers" in proc.stdout
     assert "gradscope summary" in proc.stdout and "Diagnosis" in proc.stdout
+
+
+def test_report_redraws_the_plots_from_the_record(saved_run, tmp_path):
+    import shutil
+
+    _, out = saved_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "plots")
+    proc = report_without_tensorflow(str(copy))
+    assert proc.returncode == 0, proc.stderr
+    for png in ("grad_norms.png", "backprop_norms.png", "depth_profile.png", "activation_histograms.png"):
+        path = copy / "plots" / png
+        assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 1000, png
+        assert str(path) in proc.stdout, png  # the report says where each plot went
 
 
 def _broken_run(tmp_path: Path) -> Path:
