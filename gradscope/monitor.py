@@ -155,6 +155,8 @@ class GradientMonitor(keras.callbacks.Callback):
         self._hooked_train: tuple | None = None  # (recorder, model, plain function, function traced with hooks)
         self._plain_train: Any = None
         self._loop_step: tuple | None = None  # gradscope.train's compiled step, kept for its next call
+        #: The clock of the live view's refreshes; a test may put a fake one here.
+        self.clock: Callable[[], float] = time.monotonic
 
     # -- set-up -------------------------------------------------------------------
     def _select(self, specs: list[LayerSpec]) -> list[LayerSpec]:
@@ -246,7 +248,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
             keras_bar = bool(self.params.get("verbose")) if self.params else False
             self.view = LiveView(self.history if self.history is not None else GradientHistory([]), self.params or {}, console=self.console,
-                                 keras_bar=keras_bar)
+                                 keras_bar=keras_bar, get_time=self.clock)
             self.view.start()
 
     def _model_is_built(self) -> bool:
@@ -289,7 +291,7 @@ class GradientMonitor(keras.callbacks.Callback):
             # Only the first fit of a history has a start; a histogram step
             # costs a few steps' worth of binning.
             self._recorder.request_histogram()
-        self._last_flush = time.monotonic()
+        self._last_flush = self.clock()
         if self.view is not None:
             self.view.history = self.history
 
@@ -321,7 +323,8 @@ class GradientMonitor(keras.callbacks.Callback):
             return
         self._steps_since_flush += int(getattr(self.model, "steps_per_execution", 1) or 1)
         due = self._steps_since_flush >= self.flush_every or self.on_nonfinite != "warn"
-        if self.view is not None and time.monotonic() - self._last_flush > self.view.refresh_seconds:
+        # The live view wants fresh rows a few times a second, not every step.
+        if self.view is not None and self.clock() - self._last_flush > self.view.refresh_seconds:
             due = True
         if due:
             self.flush()
@@ -411,7 +414,7 @@ class GradientMonitor(keras.callbacks.Callback):
             return 0
         rows = self._recorder.flush()
         self._steps_since_flush = 0
-        self._last_flush = time.monotonic()
+        self._last_flush = self.clock()
         if rows.lost:
             _warn(f"gradscope: {rows.lost} steps were overwritten before they were fetched")
         if not len(rows):

@@ -32,6 +32,12 @@ def test_grad_norm_matches_gradient_tape_at_two_steps(toy, tape_norms):
     expected, loss = tape_norms(ref, x[:32], y[:32], keras.losses.mean_squared_error, groups)
     np.testing.assert_allclose(history["grad_norm"][0], expected, rtol=1e-5)
     assert history.scalars["loss"][0] == pytest.approx(loss, rel=1e-5)
+    # Kernel and bias separately, one column per variable, in the layers' order.
+    assert history.variables == [f"{layer}/{var}" for layer in ("hidden_1", "hidden_2", "output")
+                                 for var in ("kernel", "bias")]
+    per_variable, _ = tape_norms(ref, x[:32], y[:32], keras.losses.mean_squared_error, [[i] for i in range(6)])
+    np.testing.assert_allclose(history.variable_series["grad_norm"][0], per_variable, rtol=1e-5)
+    assert all(b > 0 for b in per_variable[1::2])  # the biases' gradients are not trivially zero
     # Step 1 ran on the weights after one SGD step: reconstruct them independently.
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(keras.losses.mean_squared_error(y[:32], ref(x[:32], training=True)))

@@ -308,6 +308,65 @@ def test_every_n_steps(toy):
     assert list(monitor.history.steps) == list(range(0, 12, 2))
 
 
+class CountingMonitor(GradientMonitor):
+    """Notes how many rows each fetch from the device brought."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.fetched: list[int] = []
+
+    def flush(self, check: bool = True) -> int:
+        n = super().flush(check)
+        self.fetched.append(n)
+        return n
+
+
+class FakeClock(keras.callbacks.Callback):
+    """A clock that moves 0.1 s per training step; listed before the monitor."""
+
+    def __init__(self):
+        super().__init__()
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.now += 0.1
+
+
+@pytest.mark.parametrize("flush_every, batches", [(256, [48]), (16, [16, 16, 16])])
+def test_rows_come_from_the_device_in_batches_not_every_step(flush_every, batches, toy):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = CountingMonitor(flush_every=flush_every)
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[monitor])
+    assert [n for n in monitor.fetched if n] == batches
+    assert monitor.history.steps.tolist() == list(range(48))
+
+
+def test_the_live_table_refreshes_four_times_a_second_not_every_step(toy):
+    import io
+
+    from rich.console import Console
+
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    out = io.StringIO()
+    monitor = CountingMonitor(verbose=2, console=Console(file=out, force_terminal=True, width=120))
+    clock = monitor.clock = FakeClock()
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[clock, monitor])
+    # 0.1 s per step and a 0.25 s refresh: fresh rows (and a redraw) every third step.
+    assert [n for n in monitor.fetched if n] == [3] * 16
+    text = out.getvalue()
+    assert "\x1b[2K\x1b[1A" in text  # a terminal: drawn in place (cursor moves), not as plain lines
+    last_frame = text.rsplit("\x1b[2K", 1)[-1]
+    assert "[" + "#" * 30 + "] epoch 1/1  step 48/48  loss" in last_frame
+    assert all(f" {layer.name} " in last_frame for layer in model.layers) and "ratio to output" in last_frame
+
+
 def test_layers_option_selects_layers(toy):
     x, y = toy
     model = _sequential()

@@ -131,13 +131,19 @@ class LiveView:
             self._live.stop()
             self._live = None
 
+    def _done(self) -> int:
+        return self.steps_done if self.steps_done is not None else len(self.history) - self._first_row
+
+    def _total(self) -> int | None:
+        """Steps in this fit: gradscope.train says so; Keras' fit gives steps per epoch and epochs."""
+        p = self.params
+        return p.get("total_steps") or ((p.get("steps") or 0) * (p.get("epochs") or 0)) or None
+
     def status(self) -> str:
         """'epoch 1/3  step 120/400  loss 0.0812  acc 41.2%  2,930 samples/s  ETA 0:00:09'."""
         h = self.history
-        done = self.steps_done if self.steps_done is not None else len(h) - self._first_row
-        total = self.params.get("total_steps") or (
-            (self.params.get("steps") or 0) * (self.params.get("epochs") or 0) or None
-        )
+        done = self._done()
+        total = self._total()
         elapsed = max(self.get_time() - self._start, 1e-9)
         parts = [f"epoch {self._epoch + 1}/{self.params.get('epochs', '?')}"]
         parts.append(f"step {done}/{total}" if total else f"step {done}")
@@ -158,8 +164,7 @@ class LiveView:
 
     def _render(self) -> Group:
         h = self.history
-        total = self.params.get("total_steps")
-        done = self.steps_done if self.steps_done is not None else len(h) - self._first_row
+        total, done = self._total(), self._done()
         bar = ""
         if total:
             width = 30
