@@ -44,7 +44,7 @@ sample / the variant's, per round, median over rounds; > 1 is faster):
 Targets: the core record (``core``) >= 1.0x fit throughput; activation
 statistics on (``gradscope``) >= 0.95x.
 
-Command (about 1 minute with the defaults, on this machine):
+Command (about 2 minutes with the defaults, on this machine; 25 rounds take about 7):
 
     python benchmarks/bench_loop.py                  # --rounds 7 --steps 100
     python benchmarks/bench_loop.py --rounds 2 --steps 20   # smoke test

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import os
 import socket
+import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -240,11 +241,11 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _keras_cache() -> Path:
-    # Where keras.utils.get_file looks; it falls back to /tmp/.keras when home is read-only.
+    # Where keras.utils.get_file looks: Keras home, or /tmp/.keras when home is
+    # read-only (Keras creates a missing home when it is imported).
     home = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
-    for base in (home, Path("/tmp/.keras")):
-        if (base / "datasets" / "mnist.npz").is_file():
-            return base / "datasets" / "mnist.npz"
+    if home.exists() and not os.access(home, os.W_OK):
+        home = Path("/tmp" if Path("/tmp").is_dir() else tempfile.gettempdir()) / ".keras"
     return home / "datasets" / "mnist.npz"
 
 

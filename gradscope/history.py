@@ -30,8 +30,8 @@ Standard per-layer series (a run records those its model allows):
 ``backprop``        RMS over batch and units of d(loss)/d(layer output)
 ``act_mean``        mean of the layer's output
 ``act_std``         standard deviation of the layer's output
-``saturation``      share of outputs in the flat tails (tanh: |a| > 0.99;
-                    sigmoid: a < 0.01 or a > 0.99); NaN for other activations
+``saturation``      share of outputs in the flat tails (tanh: |a| >= 0.99;
+                    sigmoid: a <= 0.01 or a >= 0.99); NaN for other activations
 ``dead``            share of units that output 0 for every sample (ReLU-like)
 ``dact_mean``       mean activation derivative f'(s) over units and batch
 ``dact_rms``        root mean square of f'(s): the factor the gradient's RMS

@@ -62,7 +62,8 @@ def train(
         epochs: passes over the data. Defaults to `1` when ``steps`` is not
             given either.
         steps: stop after this many steps in all, even mid-epoch. Defaults
-            to `None` (run the epochs).
+            to `None` (run the epochs). Without ``epochs``, a dataset of
+            unknown length is passed over again until ``steps``.
         validation_data: ``(x_val, y_val)`` (giving ``val_loss`` and
             ``val_accuracy`` logs at each epoch end) or a dataset (``val_loss``).
         callbacks: Keras callbacks. A `GradientMonitor` among them is used
@@ -85,8 +86,12 @@ def train(
         callbacks.insert(0, monitor)
 
     batches = _Batches(x, y, batch_size, shuffle, seed)
-    if epochs is None:
-        epochs = math.ceil(steps / batches.per_epoch) if steps and batches.per_epoch else 1
+    if epochs is None and steps and not batches.per_epoch:
+        # A dataset of unknown length (e.g. after .filter): pass over it again
+        # until `steps`; each pass has at least one step, so `steps` passes suffice.
+        epochs = steps
+    elif epochs is None:
+        epochs = math.ceil(steps / batches.per_epoch) if steps else 1
     total = steps if steps is not None else (batches.per_epoch * epochs if batches.per_epoch else None)
     if steps is not None and batches.per_epoch:
         epochs = min(epochs, math.ceil(steps / batches.per_epoch))

@@ -37,7 +37,7 @@ def save_run(history: GradientHistory, folder: str | os.PathLike, plots: bool = 
 
 
 def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True) -> Diagnosis:
-    """Loads a run folder, prints its last per-layer table, summary and verdict,
+    """Loads a run folder, prints its summary table and verdict,
     and (re)draws its plots."""
     from gradscope.render.terminal import default_console, print_summary
 

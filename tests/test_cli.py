@@ -155,14 +155,27 @@ def test_derivatives_at_user_given_points():
         assert float(cells[2]) == (1.0 if x > 0 else 0.0)
 
 
+OFFLINE = (
+    # `python -m gradscope ARGS` in a process where no host name resolves: no network,
+    # whatever the machine running the tests has.
+    "import runpy, socket, sys\n"
+    "def offline(*args, **kwargs): raise socket.gaierror('no network (test)')\n"
+    "socket.getaddrinfo = offline\n"
+    "sys.argv = ['gradscope', *sys.argv[1:]]\n"
+    "runpy.run_module('gradscope', run_name='__main__')\n"
+)
+
+
 def test_offline_without_mnist_falls_back_with_a_one_line_notice(tmp_path):
     # An empty Keras cache on a machine with no network: MNIST cannot load.
-    proc = gradscope("run", "--layers", "16", "--steps", "5", "--quiet", "--out", str(tmp_path / "run"),
-                     KERAS_HOME=str(tmp_path / "keras"))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "160", "KERAS_HOME": str(tmp_path / "keras")}
+    proc = subprocess.run([sys.executable, "-c", OFFLINE, "run", "--layers", "16", "--steps", "5", "--quiet",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     notices = [line for line in proc.stdout.splitlines() if line.startswith("notice:")]
     assert len(notices) == 1
-    assert "MNIST could not be loaded" in notices[0] and notices[0].endswith("Pass --data PATH to use MNIST files.")
+    assert "MNIST could not be loaded (no network and no cache at" in notices[0]
+    assert notices[0].endswith("Pass --data PATH to use MNIST files.")
     assert "64 inputs" in notices[0]
     from gradscope import load_run
 

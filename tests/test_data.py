@@ -196,3 +196,14 @@ def test_offline_without_cache_skips_keras(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "_host_resolves", lambda host, seconds=3.0: False)
     with pytest.raises(OSError, match="no network and no cache at"):
         data._load_keras_mnist()
+
+
+def test_the_keras_cache_is_where_keras_would_look(monkeypatch, tmp_path):
+    # A writable KERAS_HOME is used as is, even when /tmp/.keras holds a copy:
+    # keras.utils.get_file only falls back to /tmp/.keras for a read-only home.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    assert data._keras_cache() == tmp_path / "home" / "datasets" / "mnist.npz"
+    (tmp_path / "home").mkdir()
+    assert data._keras_cache() == tmp_path / "home" / "datasets" / "mnist.npz"
+    monkeypatch.delenv("KERAS_HOME")
+    assert data._keras_cache() == Path("~/.keras/datasets/mnist.npz").expanduser()

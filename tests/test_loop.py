@@ -115,6 +115,24 @@ def test_steps_limit_and_dataset_input(toy):
     assert len(h2) == 8 and h2.scalars["epoch"][-1] == 1
 
 
+def test_datasets_of_unknown_length_run_to_the_step_limit_and_validate(toy):
+    x, y = toy
+    # .filter hides the length from TensorFlow: 96 samples in batches of 24 is 4 per pass.
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: True).batch(24)
+    assert int(ds.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    model = _small()
+    val = tf.data.Dataset.from_tensor_slices((x[:40], y[:40])).batch(16)
+    logs = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, l: logs.append(dict(l)))
+    history = gradscope.train(model, ds, loss="mse", optimizer="adam", steps=10, validation_data=val,
+                              callbacks=[record])
+    assert history.steps.tolist() == list(range(10))
+    assert history.scalars["epoch"].tolist() == [0] * 4 + [1] * 4 + [2] * 2
+    # A validation dataset gives val_loss: Keras' evaluate on the final weights.
+    assert len(logs) == 3
+    assert logs[-1]["val_loss"] == pytest.approx(model.evaluate(val, verbose=0), rel=1e-5)
+
+
 def test_accuracy_is_the_batch_share_of_argmax_hits(toy):
     x, y = toy
     model = _small()

@@ -140,7 +140,7 @@ class LiveView:
         return p.get("total_steps") or ((p.get("steps") or 0) * (p.get("epochs") or 0)) or None
 
     def status(self) -> str:
-        """'epoch 1/3  step 120/400  loss 0.0812  acc 41.2%  2,930 samples/s  ETA 0:00:09'."""
+        """'epoch 1/3  step 120/400  loss 0.0812  acc 41.2%  2,930 samples/s  ETA 0:09'."""
         h = self.history
         done = self._done()
         total = self._total()
