@@ -189,6 +189,18 @@ def test_help_teaches():
         assert needle in proc.stdout, needle
 
 
+def test_the_installed_console_script_runs():
+    import shutil
+
+    # The script pip installs beside this interpreter, as a user would type it.
+    script = shutil.which("gradscope", path=str(Path(sys.executable).parent))
+    assert script is not None, "no gradscope script next to the interpreter: is the package installed?"
+    proc = subprocess.run([script, "derivatives", "--no-float32", "--at", "8"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "160"})
+    assert proc.returncode == 0, proc.stderr
+    assert "4.50e-07" in proc.stdout  # tanh'(8), the lecture's figure
+
+
 def test_compare_runs_each_configuration_and_report_shows_it(tmp_path):
     out = tmp_path / "cmp"
     proc = gradscope("compare", "--activations", "tanh", "relu", "--inits", "random_uniform", "he_normal",
