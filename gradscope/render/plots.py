@@ -229,11 +229,12 @@ def depth_profile_figure(
     ['grad_norm', 'backprop']
     """
     names = _depth_series(history, series) or ["grad_norm"]
-    rows: list[int] = []
-    for step in default_moments(history.steps) if moments is None else moments:
-        row = _row_of(history.steps, step) if len(history) else None
-        if row is not None and row not in rows:
-            rows.append(row)
+    rows: list[int] = []  # the nearest recorded row of each moment, each once
+    if len(history):
+        for step in default_moments(history.steps) if moments is None else moments:
+            row = _row_of(history.steps, step)
+            if row not in rows:
+                rows.append(row)
     width = _SIZE[0] if len(names) == 1 else 6.5 * len(names)
     fig, axes = _new_figure((width, _SIZE[1]), ncols=len(names), squeeze=False)
     for ax, name in zip(axes[0], names):
