@@ -148,6 +148,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._epoch_first_row = 0
         self._fit_start_rows = 0
         self._steps_done = 0
+        self._total_steps: int | None = None
         self._deferred = False
         self._want_start_histogram = False
         self._coverage_checked = False  # the gradients-only notice, once per history
@@ -232,6 +233,10 @@ class GradientMonitor(keras.callbacks.Callback):
         self._epoch = 0
         self._steps_done = 0
         self._steps_since_flush = 0
+        # Steps this fit will run: gradscope.train says so; Keras' fit gives
+        # steps per epoch and epochs. None when unknown (an endless dataset).
+        p = self.params or {}
+        self._total_steps = p.get("total_steps") or ((p.get("steps") or 0) * (p.get("epochs") or 0)) or None
         self._fit_start_rows = len(self.history) if self.history is not None else 0
         self._deferred = not self._model_is_built()
         if self._deferred:
@@ -246,8 +251,9 @@ class GradientMonitor(keras.callbacks.Callback):
         if self.verbose:
             from gradscope.render.terminal import LiveView
 
-            keras_bar = bool(self.params.get("verbose")) if self.params else False
-            self.view = LiveView(self.history if self.history is not None else GradientHistory([]), self.params or {}, console=self.console,
+            keras_bar = bool(p.get("verbose"))
+            self.view = LiveView(self.history if self.history is not None else GradientHistory([]),
+                                 {**p, "total_steps": self._total_steps}, console=self.console,
                                  keras_bar=keras_bar, get_time=self.clock)
             self.view.start()
 
@@ -308,10 +314,8 @@ class GradientMonitor(keras.callbacks.Callback):
             self._recorder.request_histogram()
 
     def _is_last_step(self) -> bool:
-        p = self.params or {}
-        total = p.get("total_steps") or ((p.get("steps") or 0) * (p.get("epochs") or 0))
         spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        return bool(total) and self._steps_done + spe >= total
+        return self._total_steps is not None and self._steps_done + spe >= self._total_steps
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._steps_done += int(getattr(self.model, "steps_per_execution", 1) or 1)

@@ -74,9 +74,10 @@ def test_output_activation_overrides_the_losss_default(loss):
 
 
 def test_epochs_lift_the_default_step_cap_and_steps_still_cap_them():
-    assert (config_for("--epochs", "30").epochs, config_for("--epochs", "30").steps) == (30, None)
-    assert (config_for("--epochs", "2", "--steps", "5").epochs, config_for("--epochs", "2", "--steps", "5").steps) == (2, 5)
-    assert config_for("--steps", "7").steps == 7
+    for flags, epochs, steps in [(["--epochs", "30"], 30, None), (["--epochs", "2", "--steps", "5"], 2, 5),
+                                 (["--steps", "7"], None, 7)]:
+        config = config_for(*flags)
+        assert (config.epochs, config.steps) == (epochs, steps), flags
 
 
 def test_the_seed_fixes_the_weights():

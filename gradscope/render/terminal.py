@@ -83,7 +83,8 @@ class LiveView:
 
     Args:
         history: the history being filled; the view reads its last row.
-        params: Keras' callback params (``epochs``, ``steps``).
+        params: Keras' callback params (``epochs``, ``batch_size``), with
+            ``total_steps``, the steps of this fit (the monitor adds it).
         console: where to draw. Defaults to a new `Console()`.
         keras_bar: Keras' own progress bar is on, so draw a table per epoch
             instead of a live display that would fight it.
@@ -134,16 +135,11 @@ class LiveView:
     def _done(self) -> int:
         return self.steps_done if self.steps_done is not None else len(self.history) - self._first_row
 
-    def _total(self) -> int | None:
-        """Steps in this fit: gradscope.train says so; Keras' fit gives steps per epoch and epochs."""
-        p = self.params
-        return p.get("total_steps") or ((p.get("steps") or 0) * (p.get("epochs") or 0)) or None
 
     def status(self) -> str:
         """'epoch 1/3  step 120/400  loss 0.0812  acc 41.2%  2,930 samples/s  ETA 0:09'."""
         h = self.history
-        done = self._done()
-        total = self._total()
+        done, total = self._done(), self.params.get("total_steps")
         elapsed = max(self.get_time() - self._start, 1e-9)
         parts = [f"epoch {self._epoch + 1}/{self.params.get('epochs', '?')}"]
         parts.append(f"step {done}/{total}" if total else f"step {done}")
@@ -164,7 +160,7 @@ class LiveView:
 
     def _render(self) -> Group:
         h = self.history
-        total, done = self._total(), self._done()
+        total, done = self.params.get("total_steps"), self._done()
         bar = ""
         if total:
             width = 30
