@@ -22,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up
 import gc
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import keras
 import numpy as np
@@ -112,7 +112,7 @@ class Results:
         """Per-round throughput ratios baseline/variant of one metric."""
         base = self.runs[self.baseline.get(name, name)]
         mine = self.runs[name]
-        return [getattr(b, metric) / getattr(m, metric) for b, m in zip(base, mine)]
+        return [getattr(b, metric) / getattr(m, metric) for b, m in zip(base, mine, strict=False)]
 
     def median_ratio(self, name: str, metric: str) -> float:
         return statistics.median(self.ratios(name, metric))
@@ -125,7 +125,7 @@ class Results:
         """
         base = self.runs[self.baseline.get(name, name)]
         values = []
-        for b, m in zip(base, self.runs[name]):
+        for b, m in zip(base, self.runs[name], strict=False):
             fixed = (m.call_cpu - m.steady_cpu) * BATCH * self.steps  # seconds of CPU beyond the steady steps
             values.append(fixed / (b.steady_cpu * BATCH))
         return statistics.median(values)

@@ -40,13 +40,12 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
-
-from _bench import BATCH, mnist_like
 
 import keras
 import tensorflow as tf
+from _bench import BATCH, mnist_like
 
 import gradscope.recorder as recorder_module
 from gradscope import GradientMonitor
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
           f"TF {tf.__version__}, Keras {keras.__version__}")
     print(f"{'variant':10s} {'ratio':>7s}  {'IQR':>13s}   (plain CPU time per step / the variant's, median over rounds)")
     for name in names:
-        ratios = sorted(p / v for p, v in zip(times["plain"], times[name]))
+        ratios = sorted(p / v for p, v in zip(times["plain"], times[name], strict=False))
         q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
         print(f"{name:10s} {statistics.median(ratios):6.3f}x  {q1:.3f}-{q3:.3f}")
     return 0

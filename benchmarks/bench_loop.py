@@ -53,15 +53,13 @@ Command (about 2 minutes with the defaults, on this machine; 25 rounds take abou
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-
-from _bench import BATCH, parse, Results, StepClock, absolute, legend, mnist_like, table, timed
 
 import keras
 import numpy as np
 import tensorflow as tf
+from _bench import BATCH, Results, StepClock, absolute, legend, mnist_like, parse, table, timed
 
 import gradscope
 from gradscope.models import lecture_mlp

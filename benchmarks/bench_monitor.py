@@ -76,12 +76,11 @@ import argparse
 import sys
 import tempfile
 import time
-from typing import Callable
-
-from _bench import BATCH, parse, Results, StepClock, absolute, legend, mnist_like, table, timed
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+from _bench import BATCH, Results, StepClock, absolute, legend, mnist_like, parse, table, timed
 
 from gradscope import GradientMonitor
 from gradscope.models import lecture_mlp
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         labels["monitor_deep"] = f"{args.deep_layers}-layer: + GradientMonitor"
 
     print(
-        f"bench_monitor: lecture_mlp 784-1024-512-512-512-10 tanh"
+        "bench_monitor: lecture_mlp 784-1024-512-512-512-10 tanh"
         + (f" and a {args.deep_layers}-layer x {args.deep_width} tanh MLP" if args.deep_layers > 1 else "")
         + f"; MSE, Adam 1e-3, batch {BATCH}; {args.rounds} rounds x {args.steps} steps per fit call; "
         f"TF {tf.__version__}, Keras {keras.__version__}",

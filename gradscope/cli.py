@@ -15,8 +15,9 @@ import argparse
 import os
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 EXIT_USAGE = 2
 
@@ -210,7 +211,7 @@ def cmd_derivatives(args: argparse.Namespace) -> int:
         table.add_column("tanh(s) float32", justify="right")
         table.add_column("tanh'(s) TF float32 autodiff", justify="right")
         f32 = {s: (y, g) for s, y, g in float32_autodiff("tanh", points)}
-    for row, s in zip(derivative_table(points), points):
+    for row, s in zip(derivative_table(points), points, strict=False):
         cells = [f"{row['s']:g}", f"{row['tanh']:.2e}", f"{row['sigmoid']:.2e}", f"{row['relu']:g}"]
         if f32:
             y, g = f32[float(__import__("numpy").float32(s))]

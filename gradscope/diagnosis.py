@@ -243,7 +243,7 @@ def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
     wn = history.variable_series.get("weight_norm")
     if wn is None or not len(history):
         return fwd, bwd
-    for li, (name, info) in enumerate(zip(history.layers, history.layer_info)):
+    for li, (name, info) in enumerate(zip(history.layers, history.layer_info, strict=False)):
         key = f"{name}/kernel"
         if key in history.variables and info.get("fan_in") and info.get("fan_out"):
             column = wn[:, history.variables.index(key)]
@@ -480,7 +480,7 @@ def _vanishing_cause(saturated, dead, small, dprod, wprod, L) -> str:
             "(sigmoid'(s) is at most 0.25; tanh'(s) falls toward 0 as |s| grows)"
         )
     if small or (math.isfinite(wprod) and wprod < 0.2):
-        return "weights too small: each layer scales the gradient down (product of weight gains %.2g)" % wprod
+        return f"weights too small: each layer scales the gradient down (product of weight gains {wprod:.2g})"
     return f"depth: {L} layers multiply factors below 1"
 
 

@@ -50,7 +50,7 @@ class Config:
     jit: bool = False
 
     @classmethod
-    def from_args(cls, args: Any, activation: str, init: str) -> "Config":
+    def from_args(cls, args: Any, activation: str, init: str) -> Config:
         steps = args.steps if (args.steps or args.epochs) else DEFAULT_STEPS
         return cls(
             activation=activation, init=init, hidden=list(args.layers), output_activation=args.output_activation,
@@ -60,7 +60,7 @@ class Config:
         )
 
     @classmethod
-    def for_run(cls, args: Any) -> "Config":
+    def for_run(cls, args: Any) -> Config:
         """The configuration ``gradscope run`` trains, from its parsed flags.
 
         >>> from gradscope.cli import build_parser
@@ -204,7 +204,7 @@ def _ctrl_c_callback() -> Any:
             self.pressed = False
             self._previous: Any = None
 
-        def __enter__(self) -> "CtrlC":
+        def __enter__(self) -> CtrlC:
             import signal
             import threading
 

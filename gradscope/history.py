@@ -58,8 +58,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,7 @@ class GradientHistory:
         self._reserve(self._n + n)
         lo, hi = self._n, self._n + n
         self._steps[lo:hi] = steps
-        for part, chunk, width in zip(self._parts, chunks, widths):
+        for part, chunk, width in zip(self._parts, chunks, widths, strict=False):
             for key, values in chunk.items():
                 if key not in part:
                     part[key] = np.full((len(self._steps),) + (() if width is None else (width,)), np.nan)

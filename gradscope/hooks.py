@@ -26,7 +26,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -149,7 +150,7 @@ class Hooks:
                     getattr(optimizer, "_trainable_variables", [])
                 )
                 # A None gradient (a branch the loss does not reach) counts as zero.
-                grad_cols = [(self.var_index[id(v)], g) for g, v in zip(grads, tvs) if id(v) in self.var_index]
+                grad_cols = [(self.var_index[id(v)], g) for g, v in zip(grads, tvs, strict=False) if id(v) in self.var_index]
                 weight_cols = [(self.var_index[id(v)], v) for v in self.variables if id(v) in self.var_index]
                 recorder.stage_gradients(grad_cols)
                 result = original_apply(grads, trainable_variables)
@@ -187,7 +188,7 @@ class Hooks:
             def compute_loss(*args, **kwargs):
                 loss = original(*args, **kwargs)
                 names = ("x", "y", "y_pred", "sample_weight")
-                bound = dict(zip(names, args))
+                bound = dict(zip(names, args, strict=False))
                 bound.update({k: v for k, v in kwargs.items() if k in names})
                 recorder.stage_loss(loss, bound.get("y"), bound.get("y_pred"))
                 return loss

@@ -20,7 +20,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -138,7 +139,7 @@ def train(
     return monitor.history
 
 
-def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: "_Batches", jit_compile: bool):
+def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: _Batches, jit_compile: bool):
     """The compiled step and its epoch sums, kept on the monitor for its next
     train() on the same model: tracing costs as much as dozens of steps."""
     # The trace bakes in the record, the model, its optimizer and its compiled
@@ -146,7 +147,7 @@ def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: "_Batc
     owners = (monitor._recorder, model, model.optimizer, getattr(model, "_compile_loss", None))
     options = (bool(jit_compile), batches.dataset is None)
     cached = monitor._loop_step
-    if cached is None or cached[1] != options or any(a is not b for a, b in zip(cached[0], owners)):
+    if cached is None or cached[1] != options or any(a is not b for a, b in zip(cached[0], owners, strict=False)):
         sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
         step = _make_step(model, sums)
         fn = tf.function(_Batches.wrap(batches, step), jit_compile=jit_compile, reduce_retracing=True)

@@ -39,7 +39,7 @@ class LayerSpec:
         """Plain facts for the record (JSON-able, no TensorFlow objects)."""
         variables = [model_vars[i] for i in self.var_indices]
         params = int(sum(int(np.prod(v.shape)) for v in variables))
-        kernel = next((v for v, n in zip(variables, self.var_names) if n == "kernel"), None)
+        kernel = next((v for v, n in zip(variables, self.var_names, strict=False) if n == "kernel"), None)
         fan_in = fan_out = None
         if kernel is not None and len(kernel.shape) >= 2:
             receptive = int(np.prod(kernel.shape[:-2])) if len(kernel.shape) > 2 else 1
@@ -154,7 +154,7 @@ def call_order(model: Any, specs: list[LayerSpec]) -> list[int] | None:
 
 # A model's call order, kept while the model lives: tracing costs as much as
 # a few training steps, and every fit() with a monitor asks again.
-_ORDERS: "weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], list[int] | None]]" = weakref.WeakKeyDictionary()
+_ORDERS: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], list[int] | None]] = weakref.WeakKeyDictionary()
 
 
 def _traced_order(model: Any, specs: list[LayerSpec]) -> list[int] | None:

@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import keras
@@ -32,7 +33,7 @@ def mlp_param_count(input_dim: int, hidden: Sequence[int], outputs: int) -> int:
     1149010
     """
     widths = [input_dim, *hidden, outputs]
-    return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+    return sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
 
 
 def default_output_activation(loss: str) -> str:
@@ -48,7 +49,7 @@ def lecture_mlp(
     output_activation: str = "tanh",
     init: str = "random_uniform",
     seed: int | None = None,
-) -> "keras.Sequential":
+) -> keras.Sequential:
     """The lecture's deep MLP, with the hidden activation and initializer as parameters.
 
     ``activation`` sets the hidden layers only; the output layer keeps

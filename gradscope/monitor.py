@@ -14,7 +14,8 @@ import contextlib
 import sys
 import time
 import warnings
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import keras
 import numpy as np
@@ -249,13 +250,18 @@ class GradientMonitor(keras.callbacks.Callback):
         else:
             self._attach(first_step=None)
         if self.verbose:
-            from gradscope.render.terminal import LiveView
+            from gradscope.render.live import LiveView
 
             keras_bar = bool(p.get("verbose"))
-            self.view = LiveView(self.history if self.history is not None else GradientHistory([]),
-                                 {**p, "total_steps": self._total_steps}, console=self.console,
+            self.view = LiveView({**p, "total_steps": self._total_steps}, console=self.console,
                                  keras_bar=keras_bar, get_time=self.clock)
-            self.view.start()
+            self.view.start(self._progress())
+
+    def _progress(self):
+        from gradscope.render.live import Progress
+
+        history = self.history if self.history is not None else GradientHistory([])
+        return Progress(history, self._steps_done, self._epoch)
 
     def _model_is_built(self) -> bool:
         return bool(getattr(self.model, "built", False) and self.model.trainable_variables)
@@ -298,8 +304,6 @@ class GradientMonitor(keras.callbacks.Callback):
             # costs a few steps' worth of binning.
             self._recorder.request_histogram()
         self._last_flush = self.clock()
-        if self.view is not None:
-            self.view.history = self.history
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
@@ -333,8 +337,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if due:
             self.flush()
             if self.view is not None:
-                self.view.steps_done = self._steps_done
-                self.view.update(epoch=self._epoch, batch=batch, logs=logs)
+                self.view.update(self._progress())
 
     # Evaluation and prediction (validation inside fit too) run without the
     # forward wrappers: their functions are traced without statistics, and
@@ -366,17 +369,15 @@ class GradientMonitor(keras.callbacks.Callback):
         rows = slice(self._epoch_first_row, len(self.history))
         if logs is not None and rows.stop > rows.start:
             means = _nanmean(self.history["grad_norm"][rows])
-            for name, value in zip(self.history.layers, means):
+            for name, value in zip(self.history.layers, means, strict=False):
                 logs[f"grad_norm/{name}"] = float(value)
         if self.view is not None:
-            self.view.steps_done = self._steps_done
-            self.view.epoch_end(epoch, logs)
+            self.view.epoch_end(self._progress())
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.detach()
         if self.view is not None:
-            self.view.steps_done = self._steps_done
-            self.view.stop()
+            self.view.stop(self._progress())
             self.view = None
         if self.history is not None and len(self.history) == self._fit_start_rows and not self._deferred:
             _warn(
@@ -449,7 +450,7 @@ class GradientMonitor(keras.callbacks.Callback):
         missing = np.isnan(chunk["backprop"][0])
         if self.activation_stats:
             missing |= np.isnan(chunk["nonfinite"][0])
-        names = [name for name, gap in zip(chunk.layers, missing) if gap]
+        names = [name for name, gap in zip(chunk.layers, missing, strict=False) if gap]
         if names:
             _warn(
                 f"gradscope: {', '.join(names)}: gradients only, no activation statistics or "

@@ -35,13 +35,22 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from gradscope.stats import FORWARD_STATS, batch_accuracy, forward_stats, forward_stats_many, histogram, mean_squares, sq_norms
+from gradscope.stats import (
+    FORWARD_STATS,
+    batch_accuracy,
+    forward_stats,
+    forward_stats_many,
+    histogram,
+    mean_squares,
+    sq_norms,
+)
 
 _NAN = float("nan")
 SCALARS = ("loss", "accuracy", "loss_scale")
@@ -121,7 +130,7 @@ class Recorder:
         self.scale_fn: Callable[[], tf.Tensor] | None = None
         L, V, F = self.n_layers, self.n_vars, len(FORWARD_STATS)
         self.width = L * F + L + 3 * V + len(SCALARS)
-        self._staged: "weakref.WeakKeyDictionary[Any, _Staged]" = weakref.WeakKeyDictionary()
+        self._staged: weakref.WeakKeyDictionary[Any, _Staged] = weakref.WeakKeyDictionary()
         self._eager_slow = False  # eager mode: the pending variables hold this step's values
         self._eager_grads: tuple | None = None
         with tf.init_scope():

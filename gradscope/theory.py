@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -57,7 +57,7 @@ def float32_autodiff(activation: str, points: Iterable[float]) -> list[tuple[flo
         tape.watch(s)
         y = fn(s)
     g = tape.gradient(y, s)
-    return [(float(a), float(b), float(c)) for a, b, c in zip(s.numpy(), y.numpy(), g.numpy())]
+    return [(float(a), float(b), float(c)) for a, b, c in zip(s.numpy(), y.numpy(), g.numpy(), strict=False)]
 
 
 def linear_backprop_ratio(n: int, sigma2: float, k: int) -> float:

@@ -13,6 +13,9 @@ import pytest
 
 from conftest import MNIST_DIR
 
+# Every test here starts gradscope in a process of its own.
+pytestmark = pytest.mark.slow
+
 SMALL = ["--layers", "32,16", "--steps", "30", "--batch-size", "64"]
 
 

@@ -21,9 +21,14 @@ IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
 LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
-needs_mnist = pytest.mark.skipif(
+_mnist_missing = pytest.mark.skipif(
     not (IMAGES_GZ.is_file() and LABELS_GZ.is_file()), reason=f"MNIST test files not in {MNIST_DIR}"
 )
+
+
+def needs_mnist(test):
+    """Reads the real MNIST files: skipped without them, and slow."""
+    return pytest.mark.slow(_mnist_missing(test))
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +38,7 @@ def mnist_test_files() -> tuple[np.ndarray, np.ndarray]:
     return read_idx(IMAGES_GZ), read_idx(LABELS_GZ)
 
 
+@pytest.mark.slow
 def test_read_idx_matches_published_facts(mnist_test_files):
     images, labels = mnist_test_files
     assert images.shape == (10_000, 28, 28) and images.dtype == np.uint8

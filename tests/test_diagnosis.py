@@ -12,9 +12,8 @@ from gradscope.history import GradientHistory
 @pytest.fixture(scope="module")
 def images():
     """The real MNIST test images when shared/ is there, else scikit-learn's digits."""
-    from gradscope.data import load_dataset
-
     from conftest import MNIST_DIR
+    from gradscope.data import load_dataset
 
     data = load_dataset(path=MNIST_DIR, limit=2048) if MNIST_DIR.is_dir() else load_dataset("digits")
     return data.x_train, data.one_hot(data.y_train)
@@ -37,6 +36,7 @@ def _train_lecture(images, activation, init, steps, scale=None, bias=None):
                            batch_size=128, steps=steps, seed=0)
 
 
+@pytest.mark.slow
 def test_sigmoid_random_uniform_vanishes_at_its_first_layers(images):
     d = diagnose(_train_lecture(images, "sigmoid", "random_uniform", steps=20))
     verdicts = [v.verdict for v in d.layers]
@@ -49,6 +49,7 @@ def test_sigmoid_random_uniform_vanishes_at_its_first_layers(images):
     assert predicted / 3 < d.early_ratio < predicted * 3
 
 
+@pytest.mark.slow
 def test_relu_he_normal_is_healthy(images):
     from conftest import MNIST_DIR
 
@@ -62,6 +63,7 @@ def test_relu_he_normal_is_healthy(images):
     assert not {"vanishing", "exploding", "saturated", "dead_relu"} & {f.rule for f in d.findings}
 
 
+@pytest.mark.slow
 def test_tanh_with_weights_scaled_up_is_saturated(images):
     h = _train_lecture(images, "tanh", "glorot_uniform", steps=5, scale=8.0)
     d = diagnose(h)
@@ -71,6 +73,7 @@ def test_tanh_with_weights_scaled_up_is_saturated(images):
     assert "large_weights" in {f.rule for f in d.findings}
 
 
+@pytest.mark.slow
 def test_weights_too_small_for_their_fan_in_are_named(images):
     # Glorot kernels scaled by 0.1: every hidden layer's gains drop to about
     # 0.1, far below the rule's 0.8; the output layer keeps Glorot's forward
@@ -84,6 +87,7 @@ def test_weights_too_small_for_their_fan_in_are_named(images):
     assert "small_weights" not in {f.rule for f in plain.findings}
 
 
+@pytest.mark.slow
 def test_relu_with_large_negative_bias_is_dead(images):
     h = _train_lecture(images, "relu", "he_normal", steps=5, bias=-100.0)
     d = diagnose(h)
@@ -145,8 +149,8 @@ def test_exploding_and_thresholds_on_synthetic_records():
 def test_late_vanishing_is_caught():
     early = np.tile([0.5, 1.0], (50, 1))
     late = np.tile([0.001, 1.0], (50, 1))
-    worst, e, l = depth_ratios(np.vstack([early, late]))
-    assert e[0] == 0.5 and l[0] == 0.001 and worst[0] == 0.001
+    worst, first, last = depth_ratios(np.vstack([early, late]))
+    assert first[0] == 0.5 and last[0] == 0.001 and worst[0] == 0.001
 
 
 def test_stalled_needs_enough_steps_and_chance_accuracy():

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 import gradscope
@@ -27,7 +27,7 @@ def test_grad_norm_matches_gradient_tape_at_two_steps(toy, tape_norms):
     w1 = [v.numpy() for v in model.trainable_variables]
     assert list(history.steps) == [0, 1]
     ref = keras.models.clone_model(model)
-    for v, w in zip(ref.trainable_variables, w0):
+    for v, w in zip(ref.trainable_variables, w0, strict=False):
         v.assign(w)
     expected, loss = tape_norms(ref, x[:32], y[:32], keras.losses.mean_squared_error, groups)
     np.testing.assert_allclose(history["grad_norm"][0], expected, rtol=1e-5)
@@ -42,7 +42,7 @@ def test_grad_norm_matches_gradient_tape_at_two_steps(toy, tape_norms):
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(keras.losses.mean_squared_error(y[:32], ref(x[:32], training=True)))
     g = tape.gradient(loss, ref.trainable_variables)
-    for v, gi in zip(ref.trainable_variables, g):
+    for v, gi in zip(ref.trainable_variables, g, strict=False):
         v.assign_sub(0.05 * gi)
     expected, _ = tape_norms(ref, x[32:64], y[32:64], keras.losses.mean_squared_error, groups)
     np.testing.assert_allclose(history["grad_norm"][1], expected, rtol=1e-5)
@@ -96,7 +96,7 @@ def test_keras_callbacks_work_with_the_loop(toy, tmp_path):
     header = rows[0].split(",")
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "grad_norm/output"} <= set(header)
     # The epoch loss is the mean of the per-step losses (equal batch sizes).
-    epoch0 = dict(zip(header, rows[1].split(",")))
+    epoch0 = dict(zip(header, rows[1].split(","), strict=False))
     assert float(epoch0["loss"]) == pytest.approx(history.scalars["loss"][:3].mean(), rel=1e-5)
     assert model.history.history["loss"][0] == pytest.approx(float(epoch0["loss"]), rel=1e-6)
     # The last epoch's validation loss is what Keras' evaluate says of the final weights.
@@ -123,7 +123,7 @@ def test_datasets_of_unknown_length_run_to_the_step_limit_and_validate(toy):
     model = _small()
     val = tf.data.Dataset.from_tensor_slices((x[:40], y[:40])).batch(16)
     logs = []
-    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, l: logs.append(dict(l)))
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, epoch_logs: logs.append(dict(epoch_logs)))
     history = gradscope.train(model, ds, loss="mse", optimizer="adam", steps=10, validation_data=val,
                               callbacks=[record])
     assert history.steps.tolist() == list(range(10))

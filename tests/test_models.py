@@ -1,8 +1,11 @@
 """The lecture's network and its parameter counts."""
 
+import pytest
+
 from gradscope.models import LECTURE_HIDDEN, lecture_mlp, mlp_param_count
 
 
+@pytest.mark.slow
 def test_lecture_network_has_1859082_parameters():
     model = lecture_mlp()
     assert model.count_params() == 1_859_082
@@ -11,6 +14,7 @@ def test_lecture_network_has_1859082_parameters():
     assert mlp_param_count(784, LECTURE_HIDDEN, 10) == model.count_params()
 
 
+@pytest.mark.slow
 def test_worked_example_has_1149010_parameters():
     model = lecture_mlp(784, hidden=(500, 500, 500, 500), outputs=10)
     assert model.count_params() == 1_149_010 == mlp_param_count(784, (500,) * 4, 10)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
+from conftest import tape_layer_grad_norms
 from gradscope import GradientMonitor, NonFiniteGradientError
 from gradscope.model_layers import watched_layers
-
-from conftest import tape_layer_grad_norms
 
 
 def _sequential():
@@ -57,7 +56,7 @@ def _fit_then_rewind(model, x, y, monitor=None, batch_size=32, **fit_kwargs):
     weights = [v.numpy() for v in model.trainable_variables]
     monitor = monitor or GradientMonitor()
     model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[monitor], **fit_kwargs)
-    for v, w in zip(model.trainable_variables, weights):
+    for v, w in zip(model.trainable_variables, weights, strict=False):
         v.assign(w)
     return monitor
 
@@ -130,7 +129,7 @@ def test_lean_options_keep_gradients_exact_and_sample_the_weights(toy):
 def test_hooks_leave_the_training_math_unchanged(toy):
     """Keras reads a softmax output's logits in cross-entropy; the tap must keep that."""
     x, y = toy
-    losses = []
+    losses, reference = [], None
     for monitored in (False, True):
         keras.utils.set_random_seed(7)
         model = _sequential()
@@ -138,9 +137,10 @@ def test_hooks_leave_the_training_math_unchanged(toy):
         cbs = [GradientMonitor()] if monitored else []
         hist = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=cbs)
         losses.append(hist.history["loss"])
-        weights = model.get_weights() if not monitored else weights
-        if monitored:
-            for a, b in zip(weights, model.get_weights()):
+        if not monitored:
+            reference = model.get_weights()
+        else:
+            for a, b in zip(reference, model.get_weights(), strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
 
@@ -245,7 +245,7 @@ def test_custom_train_step_is_recorded(toy):
 
         def train_step(self, data):
             loss, grads = _tape_grads(self, data)
-            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=False))
             return {"loss": loss}
 
     model = Custom()
@@ -461,7 +461,7 @@ def test_unhookable_model_says_so_and_trains(toy, capsys):
             xb, yb = data
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(tf.square(self(xb) - yb))
-            for v, g in zip(self.trainable_variables, tape.gradient(loss, self.trainable_variables)):
+            for v, g in zip(self.trainable_variables, tape.gradient(loss, self.trainable_variables), strict=False):
                 v.assign_sub(0.1 * g)
             return {"loss": loss}
 

@@ -10,7 +10,7 @@ from gradscope.stats import FORWARD_STATS, batch_accuracy, forward_stats, forwar
 def test_forward_stats_tanh_and_relu():
     rng = np.random.default_rng(0)
     a = np.tanh(rng.normal(scale=3.0, size=(64, 20))).astype(np.float32)
-    s = dict(zip(FORWARD_STATS, forward_stats(tf.constant(a), "tanh", 0.99).numpy()))
+    s = dict(zip(FORWARD_STATS, forward_stats(tf.constant(a), "tanh", 0.99).numpy(), strict=False))
     assert s["act_mean"] == pytest.approx(a.mean(), rel=1e-5, abs=1e-7)
     assert s["act_std"] == pytest.approx(a.std(), rel=1e-5)
     assert s["saturation"] == pytest.approx(np.mean(np.abs(a) > 0.99))
@@ -19,7 +19,7 @@ def test_forward_stats_tanh_and_relu():
     assert np.isnan(s["dead"])
     r = np.maximum(rng.normal(size=(64, 20)), 0).astype(np.float32)
     r[:, :5] = 0.0  # five dead units
-    s = dict(zip(FORWARD_STATS, forward_stats(tf.constant(r), "relu", 0.99).numpy()))
+    s = dict(zip(FORWARD_STATS, forward_stats(tf.constant(r), "relu", 0.99).numpy(), strict=False))
     assert s["dead"] == pytest.approx(5 / 20)
     assert s["dact_mean"] == pytest.approx(np.mean(r > 0))
     assert np.isnan(s["saturation"])
@@ -27,7 +27,7 @@ def test_forward_stats_tanh_and_relu():
 
 def test_sigmoid_saturation_counts_both_tails():
     a = tf.constant([[0.001, 0.5, 0.999, 0.3]])
-    stats = dict(zip(FORWARD_STATS, forward_stats(a, "sigmoid", 0.99).numpy()))
+    stats = dict(zip(FORWARD_STATS, forward_stats(a, "sigmoid", 0.99).numpy(), strict=False))
     assert stats["saturation"] == pytest.approx(0.5)
 
 
@@ -90,7 +90,7 @@ def test_forward_stats_many_keeps_layer_order_across_activations():
     names = ["relu", "tanh", "relu", "linear", "tanh"]
     outs = [_SAMPLES[n](rng).reshape(32, -1).astype(np.float32) for n in names]
     many = forward_stats_many([tf.constant(a) for a in outs], names, 0.99).numpy()
-    for row, a, n in zip(many, outs, names):
+    for row, a, n in zip(many, outs, names, strict=False):
         np.testing.assert_allclose(row, _numpy_stats(a, n), rtol=2e-5, atol=1e-6, equal_nan=True)
 
 

@@ -17,8 +17,9 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -237,7 +238,7 @@ def depth_profile_figure(
                 rows.append(row)
     width = _SIZE[0] if len(names) == 1 else 6.5 * len(names)
     fig, axes = _new_figure((width, _SIZE[1]), ncols=len(names), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=False):
         _draw_depth(ax, history, name, rows)
     fig.suptitle(_title(history, "gradient against depth"))
     return fig

@@ -1,8 +1,7 @@
-"""rich renderers: the live per-layer view while training, and the summary.
+"""rich renderers of records: the per-layer table and the end-of-run summary.
 
 They read a `GradientHistory` (and a `Diagnosis`), never a model, and import
-no TensorFlow. On a terminal the live view is a progress bar plus a table
-refreshed a few times a second; elsewhere (CI, pipes) it prints plain lines.
+no TensorFlow. The view shown while training is in `gradscope.render.live`.
 
 Example:
 
@@ -13,12 +12,9 @@ Example:
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, Callable
 
 import numpy as np
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -78,127 +74,12 @@ def pct(x: float) -> str:
     return f"{x:.0%}" if math.isfinite(x) else "-"
 
 
-class LiveView:
-    """What the person watches while a model trains.
-
-    Args:
-        history: the history being filled; the view reads its last row.
-        params: Keras' callback params (``epochs``, ``batch_size``), with
-            ``total_steps``, the steps of this fit (the monitor adds it).
-        console: where to draw. Defaults to a new `Console()`.
-        keras_bar: Keras' own progress bar is on, so draw a table per epoch
-            instead of a live display that would fight it.
-        get_time: the clock, injectable for tests.
-    """
-
-    refresh_seconds = 0.25
-    line_seconds = 5.0
-
-    def __init__(
-        self,
-        history: GradientHistory,
-        params: dict[str, Any],
-        console: Console | None = None,
-        keras_bar: bool = False,
-        get_time: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.history = history
-        self.params = params
-        self.console = console or default_console()
-        self.keras_bar = keras_bar
-        self.get_time = get_time
-        self.live = self.console.is_terminal and not keras_bar
-        self._live: Live | None = None
-        self._start = get_time()
-        self._first_row = len(history)
-        self._last_line = -float("inf")
-        self._epoch = 0
-        #: Training steps done in this fit; the monitor sets it (rows can be
-        #: fewer than steps when it records every N-th step).
-        self.steps_done: int | None = None
-
-    def start(self) -> None:
-        self._start = self.get_time()
-        self._first_row = len(self.history)
-        if self.live:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
-            self._live.start()
-
-    def stop(self) -> None:
-        if not self.live and not self.keras_bar:
-            self._plain_line(force=True)  # the final state, whatever the clock says
-        if self._live is not None:
-            self._live.update(self._render())
-            self._live.stop()
-            self._live = None
-
-    def _done(self) -> int:
-        return self.steps_done if self.steps_done is not None else len(self.history) - self._first_row
-
-
-    def status(self) -> str:
-        """'epoch 1/3  step 120/400  loss 0.0812  acc 41.2%  2,930 samples/s  ETA 0:09'."""
-        h = self.history
-        done, total = self._done(), self.params.get("total_steps")
-        elapsed = max(self.get_time() - self._start, 1e-9)
-        parts = [f"epoch {self._epoch + 1}/{self.params.get('epochs', '?')}"]
-        parts.append(f"step {done}/{total}" if total else f"step {done}")
-        if len(h):
-            loss = h.scalars.get("loss")
-            acc = h.scalars.get("accuracy")
-            if loss is not None and math.isfinite(loss[-1]):
-                parts.append(f"loss {fmt(loss[-1], 4)}")
-            if acc is not None and math.isfinite(acc[-1]):
-                parts.append(f"acc {acc[-1]:.1%}")
-        batch = self.params.get("batch_size")
-        if batch and done:
-            parts.append(f"{done * batch / elapsed:,.0f} samples/s")
-        if total and done:
-            remaining = elapsed / done * max(total - done, 0)
-            parts.append(f"ETA {int(remaining // 60)}:{int(remaining % 60):02d}")
-        return "  ".join(parts)
-
-    def _render(self) -> Group:
-        h = self.history
-        total, done = self.params.get("total_steps"), self._done()
-        bar = ""
-        if total:
-            width = 30
-            filled = int(width * min(done / total, 1.0))
-            bar = "[" + "#" * filled + "-" * (width - filled) + "] "
-        return Group(Text(bar + self.status()), layer_table(h))
-
-    def update(self, epoch: int, batch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-        if self._live is not None:
-            self._live.update(self._render())
-        elif not self.keras_bar:
-            self._plain_line()
-
-    def epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-        if self._live is not None:
-            self._live.update(self._render())
-            return
-        if self.keras_bar:
-            self.console.print(layer_table(self.history, title=f"gradscope, epoch {epoch + 1}"))
-        else:
-            self._plain_line()
-
-    def _plain_line(self, force: bool = False) -> None:
-        """Not a terminal: a status line at most every few seconds, no animation."""
-        now = self.get_time()
-        if force or now - self._last_line >= self.line_seconds:
-            self._last_line = now
-            self.console.print(self.status(), highlight=False)
-
-
 def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
     """Layer, shape, params, activation, first/last grad norm, ratio, verdict."""
     table = Table(title="gradscope summary", title_justify="left")
     for col in ("#", "layer", "shape", "params", "activation", "grad first", "grad last", "ratio to output", "sat.", "dead", "f'(s)", "verdict"):
         table.add_column(col, justify="left" if col in ("layer", "shape", "activation", "verdict") else "right")
-    for li, (v, info) in enumerate(zip(diagnosis.layers, history.layer_info)):
+    for li, (v, info) in enumerate(zip(diagnosis.layers, history.layer_info, strict=False)):
         style = _VERDICT_STYLE.get(v.verdict, "")
         table.add_row(
             str(li + 1),

@@ -106,7 +106,7 @@ def test_depth_profile_figure_draws_grad_norm_and_backprop_against_depth() -> No
         series = h[ax.get_ylabel()]
         assert ax.get_yscale() == "log"
         assert [line.get_label() for line in ax.lines] == [f"step {m}" for m in moments]
-        for line, step in zip(ax.lines, moments):
+        for line, step in zip(ax.lines, moments, strict=False):
             np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3, 4])  # input first
             np.testing.assert_allclose(line.get_ydata(), series[step])
             assert np.all(np.diff(line.get_ydata()) > 0)  # the constructed vanishing: falls to the input

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from gradscope.diagnosis import diagnose
 from gradscope.history import GradientHistory
-from gradscope.render.terminal import LiveView, fmt, layer_table, print_summary
+from gradscope.render.terminal import fmt, layer_table, print_summary
 
 
 def _console(width=160):
@@ -54,43 +54,5 @@ def test_layer_table_shows_ratio_to_output():
     assert "0.02" in line and "32" in line and "50%" in line
 
 
-def test_live_view_status_with_injected_clock():
-    clock = iter([0.0, 0.0, 2.0, 2.0, 2.0, 2.0])
-    h = GradientHistory(["a"])
-    view = LiveView(h, {"epochs": 3, "total_steps": 100, "batch_size": 10}, console=_console(),
-                    get_time=lambda: next(clock))
-    view.start()
-    h.append(np.arange(20), {"grad_norm": np.ones((20, 1))}, {"loss": np.full(20, 0.25), "accuracy": np.full(20, 0.5)})
-    status = view.status()
-    # 20 steps x 10 samples in 2 s = 100 samples/s; 80 steps left at 0.1 s each = 8 s.
-    assert status == "epoch 1/3  step 20/100  loss 0.25  acc 50.0%  100 samples/s  ETA 0:08"
-
-
-def test_plain_lines_off_a_terminal():
-    console = _console()
-    h = _history(5)
-    view = LiveView(h, {"epochs": 1, "total_steps": 5}, console=console, get_time=lambda: 100.0)
-    assert not view.live  # a StringIO is not a terminal: no animation
-    view.start()
-    view.epoch_end(0, {})
-    assert console.file.getvalue().startswith("epoch 1/1  step 0/5")
-
-
 def test_fmt():
     assert fmt(4.5e-7) == "4.50e-07" and fmt(0.1234) == "0.123" and fmt(float("nan")) == "-"
-
-
-def test_plain_lines_are_throttled_but_the_last_one_is_printed():
-    console = _console()
-    now = [0.0]
-    view = LiveView(_history(5), {"epochs": 4, "total_steps": 5}, console=console, get_time=lambda: now[0])
-    view.start()
-    for epoch, t in enumerate([0.0, 1.0, 2.0, 9.0]):  # a line at most every 5 s
-        now[0] = t
-        view.steps_done = epoch + 1
-        view.epoch_end(epoch, {})
-    now[0] = 9.5
-    view.steps_done = 5
-    view.stop()
-    lines = console.file.getvalue().splitlines()
-    assert [line.split("  ")[1] for line in lines] == ["step 1/5", "step 4/5", "step 5/5"]
