@@ -181,6 +181,25 @@ class GradientHistory:
         """The series, or None where this run did not record it."""
         return self[name] if name in self._parts[0] else None
 
+    def since(self, row: int) -> GradientHistory:
+        """The rows from ``row`` on, as a history of their own (views, no copy).
+
+        Example:
+
+        >>> h = GradientHistory(["dense"])
+        >>> h.append([0, 1, 2], {"grad_norm": np.ones((3, 1))})
+        >>> h.since(1).steps.tolist()
+        [1, 2]
+        """
+        start, stop = min(max(int(row), 0), self._n), self._n
+        view = GradientHistory(self.layers, variables=self.variables, layer_info=self.layer_info, config=self.config)
+        view._n = stop - start
+        view._steps = self._steps[start:stop]
+        # Each array is exactly as long as its rows, so an append to the view
+        # grows (copies) it first and never writes into this history.
+        view._parts = tuple({k: v[start:stop] for k, v in part.items()} for part in self._parts)
+        return view
+
     def info(self, key: str) -> list[Any]:
         """One field of ``layer_info`` for every layer, None where absent."""
         return [d.get(key) for d in self.layer_info]

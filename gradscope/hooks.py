@@ -136,12 +136,12 @@ class Hooks:
             # built; the taps read the scale while the step is traced.
             optimizer.build(self.model.trainable_variables)
         if inner is not None:
-            recorder.scale_fn = lambda: optimizer.dynamic_scale
+            recorder.stage.scale_fn = lambda: optimizer.dynamic_scale
         elif getattr(optimizer, "loss_scale_factor", None):
             factor = float(optimizer.loss_scale_factor)
-            recorder.scale_fn = lambda: tf.constant(factor)
+            recorder.stage.scale_fn = lambda: tf.constant(factor)
         else:
-            recorder.scale_fn = None
+            recorder.stage.scale_fn = None
 
         def make_apply(original_apply: Callable) -> Callable:
             def apply(grads, trainable_variables=None):
@@ -150,9 +150,11 @@ class Hooks:
                     getattr(optimizer, "_trainable_variables", [])
                 )
                 # A None gradient (a branch the loss does not reach) counts as zero.
-                grad_cols = [(self.var_index[id(v)], g) for g, v in zip(grads, tvs, strict=False) if id(v) in self.var_index]
+                grad_cols = [
+                    (self.var_index[id(v)], g) for g, v in zip(grads, tvs, strict=False) if id(v) in self.var_index
+                ]
                 weight_cols = [(self.var_index[id(v)], v) for v in self.variables if id(v) in self.var_index]
-                recorder.stage_gradients(grad_cols)
+                recorder.stage.gradients(grad_cols)
                 result = original_apply(grads, trainable_variables)
                 # The weight norms are read after the update: reading them
                 # before would make TensorFlow copy every weight it updates
@@ -173,7 +175,7 @@ class Hooks:
             def assign(variable, value):
                 col = self.var_index.get(id(variable))
                 if col is not None and not (method == "assign" and isinstance(value, tf.IndexedSlices)):
-                    self.recorder.stage_update(col, value, variable if method == "assign" else None)
+                    self.recorder.stage.update(col, value, variable if method == "assign" else None)
                 return original(variable, value)
 
             return assign
@@ -190,7 +192,7 @@ class Hooks:
                 names = ("x", "y", "y_pred", "sample_weight")
                 bound = dict(zip(names, args, strict=False))
                 bound.update({k: v for k, v in kwargs.items() if k in names})
-                recorder.stage_loss(loss, bound.get("y"), bound.get("y_pred"))
+                recorder.stage.loss(loss, bound.get("y"), bound.get("y_pred"))
                 return loss
 
             return compute_loss
@@ -217,7 +219,7 @@ class Hooks:
 
 def _tap(recorder: Recorder, index: int, out: tf.Tensor) -> tf.Tensor:
     """Identity on ``out`` that stages its statistics both ways."""
-    recorder.stage_forward(index, out)
+    recorder.stage.forward(index, out)
     tapped = _backprop_probe(recorder, index, out)
     logits = getattr(out, "_keras_logits", None)
     if logits is not None:
@@ -239,7 +241,7 @@ def _backprop_probe(recorder: Recorder, index: int, t: tf.Tensor) -> tf.Tensor:
     @tf.custom_gradient
     def identity(x):
         def grad(upstream):
-            recorder.stage_backprop(index, upstream)
+            recorder.stage.backprop(index, upstream)
             return upstream
 
         return tf.identity(x), grad

@@ -140,19 +140,16 @@ def train(
 
 
 def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: _Batches, jit_compile: bool):
-    """The compiled step and its epoch sums, kept on the monitor for its next
-    train() on the same model: tracing costs as much as dozens of steps."""
-    # The trace bakes in the record, the model, its optimizer and its compiled
-    # loss: any of them new (a compile() in between) means a new trace.
-    owners = (monitor._recorder, model, model.optimizer, getattr(model, "_compile_loss", None))
-    options = (bool(jit_compile), batches.dataset is None)
-    cached = monitor._loop_step
-    if cached is None or cached[1] != options or any(a is not b for a, b in zip(cached[0], owners, strict=False)):
+    """The compiled step and its epoch sums, kept by the monitor's session for
+    its next train() on the same model: tracing costs as much as dozens of steps."""
+
+    def build() -> tuple[Any, tf.Variable]:
         sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
-        step = _make_step(model, sums)
-        fn = tf.function(_Batches.wrap(batches, step), jit_compile=jit_compile, reduce_retracing=True)
-        cached = monitor._loop_step = (owners, options, _Direct(fn), sums)
-    return cached[2], cached[3]
+        fn = tf.function(batches.wrap(_make_step(model, sums)), jit_compile=jit_compile, reduce_retracing=True)
+        return _Direct(fn), sums
+
+    step = monitor.session.loop_step(model, (bool(jit_compile), batches.dataset is None), build)
+    return step.function, step.state
 
 
 class _Direct:
@@ -219,7 +216,9 @@ class _Batches:
         self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
         self.order = tf.Variable(tf.range(self.n, dtype=tf.int32), trainable=False, name="gradscope_order")
-        self.starts = [(tf.constant(s, tf.int32), min(self.batch_size, self.n - s)) for s in range(0, self.n, self.batch_size)]
+        self.starts = [
+            (tf.constant(s, tf.int32), min(self.batch_size, self.n - s)) for s in range(0, self.n, self.batch_size)
+        ]
 
     def wrap(self, step):
         """The step as the loop calls it: on a batch, or on a slice of the order.

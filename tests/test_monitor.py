@@ -560,11 +560,11 @@ def test_a_monitor_reused_on_another_model_starts_a_new_history(toy):
 
 
 def test_validation_and_evaluate_leave_the_record_alone(toy, monkeypatch):
-    from gradscope.recorder import Recorder
+    from gradscope.staging import Staging
 
     staged = []
-    original = Recorder.stage_forward
-    monkeypatch.setattr(Recorder, "stage_forward", lambda self, i, out: (staged.append(i), original(self, i, out)))
+    original = Staging.forward
+    monkeypatch.setattr(Staging, "forward", lambda self, i, out: (staged.append(i), original(self, i, out)))
     x, y = toy
     model = _sequential()
     model.compile(optimizer="adam", loss="categorical_crossentropy")

@@ -1,0 +1,341 @@
+"""`RecordingSession`: one model's training steps, recorded into a `GradientHistory`.
+
+The session owns the three parts of a recording and the order they are used
+in: the `Recorder` (device side), the `Hooks` that feed it, and the
+`GradientHistory` its rows go to. A callback (`GradientMonitor`) or a loop
+(`gradscope.train`) drives it:
+
+    attach(model) -> the steps run -> flush() now and then -> detach()
+
+It also decides whether a new ``fit`` continues the record, and keeps the
+traced train functions for the next call on the same model, since tracing
+costs as much as dozens of steps.
+
+Example:
+
+>>> import numpy as np, keras
+>>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="tanh")])
+>>> model.compile(optimizer="sgd", loss="mse")
+>>> session = RecordingSession(RecordingOptions())
+>>> session.attach(model)
+True
+>>> _ = model.fit(np.ones((8, 4)), np.ones((8, 2)), batch_size=4, verbose=0)
+>>> session.flush(epoch=0).rows, session.history.steps.tolist()
+(2, [0, 1])
+>>> session.detach()
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradscope.diagnosis import NonFinite, first_nonfinite
+from gradscope.history import GradientHistory
+from gradscope.hooks import HookError, Hooks
+from gradscope.model_layers import LayerSpec, watched_layers
+from gradscope.recorder import Recorder
+
+
+@dataclass(frozen=True)
+class RecordingOptions:
+    """What is recorded, and how often; see `GradientMonitor` for each.
+
+    Args:
+        every: record every N-th step. Defaults to `1`.
+        weights_every: weight and update norms on every N-th recorded step. Defaults to `1`.
+        activation_stats: the statistics of each layer's output. Defaults to `True`.
+        saturation_threshold: |a| at which a tanh unit counts as saturated. Defaults to `0.99`.
+        flush_every: steps between two fetches from the device. Defaults to `256`.
+        layers: names of the layers to watch, or a function ``layer -> bool``.
+            Defaults to `None`, every layer with trainable weights.
+        continue_history: a new ``fit`` on the same model appends to the
+            record. Defaults to `True`.
+    """
+
+    every: int = 1
+    weights_every: int = 1
+    activation_stats: bool = True
+    saturation_threshold: float = 0.99
+    flush_every: int = 256
+    layers: Iterable[str] | Callable[[Any], bool] | None = None
+    continue_history: bool = True
+
+    def as_config(self) -> dict[str, Any]:
+        """The options a run folder keeps, under ``config["recording"]``."""
+        return {"every": self.every, "weights_every": self.weights_every,
+                "activation_stats": self.activation_stats, "saturation_threshold": self.saturation_threshold}
+
+
+@dataclass(frozen=True)
+class Flushed:
+    """What one flush brought: how many rows, and the first non-finite value if new."""
+
+    rows: int
+    nonfinite: NonFinite | None = None
+
+
+@dataclass
+class TracedTrain:
+    """A train function traced with the hooks, valid for one record, model
+    and plain function: a compile() in between makes Keras build a new one."""
+
+    recorder: Recorder
+    model: Any
+    plain: Any
+    hooked: Any
+
+    def fits(self, recorder: Recorder, model: Any, plain: Any) -> bool:
+        return self.recorder is recorder and self.model is model and self.plain is plain
+
+
+@dataclass
+class LoopStep:
+    """`gradscope.train`'s compiled step, kept for its next call."""
+
+    owners: tuple  # what the trace bakes in; compared by identity
+    options: tuple  # how it was compiled; compared by value
+    function: Any
+    state: Any = None
+
+    def fits(self, owners: tuple, options: tuple) -> bool:
+        return self.options == options and all(a is b for a, b in zip(self.owners, owners, strict=True))
+
+
+class RecordingSession:
+    """Records one model's training steps; see the module docstring.
+
+    Args:
+        options: what to record.
+        config: facts about the run, kept in the history's config.
+    """
+
+    def __init__(self, options: RecordingOptions, config: dict[str, Any] | None = None) -> None:
+        self.options = options
+        self.config: dict[str, Any] = dict(config or {})
+        self.history: GradientHistory | None = None
+        self.recorder: Recorder | None = None
+        self.hooks: Hooks | None = None
+        #: The first non-finite value seen since the last `attach`.
+        self.nonfinite: NonFinite | None = None
+        self._model: Any = None
+        self._specs: list[LayerSpec] = []
+        self._signature: tuple | None = None
+        self._traced: TracedTrain | None = None
+        self._plain_train: Any = None
+        self._loop_step: LoopStep | None = None
+        self._want_start_histogram = False
+        self._coverage_checked = False  # the gradients-only notice, once per history
+
+    def __repr__(self) -> str:
+        rows = len(self.history) if self.history is not None else 0
+        return f"RecordingSession(rows={rows}, attached={self.attached})"
+
+    @property
+    def attached(self) -> bool:
+        return self.hooks is not None
+
+    # -- attach ------------------------------------------------------------------------
+    def attach(self, model: Any, first_step: int | None = None) -> bool:
+        """Hooks ``model`` and makes its next ``fit`` step record.
+
+        Args:
+            model: a built, compiled Keras model.
+            first_step: the global step of the next step, when the model
+                has already run some steps of this ``fit`` unrecorded.
+
+        Returns:
+            False, with a one-line notice, when the model cannot be hooked;
+            training then goes on without records.
+        """
+        self.nonfinite = None
+        self._model = model
+        try:
+            self._prepare(model)
+            self.hooks = Hooks(model, self.recorder, self._specs)
+            self.hooks.install()
+        except (HookError, AttributeError, TypeError) as exc:
+            if self.hooks is not None:
+                self.hooks.remove()
+            self.hooks = None
+            notice(f"gradscope: cannot hook this model ({exc}); training goes on without gradient records")
+            return False
+        if first_step is not None:
+            self.recorder.schedule.start_at(self.recorder.schedule.step + first_step)
+        self._swap_train_function(model)
+        self._want_start_histogram = "start" not in self.history.histograms
+        if self._want_start_histogram:
+            # Only the first fit of a history has a start; a histogram step
+            # costs a few steps' worth of binning.
+            self.recorder.histograms.request()
+        return True
+
+    def _prepare(self, model: Any) -> None:
+        """Picks the layers, and starts a new record unless this one continues."""
+        every_layer = watched_layers(model)
+        if not every_layer:
+            raise HookError("the model has no layer with trainable weights")
+        specs = self._select(every_layer)
+        if not specs:
+            raise HookError("the layers option selected none of the model's layers ("
+                            + ", ".join(s.name for s in every_layer) + ")")
+        model_vars = list(model.trainable_variables)
+        # What must match for a new fit() to continue the same record.
+        signature = (id(model), tuple((s.name, tuple(tuple(model_vars[i].shape) for i in s.var_indices))
+                                      for s in specs))
+        keep = self.options.continue_history and self.recorder is not None and signature == self._signature
+        if not keep:
+            o = self.options
+            spe = int(getattr(model, "steps_per_execution", 1) or 1)
+            self.recorder = Recorder(
+                [s.activation for s in specs],
+                [li for li, s in enumerate(specs) for _ in s.var_indices],
+                # Room for two flush intervals, plus one execution of slack.
+                capacity=2 * -(-o.flush_every // o.every) + 4 * spe,
+                every=o.every, weights_every=o.weights_every, activation_stats=o.activation_stats,
+                saturation_threshold=o.saturation_threshold,
+            )
+            self._coverage_checked = False
+            self.history = GradientHistory(
+                [s.name for s in specs],
+                variables=[f"{s.name}/{n}" for s in specs for n in s.var_names],
+                layer_info=[s.info(model_vars) for s in specs],
+                config={**self.config, "recording": o.as_config()},
+            )
+        self._signature = signature
+        self._specs = specs
+
+    def _select(self, specs: list[LayerSpec]) -> list[LayerSpec]:
+        f = self.options.layers
+        if f is None:
+            return specs
+        if callable(f):
+            return [s for s in specs if f(s.layer)]
+        names = set(f)
+        unknown = names - {s.name for s in specs}
+        if unknown:
+            raise ValueError(
+                f"GradientMonitor(layers=...) names unknown layers: {', '.join(sorted(unknown))}; "
+                f"the model's weighted layers are: {', '.join(s.name for s in specs)}"
+            )
+        return [s for s in specs if s.name in names]
+
+    def _swap_train_function(self, model: Any) -> None:
+        """fit() built its train function before the hooks were on. Swap in
+        one whose trace includes them: the one an earlier fit of this record
+        traced, if still valid, else a fresh one that traces on first call."""
+        self._plain_train = getattr(model, "train_function", None)
+        if self._traced is not None and self._traced.fits(self.recorder, model, self._plain_train):
+            model.train_function = self._traced.hooked
+        else:
+            self._traced = None
+            if self._plain_train is not None and hasattr(model, "make_train_function"):
+                model.make_train_function(force=True)
+
+    # -- while training ------------------------------------------------------------------
+    def flush(self, epoch: int, check: bool = True) -> Flushed:
+        """Fetches pending rows from the device into `history`.
+
+        Args:
+            epoch: the epoch the rows belong to.
+            check: search the new rows for NaN/Inf. Defaults to `True`.
+        """
+        if self.recorder is None or self.history is None:
+            return Flushed(0)
+        rows = self.recorder.flush()
+        if rows.lost:
+            notice(f"gradscope: {rows.lost} steps were overwritten before they were fetched")
+        if not len(rows):
+            return Flushed(0)
+        first_new = len(self.history)
+        self.history.append(**rows.history_parts(self.recorder.var_layer, epoch))
+        new = self.history.since(first_new)
+        self._take_start_histogram()
+        if not self._coverage_checked:
+            self._coverage_checked = True
+            self._check_coverage(new)
+        found = None
+        if check and self.nonfinite is None:
+            # Only the new rows are searched, so the check costs O(rows).
+            found = self.nonfinite = first_nonfinite(new, loss_scaled=self.recorder.stage.scale_fn is not None)
+        return Flushed(len(rows), found)
+
+    def request_end_histogram(self) -> None:
+        """Asks the next step (the last) for the end histograms. They overwrite
+        the start ones on the device, so a start not fetched yet is taken now."""
+        if self.attached:
+            self._take_start_histogram()
+            self.recorder.histograms.request()
+
+    def _take_start_histogram(self) -> None:
+        if self._want_start_histogram:
+            start = self.recorder.histograms.read()
+            if start is not None:
+                self.history.histograms["start"] = start
+                self._want_start_histogram = False
+
+    def _check_coverage(self, new: GradientHistory) -> None:
+        """Says once which layers get gradients only: their output is not one
+        float tensor (an RNN's state tuple), or the model owns the weights
+        itself, so there is no output to measure."""
+        missing = np.isnan(new["backprop"][0])
+        if self.options.activation_stats:
+            missing |= np.isnan(new["nonfinite"][0])
+        names = [name for name, gap in zip(new.layers, missing, strict=True) if gap]
+        if names:
+            notice(f"gradscope: {', '.join(names)}: gradients only, no activation statistics or "
+                   "back-propagated gradient (the output is not one float tensor, or the weights "
+                   "belong to the model itself)")
+
+    def suspend(self) -> None:
+        """Takes the forward hooks off (evaluation, prediction)."""
+        if self.hooks is not None:
+            self.hooks.suspend()
+
+    def resume(self) -> None:
+        if self.hooks is not None:
+            self.hooks.resume()
+
+    # -- detach --------------------------------------------------------------------------
+    def detach(self) -> None:
+        """Takes the end histograms, removes the hooks and gives the model
+        back its own train function. Flush first to keep the last rows."""
+        if self.hooks is None:
+            return
+        try:
+            end = self.recorder.histograms.read()
+            start_step = self.history.histograms.get("start", {}).get("step")
+            if end is not None and len(self.history) and end["step"] != start_step:
+                self.history.histograms["end"] = end
+        finally:
+            self.hooks.remove()
+            self.hooks = None
+            # The train function traced with the hooks keeps recording: keep
+            # it for this record's next fit, and give the model back the one
+            # it had (or none), so a later fit without gradscope runs clean.
+            model = self._model
+            hooked = getattr(model, "train_function", None)
+            if hooked is not None and hasattr(model, "make_train_function"):
+                self._traced = TracedTrain(self.recorder, model, self._plain_train, hooked)
+                model.train_function = self._plain_train
+            self._plain_train = None
+
+    # -- gradscope.train ---------------------------------------------------------------
+    def loop_step(self, model: Any, options: tuple, build: Callable[[], tuple[Any, Any]]) -> LoopStep:
+        """`gradscope.train`'s compiled step for ``model``: the one kept from
+        its last call if nothing it bakes in changed (the record, the model,
+        its optimizer and compiled loss) and ``options`` are equal, else a new
+        one from ``build() -> (function, state)``, kept for the next call."""
+        owners = (self.recorder, model, model.optimizer, getattr(model, "_compile_loss", None))
+        if self._loop_step is None or not self._loop_step.fits(owners, options):
+            self._loop_step = LoopStep(owners, options, *build())
+        return self._loop_step
+
+
+def notice(message: str) -> None:
+    """One line on standard error, at once."""
+    print(message, file=sys.stderr, flush=True)
