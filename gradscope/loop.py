@@ -128,7 +128,7 @@ def train(
             loss_sum, acc_sum, seen = (float(v) for v in sums.numpy())
             logs = {"loss": loss_sum / max(seen, 1), "accuracy": acc_sum / max(seen, 1)}
             if validation_data is not None:
-                with monitor.paused():
+                with monitor.session.paused():
                     logs.update(_validate(model, validation_data, batch_size))
             cbks.on_epoch_end(epoch, logs)
             if model.stop_training or (total is not None and done >= total):

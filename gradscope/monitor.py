@@ -12,10 +12,10 @@ The measured data flows one way:
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -23,6 +23,7 @@ import numpy as np
 
 from gradscope.diagnosis import Diagnosis, NonFinite
 from gradscope.history import GradientHistory
+from gradscope.render.live import LiveView, Progress
 from gradscope.session import RecordingOptions, RecordingSession, notice
 
 _POLICIES = ("warn", "stop", "raise")
@@ -36,15 +37,37 @@ class NonFiniteGradientError(FloatingPointError):
         self.report = report
 
 
+@dataclass
+class FitSteps:
+    """Where one ``fit`` call stands, in steps and epochs."""
+
+    total: int | None = None  # the steps this fit will run; None when unknown
+    done: int = 0
+    since_flush: int = 0
+    epoch: int = 0
+    epoch_first_row: int = 0  # the history's row count when the epoch began
+    start_rows: int = 0  # ... and when the fit began
+
+    @classmethod
+    def begin(cls, params: dict[str, Any], rows: int) -> FitSteps:
+        # gradscope.train gives total_steps; fit gives steps per epoch and
+        # epochs; an endless dataset gives neither.
+        total = params.get("total_steps") or ((params.get("steps") or 0) * (params.get("epochs") or 0)) or None
+        return cls(total=total, epoch_first_row=rows, start_rows=rows)
+
+    def next_is_last(self, steps: int) -> bool:
+        """The next call (of ``steps`` steps) ends the fit."""
+        return self.total is not None and self.done + steps >= self.total
+
+
 class GradientMonitor(keras.callbacks.Callback):
     """Records the gradients `fit` applies, for every layer, at every step.
 
-    Add it to ``fit``'s callbacks; nothing in the model changes. During
-    training it wraps (on the instances only) the watched layers' ``call``,
-    ``model.compute_loss`` and the optimizer's ``apply``, so it sees the very
-    gradients the optimizer applies (unscaled under mixed precision) and the
-    gradient that reaches each layer's output. Statistics are reduced to a few
-    numbers per layer inside the compiled step and fetched in batches.
+    Add it to ``fit``'s callbacks; nothing in the model changes. While
+    training, wrappers on the model's instances see the very gradients the
+    optimizer applies (unscaled under mixed precision) and the gradient that
+    reaches each layer's output, reduced to a few numbers per layer inside
+    the compiled step and fetched in batches.
 
     At each epoch end it adds ``grad_norm/<layer>`` (the epoch's mean) to the
     epoch logs, so `History`, `CSVLogger` and Keras' `TensorBoard` carry
@@ -55,26 +78,20 @@ class GradientMonitor(keras.callbacks.Callback):
         every: record every N-th step. Defaults to `1`.
         layers: names of the layers to watch, or a function ``layer -> bool``.
             Defaults to `None`, every layer that owns trainable weights.
-        verbose: `0` is silent; `1` shows a live per-layer table while
-            training and the summary with its verdict at the end; `2` the
-            live view only. Defaults to `0`.
-        on_nonfinite: on a NaN or Inf gradient, activation or loss, `"warn"`
-            says where it started once, `"stop"` also stops training,
-            `"raise"` raises `NonFiniteGradientError`. Defaults to `"warn"`.
+        verbose: `0` silent; `1` a live per-layer table while training and
+            the summary with its verdict at the end; `2` the live view only. Defaults to `0`.
+        on_nonfinite: on NaN/Inf, `"warn"` says where it started, `"stop"` also
+            stops training, `"raise"` raises `NonFiniteGradientError`. Defaults to `"warn"`.
         continue_history: keep one history across ``fit`` calls on the same
             model. Defaults to `True`.
-        activation_stats: record each layer's output statistics and the
-            activation histograms; `False` keeps the gradients, the weights
-            and the loss only. Defaults to `True`.
+        activation_stats: record each layer's output statistics and histograms;
+            `False` keeps gradients, weights and loss only. Defaults to `True`.
         weights_every: measure the weight and update norms on every N-th
             recorded step only (NaN on the others). Defaults to `1`.
         saturation_threshold: |a| at or above which a tanh unit counts as
-            saturated (sigmoid: a at or above it, or at or below 1 minus it).
-            Defaults to `0.99`.
-        flush_every: steps between two fetches of the records from the
-            device. Defaults to `256`.
-        console: a `rich.console.Console` for the output. Defaults to `None`
-            (standard output).
+            saturated (sigmoid: a >= it or a <= 1 - it). Defaults to `0.99`.
+        flush_every: steps between two fetches from the device. Defaults to `256`.
+        console: a `rich.console.Console` for the output. Defaults to standard output.
 
     Example:
 
@@ -105,13 +122,10 @@ class GradientMonitor(keras.callbacks.Callback):
         super().__init__()
         if on_nonfinite not in _POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(_POLICIES)}; got {on_nonfinite!r}")
-        for name, value in (("every", every), ("weights_every", weights_every)):
-            if int(value) < 1 or int(value) != value:
-                raise ValueError(f"{name} must be a positive whole number; got {value!r}")
         #: The recording this callback drives: hooks, recorder and history.
         self.session = RecordingSession(RecordingOptions(
-            every=int(every), weights_every=int(weights_every), activation_stats=bool(activation_stats),
-            saturation_threshold=float(saturation_threshold), flush_every=max(1, int(flush_every)),
+            every=every, weights_every=weights_every, activation_stats=activation_stats,
+            saturation_threshold=saturation_threshold, flush_every=flush_every,
             layers=layers, continue_history=continue_history,
         ))
         self.verbose = int(verbose)
@@ -119,11 +133,9 @@ class GradientMonitor(keras.callbacks.Callback):
         self.console = console
         #: The clock of the live view's refreshes; a test may put a fake one here.
         self.clock: Callable[[], float] = time.monotonic
-        self._view: Any = None
-        self._epoch = self._epoch_first_row = self._fit_start_rows = 0
-        self._steps_done = self._steps_since_flush = 0
-        self._total_steps: int | None = None
-        self._deferred = False
+        self._view: LiveView | None = None
+        self._fit = FitSteps()
+        self._deferred = False  # attach after the first step (see on_train_begin)
         self._last_flush = 0.0
 
     @property
@@ -151,12 +163,8 @@ class GradientMonitor(keras.callbacks.Callback):
         # interrupted by Ctrl-C or an error (Keras then skips on_train_end)
         # may have left hooks and unfetched rows behind: keep the rows.
         self.detach()
-        self._epoch = self._steps_done = self._steps_since_flush = 0
-        # gradscope.train gives total_steps; fit gives steps and epochs; an
-        # endless dataset gives neither.
         p = self.params or {}
-        self._total_steps = p.get("total_steps") or ((p.get("steps") or 0) * (p.get("epochs") or 0)) or None
-        self._fit_start_rows = len(self.history) if self.history is not None else 0
+        self._fit = FitSteps.begin(p, rows=len(self.history) if self.history is not None else 0)
         self._deferred = not (getattr(self.model, "built", False) and self.model.trainable_variables)
         if self._deferred:
             # Keras builds such a model while it traces the first step, so
@@ -167,32 +175,29 @@ class GradientMonitor(keras.callbacks.Callback):
             self.session.attach(self.model)
         self._last_flush = self.clock()
         if self.verbose:
-            from gradscope.render.live import LiveView
-
-            self._view = LiveView({**p, "total_steps": self._total_steps}, console=self.console,
+            self._view = LiveView({**p, "total_steps": self._fit.total}, console=self.console,
                                   keras_bar=bool(p.get("verbose")), get_time=self.clock)
             self._view.start(self._progress())
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-        self._epoch_first_row = len(self.history) if self.history is not None else 0
+        self._fit.epoch = epoch
+        self._fit.epoch_first_row = len(self.history) if self.history is not None else 0
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        if self._total_steps is not None and self._steps_done + spe >= self._total_steps:
-            self.session.request_end_histogram()  # the very last step's
+        if self._fit.next_is_last(self._steps_per_call()):
+            self.session.request_end_histogram()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        self._steps_done += spe
+        steps = self._steps_per_call()
+        self._fit.done += steps
         if self._deferred:
             self._deferred = False
-            self.session.attach(self.model, first_step=self._steps_done)
+            self.session.attach(self.model, first_step=self._fit.done)
             return
         if not self.session.attached:
             return
-        self._steps_since_flush += spe
-        due = self._steps_since_flush >= self.session.options.flush_every or self.on_nonfinite != "warn"
+        self._fit.since_flush += steps
+        due = self._fit.since_flush >= self.session.options.flush_every or self.on_nonfinite != "warn"
         # The live view wants fresh rows a few times a second, not every step.
         if self._view is not None and self.clock() - self._last_flush > self._view.refresh_seconds:
             due = True
@@ -213,20 +218,11 @@ class GradientMonitor(keras.callbacks.Callback):
     on_predict_begin = on_test_begin
     on_predict_end = on_test_end
 
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Runs the body (an evaluation, say) without the forward hooks."""
-        self.session.suspend()
-        try:
-            yield
-        finally:
-            self.session.resume()
-
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.session.attached:
             return
         self.flush()
-        rows = slice(self._epoch_first_row, len(self.history))
+        rows = slice(self._fit.epoch_first_row, len(self.history))
         if logs is not None and rows.stop > rows.start:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a layer not measured
@@ -241,7 +237,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if self._view is not None:
             self._view.stop(self._progress())
             self._view = None
-        if self.history is not None and len(self.history) == self._fit_start_rows and not self._deferred:
+        if self.history is not None and len(self.history) == self._fit.start_rows and not self._deferred:
             notice("gradscope: no step was recorded: the model's train_step never called "
                    "optimizer.apply / apply_gradients")
         if self.verbose == 1 and self.history is not None and len(self.history):
@@ -250,8 +246,8 @@ class GradientMonitor(keras.callbacks.Callback):
     # -- the record ------------------------------------------------------------------
     def flush(self, check: bool = True) -> int:
         """Fetches pending rows from the device into `history`; returns how many."""
-        flushed = self.session.flush(self._epoch, check=check)
-        self._steps_since_flush = 0
+        flushed = self.session.flush(self._fit.epoch, check=check)
+        self._fit.since_flush = 0
         self._last_flush = self.clock()
         if flushed.nonfinite is not None:
             report = flushed.nonfinite
@@ -275,11 +271,12 @@ class GradientMonitor(keras.callbacks.Callback):
             finally:
                 self.session.detach()
 
-    def _progress(self) -> Any:
-        from gradscope.render.live import Progress
-
+    def _progress(self) -> Progress:
         history = self.history if self.history is not None else GradientHistory([])
-        return Progress(history, self._steps_done, self._epoch)
+        return Progress(history, self._fit.done, self._fit.epoch)
+
+    def _steps_per_call(self) -> int:
+        return int(getattr(self.model, "steps_per_execution", 1) or 1)
 
     # -- showing ---------------------------------------------------------------------
     def summary(self, console: Any = None) -> Diagnosis:

@@ -27,8 +27,9 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,16 @@ class RecordingOptions:
     flush_every: int = 256
     layers: Iterable[str] | Callable[[Any], bool] | None = None
     continue_history: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("every", "weights_every"):
+            value = getattr(self, name)
+            if int(value) < 1 or int(value) != value:
+                raise ValueError(f"{name} must be a positive whole number; got {value!r}")
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "flush_every", max(1, int(self.flush_every)))
+        object.__setattr__(self, "activation_stats", bool(self.activation_stats))
+        object.__setattr__(self, "saturation_threshold", float(self.saturation_threshold))
 
     def as_config(self) -> dict[str, Any]:
         """The options a run folder keeps, under ``config["recording"]``."""
@@ -299,6 +310,15 @@ class RecordingSession:
     def resume(self) -> None:
         if self.hooks is not None:
             self.hooks.resume()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Runs the body (an evaluation, say) without the forward hooks."""
+        self.suspend()
+        try:
+            yield
+        finally:
+            self.resume()
 
     # -- detach --------------------------------------------------------------------------
     def detach(self) -> None:
