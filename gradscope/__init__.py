@@ -21,7 +21,7 @@ from typing import Any
 
 from gradscope.history import GradientHistory, load_run
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is set; pyproject.toml reads it
 __all__ = ["GradientHistory", "GradientMonitor", "NonFiniteGradientError", "load_run", "train", "diagnose"]
 
 
