@@ -94,3 +94,16 @@ def test_a_save_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
     atomic_write(target, lambda f: f.write("new"))
     assert target.read_text() == "new"
+
+
+def test_since_views_the_newest_rows_without_copying_or_sharing_appends():
+    h = GradientHistory(["a", "b"], variables=["a/kernel"])
+    h.append([0, 1, 2], {"grad_norm": np.arange(6.0).reshape(3, 2)}, {"loss": [3.0, 2.0, 1.0]},
+             {"grad_norm": np.ones((3, 1))})
+    tail = h.since(1)
+    assert tail.steps.tolist() == [1, 2] and tail["grad_norm"].tolist() == [[2.0, 3.0], [4.0, 5.0]]
+    assert tail.scalars["loss"].tolist() == [2.0, 1.0] and tail.layers == h.layers
+    assert np.shares_memory(tail["grad_norm"], h["grad_norm"])
+    tail.append([3], {"grad_norm": np.zeros((1, 2))})
+    assert len(h) == 3 and len(tail) == 3
+    assert len(h.since(7)) == 0

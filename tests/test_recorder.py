@@ -81,3 +81,49 @@ def test_a_nonfinite_norm_is_recorded_as_inf_not_nan():
     _weighted_steps(rec, v, [[np.nan, 0.0]])
     rows = rec.flush()
     assert np.isposinf(rows.grad_sq[0, 0]) and np.isposinf(rows.update_sq[0, 0]) and np.isposinf(rows.weight_sq[0, 0])
+
+
+def test_the_row_layout_concatenates_and_splits_back_the_same_numbers():
+    from gradscope.recorder import RowLayout
+    from gradscope.stats import FORWARD_STATS
+
+    layout = RowLayout(layers=2, variables=3)
+    F = len(FORWARD_STATS)
+    parts = {
+        "forward": np.arange(2 * F, dtype=np.float32).reshape(2, F),
+        "backprop_sq": np.array([0.5, 0.25], np.float32),
+        "grad_sq": np.array([1.0, 2.0, 3.0], np.float32),
+        "weight_sq": np.array([4.0, 5.0, 6.0], np.float32),
+        "update_sq": np.array([7.0, 8.0, 9.0], np.float32),
+        "scalars": np.array([0.1, 0.2, 1.0], np.float32),
+    }
+    row = layout.concat({k: tf.constant(v) for k, v in parts.items()}).numpy()
+    assert row.shape == (layout.width,) == (2 * F + 2 + 3 * 3 + 3,)
+    rows = layout.split(np.stack([row, 2 * row]), np.array([4, 5]))
+    assert rows.steps.tolist() == [4, 5]
+    for name, value in parts.items():
+        np.testing.assert_array_equal(getattr(rows, name)[0], value)
+        np.testing.assert_array_equal(getattr(rows, name)[1], 2 * value)
+
+
+def test_rows_become_per_layer_series_summed_over_each_layers_variables():
+    from gradscope.recorder import Rows
+
+    n, F = 2, 7
+    rows = Rows(
+        steps=np.array([10, 11]),
+        forward=np.zeros((n, 2, F)),
+        backprop_sq=np.array([[4.0, 9.0], [16.0, 25.0]]),
+        grad_sq=np.array([[9.0, 16.0, 1.0], [0.0, 0.0, 4.0]]),  # layer 0 owns variables 0 and 1
+        weight_sq=np.array([[1.0, 3.0, 4.0], [np.nan] * 3]),  # NaN: not measured that step
+        update_sq=np.array([[0.01, 0.03, 0.0], [np.nan] * 3]),
+        scalars=np.array([[0.5, 0.25, 1.0], [0.4, 0.5, 1.0]]),
+    )
+    parts = rows.history_parts(var_layer=[0, 0, 1], epoch=3)
+    series = parts["series"]
+    np.testing.assert_allclose(series["grad_norm"], [[5.0, 1.0], [0.0, 2.0]])
+    np.testing.assert_allclose(series["backprop"], [[2.0, 3.0], [4.0, 5.0]])
+    np.testing.assert_allclose(series["update_ratio"][0], [0.1, 0.0])
+    assert np.isnan(series["update_ratio"][1]).all()
+    assert parts["scalars"]["epoch"].tolist() == [3.0, 3.0] and parts["scalars"]["accuracy"].tolist() == [0.25, 0.5]
+    np.testing.assert_allclose(parts["variable_series"]["grad_norm"][0], [3.0, 4.0, 1.0])
