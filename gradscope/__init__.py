@@ -4,12 +4,14 @@ The data path, one way only::
 
     model.fit / gradscope.train
       -> hooks.py      (wrappers on layer.call, compute_loss, optimizer.apply)
+      -> staging.py    (what the hooks hand over, kept while the step is traced)
       -> stats.py      (in-graph statistics: a few numbers per layer)
-      -> recorder.py   (device-side ring buffer, fetched in batches)
-      -> monitor.py    (GradientMonitor: the Keras callback that drives it)
+      -> recorder.py   (one row per step in a device-side ring; RowLayout)
+      -> session.py    (RecordingSession: attach, flush rows into the history, detach)
+      -> monitor.py    (GradientMonitor: the Keras callback that drives a session)
       -> history.py    (GradientHistory: the plain numpy record, saved/loaded)
-      -> diagnosis.py  (named rules -> verdicts with cause and remedy)
-      -> render/       (rich tables, matplotlib plots: records only)
+      -> diagnosis.py  (rules as objects -> verdicts with cause and remedy)
+      -> render/       (terminal.py tables, live.py live view, plots.py: records only)
 
 Only `GradientHistory`, `load_run` and the renderers work without TensorFlow;
 the names that need it are imported lazily.

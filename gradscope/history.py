@@ -247,8 +247,12 @@ def load_run(folder: str | os.PathLike) -> GradientHistory:
 
     Example:
 
-    >>> h = load_run("runs/tanh")          # doctest: +SKIP
-    >>> h["grad_norm"][-1]                 # doctest: +SKIP
+    >>> import tempfile
+    >>> h = GradientHistory(["dense"])
+    >>> h.append([0, 1], {"grad_norm": np.array([[0.5], [0.25]])})
+    >>> folder = h.save(tempfile.mkdtemp())
+    >>> load_run(folder)["grad_norm"][-1].tolist()
+    [0.25]
     """
     folder = Path(folder)
     run_file = folder / RUN_FILE

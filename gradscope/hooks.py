@@ -20,8 +20,19 @@ exactly what ``fit`` (or any custom ``train_step`` that calls
 
 Example:
 
->>> hooks = Hooks(model, recorder, specs)   # doctest: +SKIP
->>> hooks.install(); model.fit(x, y); hooks.remove()   # doctest: +SKIP
+>>> import numpy as np, keras
+>>> from gradscope.model_layers import watched_layers
+>>> from gradscope.recorder import Recorder
+>>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="tanh")])
+>>> model.compile(optimizer="sgd", loss="mse")
+>>> specs = watched_layers(model)
+>>> recorder = Recorder([s.activation for s in specs], [i for i, s in enumerate(specs) for _ in s.var_indices])
+>>> hooks = Hooks(model, recorder, specs)
+>>> hooks.install()
+>>> _ = model.fit(np.ones((8, 3)), np.ones((8, 2)), batch_size=4, verbose=0)
+>>> hooks.remove()
+>>> recorder.flush().steps.tolist()
+[0, 1]
 """
 
 from __future__ import annotations
