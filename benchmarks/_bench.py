@@ -180,7 +180,8 @@ def legend(rounds: int, steps: int, skip: int) -> str:
     return (
         f"ratio = plain fit's cost per sample / the variant's, median of {rounds} interleaved rounds "
         f"(>1: faster than plain fit)\n"
-        f"call   = one whole training call of {steps} steps of {BATCH} (traces, set-up and end-of-epoch work included)\n"
+        f"call   = one whole training call of {steps} steps of {BATCH} "
+        f"(traces, set-up and end-of-epoch work included)\n"
         f"steady = median per-step time inside that call, steps {skip + 1}..{steps} (no trace, no set-up)\n"
         f"fixed/call = CPU of the call beyond {steps} steady steps, in steady steps of plain fit (trace, set-up)\n"
         f"CPU = time.process_time() (all threads); wall = time.perf_counter(), secondary (swings with load)"

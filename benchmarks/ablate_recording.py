@@ -50,6 +50,7 @@ from _bench import BATCH, mnist_like
 import gradscope.recorder as recorder_module
 from gradscope import GradientMonitor
 from gradscope.models import lecture_mlp
+from gradscope.staging import Staging
 
 VARIANTS = ("plain", "all", "-forward", "-backprop", "-grads", "-nothing", "all@1")
 
@@ -62,15 +63,15 @@ def _stand_in(tensors) -> tf.Tensor:
 @contextmanager
 def _without(parts: set[str]) -> Iterator[None]:
     """Replaces the recorder's reductions for ``parts`` while a step is traced."""
-    saved = (recorder_module.mean_squares, recorder_module.Recorder.stage_gradients)
+    saved = (recorder_module.mean_squares, Staging.gradients)
     if "backprop" in parts:
         recorder_module.mean_squares = _stand_in
     if "grads" in parts:
-        recorder_module.Recorder.stage_gradients = lambda self, grads: saved[1](self, [])
+        Staging.gradients = lambda self, grads: saved[1](self, [])
     try:
         yield
     finally:
-        recorder_module.mean_squares, recorder_module.Recorder.stage_gradients = saved
+        recorder_module.mean_squares, Staging.gradients = saved
 
 
 def build(name: str, xs: tf.Tensor, ys: tf.Tensor) -> Callable[[], object]:
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"ablate_recording: lecture_mlp, batch {BATCH}, {args.rounds} rounds x {args.steps} steps; "
           f"TF {tf.__version__}, Keras {keras.__version__}")
-    print(f"{'variant':10s} {'ratio':>7s}  {'IQR':>13s}   (plain CPU time per step / the variant's, median over rounds)")
+    print(f"{'variant':10s} {'ratio':>7s}  {'IQR':>13s}   "
+          "(plain CPU time per step / the variant's, median over rounds)")
     for name in names:
         ratios = sorted(p / v for p, v in zip(times["plain"], times[name], strict=False))
         q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]

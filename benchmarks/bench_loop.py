@@ -15,7 +15,7 @@ further in every round:
              everything recorded every step (activation statistics, weight
              norms and update ratios included), as ``gradscope run`` does
   core       the same with ``GradientMonitor(activation_stats=False)``: the
-             series the core issue lists (gradient, back-propagated
+             core series (gradient, back-propagated
              gradient, weight and update norms, loss, accuracy), every step
   tape       (reference, ``--no-tape`` drops it and the next) a hand-written
              ``tf.function`` GradientTape step that also writes each layer's
@@ -86,7 +86,9 @@ class TapeLoop:
         self.optimizer = keras.optimizers.Adam(learning_rate=1e-3)
         self.variables = list(model.trainable_variables)
         ids = {id(v): i for i, v in enumerate(self.variables)}
-        self.groups = [[ids[id(v)] for v in layer.trainable_variables] for layer in model.layers if layer.trainable_variables]
+        self.groups = [
+            [ids[id(v)] for v in layer.trainable_variables] for layer in model.layers if layer.trainable_variables
+        ]
         self.capacity = capacity
         self.ring = tf.Variable(tf.zeros((capacity, len(self.groups))), trainable=False)
         self.count = tf.Variable(0, dtype=tf.int64, trainable=False)

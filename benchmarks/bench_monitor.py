@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="include the TensorBoard(histogram_freq=1) anchor (default on)",
     )
-    parser.add_argument("--deep-layers", type=int, default=50, help="Dense layers of the deep MLP; 0 drops it (default 50)")
-    parser.add_argument("--deep-width", type=int, default=128, help="width of the deep MLP's hidden layers (default 128)")
+    parser.add_argument("--deep-layers", type=int, default=50,
+                        help="Dense layers of the deep MLP; 0 drops it (default 50)")
+    parser.add_argument("--deep-width", type=int, default=128,
+                        help="width of the deep MLP's hidden layers (default 128)")
     args = parse(parser, argv)
 
     samples = BATCH * args.steps
