@@ -363,6 +363,17 @@ class DiagnosisContext:
         rules: the rules to apply, in the order their findings are reported. Defaults to `None`: every rule in
             `RULES`.
 
+    What a rule can read (arrays hold one value per layer, in forward order):
+    `measure` ("backprop" or "grad_norm"), `ratios`, `early`, `late` (see
+    `depth_ratios`), `saturation`, `dead`, `dact_mean` (medians over all
+    steps), `forward_gain`, `backward_gain` (see `weight_gains`),
+    `activations`, `nonfinite` and `nonfinite_layers`, the chain-rule
+    products `derivative_product`, `derivative_rms_product`,
+    `weight_product`, `first_loss`, `final_loss`, `final_accuracy` (medians
+    over the first or last tenth), `num_classes`, `steps`, the row windows
+    `first_tenth` and `last_tenth`, the per-layer `verdicts`, and the other
+    rules' layers through `flagged(name)`.
+
     Example:
 
     >>> import numpy as np
