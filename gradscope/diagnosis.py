@@ -1,99 +1,49 @@
 """Verdicts: named rules with documented thresholds, read off a `GradientHistory`.
 
-Each rule looks at plain numbers of the record and, when it fires, gives a
-`Finding`: which layers, the measured value against the threshold, the
-likely cause and the remedy the lecture gives. No TensorFlow here: a saved run
-is diagnosed exactly like a live one.
+Each rule in `RULES` is an object that owns its thresholds and its check:
+`rule.check(context)` looks at plain numbers of the record, gathered once in
+a `DiagnosisContext`, and when it fires gives a `Finding`: which layers, the
+measured value against the threshold, the likely cause and the remedy. No
+TensorFlow here: a saved run is diagnosed exactly like a live one.
 
 The central measure is the *ratio to the output layer*: the RMS of the
 back-propagated gradient d(loss)/d(output of layer l), divided by the same at
 the output layer, as a median over the first and over the last tenth of the
-recorded steps (see `depth_ratios`). It is the quantity
-that shrinks toward the input in Glorot & Bengio (2010). Runs that did not
-record it (a model without tappable layers) fall back to the ratio of weight
-gradient norms.
+recorded steps (see `depth_ratios`). It is the quantity that shrinks toward
+the input in Glorot & Bengio (2010). Runs that did not record it (a model
+without tappable layers) fall back to the ratio of weight gradient norms.
+
+To add a rule, subclass `Rule`, give it a `check`, and add one instance to the
+table in `RULES` (its position there is the position of its findings).
+docs/diagnosis.md holds the table in words; `python -m gradscope.diagnosis`
+prints it.
 
 Example:
 
->>> d = diagnose(load_run("runs/tanh"))     # doctest: +SKIP
->>> print(d.sentences()[0])                 # doctest: +SKIP
+>>> import numpy as np
+>>> from gradscope.history import GradientHistory
+>>> h = GradientHistory(["hidden", "output"])
+>>> bp = np.tile([0.01, 1.0], (20, 1))  # the hidden layer gets 1/100 of the output layer's gradient
+>>> h.append(range(20), {"backprop": bp, "grad_norm": bp})
+>>> d = diagnose(h)
+>>> print(d.sentences()[0])
+layer 1 gets 1/100 of the output layer's back-propagated gradient.
+>>> [(f.rule, f.layers) for f in d.findings]
+[('vanishing', ['hidden'])]
 """
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from gradscope.history import GradientHistory
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    threshold: float
-    meaning: str
-    remedy: str
-
-
-#: Every rule, its threshold and its remedy. The README prints this table.
-RULES: dict[str, Rule] = {
-    r.name: r
-    for r in [
-        Rule(
-            "non_finite",
-            0.0,
-            "a gradient, an activation, a weight or the loss became NaN or Inf",
-            "lower the learning rate, clip gradients (clipnorm), and check the inputs and the loss for log(0) or division by 0",
-        ),
-        Rule(
-            "vanishing",
-            0.05,
-            "a layer's back-propagated gradient (RMS) is below 0.05 of the output layer's",
-            "use ReLU in the hidden layers, Glorot (tanh) or He (ReLU) initialisation, a shallower net, or batch normalisation",
-        ),
-        Rule(
-            "exploding",
-            20.0,
-            "a layer's back-propagated gradient (RMS) is above 20 times the output layer's",
-            "use smaller initial weights (Glorot/He), clip gradients (clipnorm), lower the learning rate, or add normalisation",
-        ),
-        Rule(
-            "saturated",
-            0.3,
-            "over 30% of a tanh/sigmoid layer's outputs sit in the flat tails (|a| >= the saturation threshold, 0.99 by default), where f'(s) is near 0",
-            "use smaller initial weights (Glorot), normalise the inputs, add batch normalisation, or switch to ReLU",
-        ),
-        Rule(
-            "dead_relu",
-            0.5,
-            "half or more of a ReLU layer's units output 0 for every sample in the batch, so they pass no gradient",
-            "use He initialisation, a lower learning rate, LeakyReLU/ELU, and check for large negative biases",
-        ),
-        Rule(
-            "small_weights",
-            0.8,
-            "a layer's initial weight gains forward, sqrt(fan_in * Var(W)), and backward, sqrt(fan_out * Var(W)), are both below 0.8: the layer shrinks the signal (activations pile up at 0) and the gradient",
-            "use Glorot (tanh, sigmoid) or He (ReLU) initialisation instead of a fixed small range",
-        ),
-        Rule(
-            "large_weights",
-            2.0,
-            "a layer's initial weight gains forward and backward are both above 2 (3 for ReLU): the layer amplifies the signal (tanh piles up at +-1) and the gradient",
-            "use Glorot (tanh, sigmoid) or He (ReLU) initialisation",
-        ),
-        Rule(
-            "stalled",
-            1.5,
-            "after at least 50 recorded steps, training accuracy over the last tenth of them is below 1.5 times chance",
-            "check the output activation and loss pair (softmax with cross-entropy learns where tanh with MSE can stall), the initialisation and the learning rate",
-        ),
-    ]
-}
-
 
 #: The remedy when the output layer itself is saturated (the vanishing and
 #: stalled findings say it instead of their general remedy).
@@ -102,8 +52,12 @@ OUTPUT_SATURATED_REMEDY = (
     "(--output-activation softmax --loss crossentropy), or smaller initial weights there, or a lower learning rate"
 )
 
-#: The stalled rule needs this many recorded steps: early on every net is near chance.
-STALL_MIN_STEPS = 50
+# The markers around the generated rule table in docs/diagnosis.md.
+RULES_TABLE_BEGIN = "<!-- rules:begin -->"
+RULES_TABLE_END = "<!-- rules:end -->"
+
+
+# -- what a diagnosis says ----------------------------------------------------
 
 
 @dataclass
@@ -127,6 +81,8 @@ class NonFinite:
 
 @dataclass
 class LayerVerdict:
+    """One layer's verdict and the numbers behind it."""
+
     name: str
     verdict: str  # healthy / vanishing / exploding / non-finite
     ratio: float  # to the output layer: first or last tenth, whichever is further from 1
@@ -142,6 +98,8 @@ class LayerVerdict:
 
 @dataclass
 class Finding:
+    """A rule that fired: the layers it names, what it measured, the likely cause and the remedy."""
+
     rule: str
     layers: list[str]
     message: str
@@ -151,6 +109,8 @@ class Finding:
 
 @dataclass
 class Diagnosis:
+    """Per-layer verdicts, the findings of every rule that fired, and the numbers they rest on."""
+
     measure: str  # "backprop" or "grad_norm"
     layers: list[LayerVerdict]
     findings: list[Finding]
@@ -205,24 +165,44 @@ class Diagnosis:
         return d
 
 
+# -- measures over the record ---------------------------------------------------
+
+
 def _median(a: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmedian(a, axis=0) if len(a) else np.full(a.shape[1:], np.nan)
 
 
+def _tenth(rows: int) -> int:
+    """Rows in the first (and in the last) tenth of a record: at least one."""
+    return max(1, rows // 10)
+
+
 def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each layer's series relative to the output layer: (verdict, early, late).
 
     Early and late are medians over the first and the last tenth of the
-    recorded steps (at least one step each). The verdict ratio is, per layer,
-    whichever of the two lies further from 1 on a log scale: a net that
-    starts vanishing and one that drifts into it are both caught.
+    rows (at least one row each). The verdict ratio is, per layer, whichever
+    of the two lies further from 1 on a log scale: a net that starts
+    vanishing and one that drifts into it are both caught.
+
+    Args:
+        series: `(steps, layers)` array, the output layer last.
+
+    Returns:
+        Three arrays of one value per layer: the verdict ratio, the early and the late ratio.
+
+    Example:
+
+    >>> import numpy as np
+    >>> worst, early, late = depth_ratios(np.array([[0.5, 1.0]] * 10 + [[0.01, 1.0]] * 10))
+    >>> print(early[0], late[0], worst[0])
+    0.5 0.01 0.01
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = series / series[:, -1:]
-    n = len(rel)
-    k = max(1, n // 10)
+    k = _tenth(len(rel))
     early, late = _median(rel[:k]), _median(rel[-k:])
     with np.errstate(divide="ignore", invalid="ignore"):
         pick_late = np.abs(np.log(late)) > np.abs(np.log(early))
@@ -237,6 +217,22 @@ def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
     recorded update, which at the usual learning rates are the initial ones
     to about 0.1%): ||W||^2 = fan_in * fan_out * Var(W), assuming zero-mean
     weights. NaN for layers without a 2-D+ kernel or never measured.
+
+    Args:
+        history: the record; it needs the `weight_norm` variable series and `fan_in`/`fan_out` in `layer_info`.
+
+    Returns:
+        Two arrays of one gain per layer: forward, backward.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense"], variables=["dense/kernel"], layer_info=[{"fan_in": 16, "fan_out": 4}])
+    >>> h.append([0], {"grad_norm": np.ones((1, 1))}, variable_series={"weight_norm": np.array([[4.0]])})
+    >>> forward, backward = weight_gains(h)
+    >>> print(forward[0], backward[0])
+    2.0 1.0
     """
     fwd = np.full(len(history.layers), np.nan)
     bwd = np.full(len(history.layers), np.nan)
@@ -254,7 +250,7 @@ def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
     return fwd, bwd
 
 
-def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: bool = False) -> NonFinite | None:
+def first_nonfinite(history: GradientHistory, loss_scaled: bool = False) -> NonFinite | None:
     """The first step where anything went NaN/Inf, traced to its layer.
 
     In the record, a norm is NaN where it was not measured and +inf where
@@ -264,27 +260,44 @@ def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: b
     finite gradient) or whose outputs are non-finite is where the trouble
     started, since everything after it inherits it. Weights broken outside
     the optimizer on a step whose gradient they also broke show up as that
-    layer's output. With finite
-    activations, a non-finite loss comes next, then the gradients, searched
-    from the output layer down (the direction back-propagation runs), then
-    weights that this step's update made non-finite. Under loss scaling,
-    non-finite gradients alone are the loss scaler's business (it skips the
-    step), so they are not reported.
+    layer's output. With finite activations, a non-finite loss comes next,
+    then the gradients, searched from the output layer down (the direction
+    back-propagation runs), then weights that this step's update made
+    non-finite.
+
+    Args:
+        history: the record to search.
+        loss_scaled: whether the run used loss scaling (mixed precision). Non-finite gradients alone are then the
+            loss scaler's business (it skips the step), so they are not reported. Defaults to `False`.
+
+    Returns:
+        Where it happened, or None when every recorded value is finite.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense"], variables=["dense/kernel"])
+    >>> h.append([0, 1], {"nonfinite": np.zeros((2, 1))}, {"loss": [1.0, 1.0]},
+    ...          {"grad_norm": np.array([[1.0], [np.inf]]), "weight_norm": np.ones((2, 1))})
+    >>> first_nonfinite(h).sentence()
+    'non-finite values (NaN/Inf) first appeared at step 1 in the gradient of layer dense (kernel)'
+    >>> first_nonfinite(h, loss_scaled=True) is None
+    True
     """
-    if len(history) <= since_row:
+    if not len(history):
         return None
-    rows = slice(since_row, None)
-    steps = history.steps[rows]
+    steps = history.steps
     n = len(steps)
     V = len(history.variables)
 
     def inf(name: str) -> np.ndarray:
         a = history.variable_series.get(name)
-        return np.isinf(a[rows]).reshape(n, V) if a is not None else np.zeros((n, V), dtype=bool)
+        return np.isinf(a).reshape(n, V) if a is not None else np.zeros((n, V), dtype=bool)
 
     share = history.get("nonfinite")
     # Share of non-finite outputs; NaN where the layer was not measured.
-    act = np.nan_to_num(share[rows], nan=0.0).reshape(n, -1) > 0 if share is not None else np.zeros((n, 0), bool)
+    act = np.nan_to_num(share, nan=0.0).reshape(n, -1) > 0 if share is not None else np.zeros((n, 0), bool)
     gbad = inf("grad_norm")
     after = inf("weight_norm")  # non-finite after the step's update
     # As the step used them: non-finite after this step's update although
@@ -293,7 +306,8 @@ def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: b
     # comes first.)
     used = after & ~gbad
     loss = history.scalars.get("loss")
-    lbad = np.isinf(loss[rows]) | (np.isnan(loss[rows]) & ~np.all(np.isnan(loss))) if loss is not None else np.zeros(n, bool)
+    # A loss that is NaN on every row was never recorded, not broken.
+    lbad = np.isinf(loss) | (np.isnan(loss) & ~np.all(np.isnan(loss))) if loss is not None else np.zeros(n, bool)
     nan_rows = act.any(1) | used.any(1) | lbad | after.any(1) | (gbad.any(1) & (not loss_scaled))
     if not nan_rows.any():
         return None
@@ -332,169 +346,583 @@ def first_nonfinite(history: GradientHistory, since_row: int = 0, loss_scaled: b
     return NonFinite(step, None, None, "gradients")
 
 
-def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagnosis:
-    """Applies every rule in `RULES` to a history; see the module docstring."""
-    L = len(history.layers)
-    if not len(history) or not L:
-        raise ValueError("the history is empty: nothing was recorded to diagnose")
-    bp = history.get("backprop")
-    measure = "backprop" if bp is not None and np.isfinite(bp).any() else "grad_norm"
-    series = history[measure]
-    # Ratios come from the steps where every layer's value is finite; the
-    # non-finite steps are the non_finite rule's business.
-    finite_rows = np.all(np.isfinite(series), axis=1)
-    ratios, early, late = depth_ratios(series[finite_rows] if finite_rows.any() else series)
-    grad = history["grad_norm"]
-    nan = np.full(L, np.nan)
-    sat = _median(history["saturation"]) if "saturation" in history else nan
-    dead = _median(history["dead"]) if "dead" in history else nan
-    dact = _median(history["dact_mean"]) if "dact_mean" in history else nan
-    fwd_gain, bwd_gain = weight_gains(history)
-    acts = history.info("activation")
-    loss_scale = history.scalars.get("loss_scale")
-    scaled = loss_scale is not None and bool(np.any(np.nan_to_num(loss_scale, nan=1.0) != 1.0))
-    nonfinite = first_nonfinite(history, loss_scaled=scaled)
-    nonfinite_layers = set()
-    if nonfinite is not None:
-        nonfinite_layers = {
-            name for li, name in enumerate(history.layers) if not np.all(np.isfinite(series[:, li]))
-        }
+# -- the numbers every rule reads -------------------------------------------------
 
-    verdicts: list[LayerVerdict] = []
-    for li, name in enumerate(history.layers):
-        r = float(ratios[li])
-        if name in nonfinite_layers:
-            v = "non-finite"
-        elif r < RULES["vanishing"].threshold:
-            v = "vanishing"
-        elif r > RULES["exploding"].threshold:
-            v = "exploding"
+
+class DiagnosisContext:
+    """Everything the rules read off one history, computed once.
+
+    The rules never touch the history's arrays themselves: the ratios, the
+    first/last-tenth windows, the medians and the chain-rule products are
+    worked out here, so every rule sees the same numbers.
+
+    Args:
+        history: the record to diagnose; it needs at least one step and one layer.
+        num_classes: the number of classes, for the stalled rule's chance level. Defaults to `None`: read from
+            `history.config["num_classes"]`, else from the output layer's units.
+        rules: the rules to apply, in the order their findings are reported. Defaults to `None`: every rule in
+            `RULES`.
+
+    What a rule can read (arrays hold one value per layer, in forward order):
+    `measure` ("backprop" or "grad_norm"), `ratios`, `early`, `late` (see
+    `depth_ratios`), `saturation`, `dead`, `dact_mean` (medians over all
+    steps), `forward_gain`, `backward_gain` (see `weight_gains`),
+    `activations`, `nonfinite` and `nonfinite_layers`, the chain-rule
+    products `derivative_product`, `derivative_rms_product`,
+    `weight_product`, `first_loss`, `final_loss`, `final_accuracy` (medians
+    over the first or last tenth), `num_classes`, `steps`, the row windows
+    `first_tenth` and `last_tenth`, the per-layer `verdicts`, and the other
+    rules' layers through `flagged(name)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["hidden", "output"])
+    >>> h.append(range(20), {"backprop": np.tile([0.01, 1.0], (20, 1)), "grad_norm": np.ones((20, 2))})
+    >>> context = DiagnosisContext(h)
+    >>> context.measure, float(context.ratios[0])
+    ('backprop', 0.01)
+    >>> RULES["vanishing"].check(context)[0].layers
+    ['hidden']
+    """
+
+    def __init__(
+        self, history: GradientHistory, num_classes: int | None = None, rules: Iterable[Rule] | None = None
+    ) -> None:
+        if not len(history) or not history.layers:
+            raise ValueError("the history is empty: nothing was recorded to diagnose")
+        self.history = history
+        self.rules: dict[str, Rule] = {}
+        for rule in RULES.values() if rules is None else rules:
+            if rule.name in self.rules:
+                raise ValueError(f"two rules are named {rule.name!r}")
+            self.rules[rule.name] = rule
+        self.layers: list[str] = history.layers
+        self.steps = len(history)
+        k = _tenth(self.steps)
+        self.first_tenth, self.last_tenth = slice(None, k), slice(-k, None)
+
+        # Ratios to the output layer: the back-propagated gradient where the
+        # run recorded it, else the weight-gradient norms.
+        bp = history.get("backprop")
+        self.measure = "backprop" if bp is not None and np.isfinite(bp).any() else "grad_norm"
+        series = history[self.measure]
+        # Ratios come from the steps where every layer's value is finite; the
+        # non-finite steps are the non_finite rule's business.
+        finite_rows = np.all(np.isfinite(series), axis=1)
+        self.ratios, self.early, self.late = depth_ratios(series[finite_rows] if finite_rows.any() else series)
+        self.grad_norm = history["grad_norm"]
+
+        # Per layer, median over all steps.
+        self.saturation = self._median("saturation", slice(None))
+        self.dead = self._median("dead", slice(None))
+        self.dact_mean = self._median("dact_mean", slice(None))
+        self.forward_gain, self.backward_gain = weight_gains(history)
+        self.activations: list[str | None] = history.info("activation")
+
+        loss_scale = history.scalars.get("loss_scale")
+        scaled = loss_scale is not None and bool(np.any(np.nan_to_num(loss_scale, nan=1.0) != 1.0))
+        self.nonfinite = first_nonfinite(history, loss_scaled=scaled)
+        self.nonfinite_layers: set[str] = set()
+        if self.nonfinite is not None:
+            self.nonfinite_layers = {
+                name for li, name in enumerate(self.layers) if not np.all(np.isfinite(series[:, li]))
+            }
+
+        # The chain-rule explanation is made at the start of training, where
+        # the weights are the initial ones the gains were read from.
+        deep = len(self.layers) > 1
+        dact_early = self._median("dact_mean", self.first_tenth)
+        drms_early = self._median("dact_rms", self.first_tenth)
+        self.derivative_product = float(np.prod(dact_early[1:])) if deep else float("nan")
+        self.derivative_rms_product = float(np.prod(drms_early[1:])) if deep else float("nan")
+        self.weight_product = float(np.prod(self.backward_gain[1:])) if deep else float("nan")
+
+        loss = history.scalars.get("loss", np.full(self.steps, np.nan))
+        acc = history.scalars.get("accuracy", np.full(self.steps, np.nan))
+        self.first_loss = float(_median(loss[self.first_tenth, None])[0])
+        self.final_loss = float(_median(loss[self.last_tenth, None])[0])
+        self.final_accuracy = float(_median(acc[self.last_tenth, None])[0])
+        self.num_classes: int | None = num_classes or history.config.get("num_classes") or _output_units(history)
+
+        self._flagged: dict[str, list[str]] = {}
+        self.verdicts = self._layer_verdicts()
+
+    def _median(self, name: str, rows: slice) -> np.ndarray:
+        if name not in self.history:
+            return np.full(len(self.layers), np.nan)
+        return _median(self.history[name][rows])
+
+    def _layer_verdicts(self) -> list[LayerVerdict]:
+        verdicts = []
+        for li, name in enumerate(self.layers):
+            if name in self.nonfinite_layers:
+                verdict = "non-finite"
+            else:
+                said = (rule.verdict(self, li) for rule in self.rules.values())
+                verdict = next((v for v in said if v is not None), "healthy")
+            verdicts.append(
+                LayerVerdict(
+                    name, verdict, float(self.ratios[li]), float(self.grad_norm[0, li]),
+                    float(self.grad_norm[-1, li]), float(self.saturation[li]), float(self.dead[li]),
+                    float(self.dact_mean[li]), float(self.forward_gain[li]), self.activations[li],
+                )
+            )
+        return verdicts
+
+    @property
+    def output(self) -> str:
+        """The output layer's name."""
+        return self.layers[-1]
+
+    def flagged(self, rule: str) -> list[str]:
+        """The layers the named rule flags; none when that rule is not applied.
+
+        Rules read each other's layers through this to name a cause (vanishing
+        because of saturated units, say).
+        """
+        if rule not in self._flagged:
+            self._flagged[rule] = self.rules[rule].flags(self) if rule in self.rules else []
+        return self._flagged[rule]
+
+    def judged(self, verdict: str) -> list[str]:
+        """The layers whose verdict is `verdict`."""
+        return [v.name for v in self.verdicts if v.verdict == verdict]
+
+    def diagnosis(self) -> Diagnosis:
+        """Applies every rule, in order, and gathers the verdicts and findings."""
+        findings = [finding for rule in self.rules.values() for finding in rule.check(self)]
+        return Diagnosis(
+            self.measure, self.verdicts, findings, float(self.ratios[0]), float(self.early[0]),
+            float(self.late[0]), self.derivative_product, self.derivative_rms_product, self.weight_product,
+            self.nonfinite, self.final_loss, self.final_accuracy,
+        )
+
+
+# -- the rules --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule(abc.ABC):
+    """A named check with its thresholds, its meaning in words and its remedy.
+
+    A subclass implements `check`; extra thresholds are extra dataclass
+    fields, so that every number lives in the `RULES` table and shows in the
+    generated docs. Change one for a single diagnosis with
+    `dataclasses.replace(RULES["stalled"], min_steps=20)`.
+
+    Args:
+        name: the rule's name, as findings report it.
+        threshold: the number the rule compares against.
+        meaning_format: what firing means, in words; the rule's parameters (`threshold` and any extra field) may
+            appear as `str.format` fields, e.g. `"below {threshold:g}"`, so the words follow the numbers.
+        remedy: what to try when it fires.
+    """
+
+    name: str
+    threshold: float
+    meaning_format: str
+    remedy: str
+
+    @abc.abstractmethod
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        """The rule's findings on one history: empty when it does not fire.
+
+        Args:
+            context: the numbers of the history being diagnosed.
+        """
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        """The layers this rule flags (other rules read them to name a cause).
+
+        Args:
+            context: the numbers of the history being diagnosed.
+        """
+        return [layer for finding in self.check(context) for layer in finding.layers]
+
+    def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
+        """The per-layer verdict this rule gives layer number `layer`, or None.
+
+        Args:
+            context: the numbers of the history being diagnosed.
+            layer: the layer's index, in forward order.
+        """
+        return None
+
+    @property
+    def meaning(self) -> str:
+        return self.meaning_format.format(**self.parameters())
+
+    def parameters(self) -> dict[str, Any]:
+        """`threshold` and the rule's extra thresholds, by name."""
+        text = {"name", "meaning_format", "remedy"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in text}
+
+    def finding(self, layers: list[str], message: str, cause: str, remedy: str | None = None) -> Finding:
+        """A finding of this rule; `remedy` defaults to the rule's."""
+        return Finding(self.name, layers, message, cause, self.remedy if remedy is None else remedy)
+
+
+@dataclass(frozen=True)
+class NonFiniteRule(Rule):
+    """Fires when anything went NaN/Inf; names the first step, layer and variable (see `first_nonfinite`)."""
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        nf = context.nonfinite
+        if nf is None:
+            return []
+        return [self.finding([nf.layer or "-"], nf.sentence() + ".", "numeric overflow or an invalid operation")]
+
+
+@dataclass(frozen=True)
+class VanishingRule(Rule):
+    """Layers whose ratio to the output layer is below `threshold`.
+
+    The cause is the first that applies: saturated units, dead ReLUs, a
+    product of mean activation derivatives below `derivative_cause_below`,
+    weights too small (the small_weights rule fired, or their backward gains
+    multiply to below `weight_cause_below`), else depth.
+    """
+
+    derivative_cause_below: float
+    weight_cause_below: float
+
+    def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
+        return self.name if context.ratios[layer] < self.threshold else None
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return context.judged(self.name)
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        what = "back-propagated gradient" if context.measure == "backprop" else "weight-gradient norm"
+        message = (
+            f"The {what} shrinks toward the input: {_layers_get(layers)} "
+            f"{_list_ratios(context, layers)} of the output layer's (threshold {self.threshold})."
+        )
+        # Every gradient starts at the output layer: when its tanh/sigmoid
+        # sits at +-1, fixing the hidden layers does not help.
+        output_saturated = context.output in context.flagged("saturated")
+        remedy = OUTPUT_SATURATED_REMEDY if output_saturated else None
+        return [self.finding(layers, message, self.cause(context), remedy)]
+
+    def cause(self, context: DiagnosisContext) -> str:
+        """The most likely cause of the shrinkage, in words."""
+        saturated, dead = context.flagged("saturated"), context.flagged("dead_relu")
+        dprod, wprod = context.derivative_product, context.weight_product
+        if saturated:
+            return f"saturated units in {', '.join(saturated)}: tanh'(s) and sigmoid'(s) are near 0 there"
+        if dead:
+            return f"dead ReLUs in {', '.join(dead)}"
+        if math.isfinite(dprod) and dprod < self.derivative_cause_below:
+            return (
+                f"the activation derivatives: f'(s) multiplies to {dprod:.2g} over the layers above layer 1 "
+                "(sigmoid'(s) is at most 0.25; tanh'(s) falls toward 0 as |s| grows)"
+            )
+        if context.flagged("small_weights") or (math.isfinite(wprod) and wprod < self.weight_cause_below):
+            return f"weights too small: each layer scales the gradient down (product of weight gains {wprod:.2g})"
+        return f"depth: {len(context.layers)} layers multiply factors below 1"
+
+
+@dataclass(frozen=True)
+class ExplodingRule(Rule):
+    """Layers whose ratio to the output layer is above `threshold`."""
+
+    def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
+        return self.name if context.ratios[layer] > self.threshold else None
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return context.judged(self.name)
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        if context.flagged("large_weights"):
+            cause = "weights too large"
         else:
-            v = "healthy"
-        verdicts.append(
-            LayerVerdict(
-                name, v, r, float(grad[0, li]), float(grad[-1, li]), float(sat[li]), float(dead[li]),
-                float(dact[li]), float(fwd_gain[li]), acts[li],
-            )
+            cause = "depth: each layer multiplies the gradient by more than 1"
+        message = (
+            f"The back-propagated gradient grows toward the input: {_layers_get(layers)} "
+            f"{_list_ratios(context, layers)} times the output layer's (threshold {self.threshold:g})."
         )
+        return [self.finding(layers, message, cause)]
 
-    findings: list[Finding] = []
-    if nonfinite is not None:
-        findings.append(_finding("non_finite", [nonfinite.layer or "-"], nonfinite.sentence() + ".", "numeric overflow or an invalid operation"))
-    saturated = [v.name for v in verdicts if v.saturation > RULES["saturated"].threshold]
-    dead_layers = [v.name for v in verdicts if v.dead > RULES["dead_relu"].threshold]
-    # Too small means too small both ways: forward (the signal) and backward
-    # (the gradient). A wide layer after a narrow input is not "too small"
-    # just because its forward gain is below 1; Glorot trades the two.
-    small = [
-        name for li, name in enumerate(history.layers)
-        if max(fwd_gain[li], bwd_gain[li]) < RULES["small_weights"].threshold
-    ]
-    large = [
-        name for li, name in enumerate(history.layers)
-        if min(fwd_gain[li], bwd_gain[li])
-        > (3.0 if (acts[li] or "").startswith("relu") else RULES["large_weights"].threshold)
-    ]
-    # The chain-rule explanation is made at the start of training, where the
-    # weights are the initial ones the gains were read from.
-    k = max(1, len(history) // 10)
-    dact_early = _median(history["dact_mean"][:k]) if "dact_mean" in history else nan
-    drms_early = _median(history["dact_rms"][:k]) if "dact_rms" in history else nan
-    dprod = float(np.prod(dact_early[1:])) if L > 1 else float("nan")
-    drms = float(np.prod(drms_early[1:])) if L > 1 else float("nan")
-    wprod = float(np.prod(bwd_gain[1:])) if L > 1 else float("nan")
 
-    vanishing = [v.name for v in verdicts if v.verdict == "vanishing"]
-    if vanishing:
-        cause = _vanishing_cause(saturated, dead_layers, small, dprod, wprod, L)
-        msg = (
-            f"The back-propagated gradient shrinks toward the input: {_layers_get(vanishing)} "
-            f"{_list_ratios(verdicts, vanishing)} of the output layer's (threshold {RULES['vanishing'].threshold})."
+@dataclass(frozen=True)
+class SaturatedRule(Rule):
+    """Layers whose median share of outputs in the flat tails is above `threshold`."""
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return [name for name, share in zip(context.layers, context.saturation, strict=True) if share > self.threshold]
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = (
+            f"Saturated units: {_list_shares(context, layers, context.saturation)} of the outputs sit at +-1 "
+            f"(threshold {self.threshold:.0%})."
         )
-        if measure == "grad_norm":
-            msg = msg.replace("back-propagated gradient", "weight-gradient norm")
-        finding = _finding("vanishing", vanishing, msg, cause)
-        if history.layers[-1] in saturated:
-            # Every gradient starts at the output layer: when its tanh/sigmoid
-            # sits at +-1, fixing the hidden layers does not help.
-            finding.remedy = OUTPUT_SATURATED_REMEDY
-        findings.append(finding)
-    exploding = [v.name for v in verdicts if v.verdict == "exploding"]
-    if exploding:
-        cause = "weights too large" if large else "depth: each layer multiplies the gradient by more than 1"
-        msg = (
-            f"The back-propagated gradient grows toward the input: {_layers_get(exploding)} "
-            f"{_list_ratios(verdicts, exploding)} times the output layer's (threshold {RULES['exploding'].threshold:g})."
-        )
-        findings.append(_finding("exploding", exploding, msg, cause))
-    if saturated:
-        msg = f"Saturated units: {_list_share(verdicts, saturated, 'saturation')} of the outputs sit at +-1 (threshold {RULES['saturated'].threshold:.0%})."
-        cause = "weights too large for tanh/sigmoid" if large else "pre-activations too large, so f'(s) is near 0"
-        findings.append(_finding("saturated", saturated, msg, cause))
-    if dead_layers:
-        msg = f"Dead ReLUs: {_list_share(verdicts, dead_layers, 'dead')} of the units never fire (threshold {RULES['dead_relu'].threshold:.0%})."
-        findings.append(_finding("dead_relu", dead_layers, msg, "pre-activations below 0 for every sample (negative bias or a too large step)"))
-    if small:
-        gains = ", ".join(f"{n} {verdicts[history.layers.index(n)].gain:.2f}" for n in small)
-        findings.append(_finding("small_weights", small, f"Initial weight gains below {RULES['small_weights'].threshold}: {gains}.", "weights too small for the layer's fan-in"))
-    if large:
-        gains = ", ".join(f"{n} {verdicts[history.layers.index(n)].gain:.2f}" for n in large)
-        findings.append(_finding("large_weights", large, f"Initial weight gains above {RULES['large_weights'].threshold:g}: {gains}.", "weights too large for the layer's fan-in"))
+        if context.flagged("large_weights"):
+            cause = "weights too large for tanh/sigmoid"
+        else:
+            cause = "pre-activations too large, so f'(s) is near 0"
+        return [self.finding(layers, message, cause)]
 
-    loss = history.scalars.get("loss", np.full(len(history), np.nan))
-    acc = history.scalars.get("accuracy", np.full(len(history), np.nan))
-    tail = max(1, len(history) // 10)
-    final_loss = float(_median(loss[-tail:][:, None])[0]) if len(loss) else float("nan")
-    first_loss = float(_median(loss[:tail][:, None])[0]) if len(loss) else float("nan")
-    final_acc = float(_median(acc[-tail:][:, None])[0]) if len(acc) else float("nan")
-    classes = num_classes or history.config.get("num_classes") or _output_units(history)
-    if classes and math.isfinite(final_acc) and len(history) >= STALL_MIN_STEPS:
+
+@dataclass(frozen=True)
+class DeadReluRule(Rule):
+    """Layers whose median share of units that output 0 for the whole batch is above `threshold`."""
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return [name for name, share in zip(context.layers, context.dead, strict=True) if share > self.threshold]
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = (
+            f"Dead ReLUs: {_list_shares(context, layers, context.dead)} of the units never fire "
+            f"(threshold {self.threshold:.0%})."
+        )
+        cause = "pre-activations below 0 for every sample (negative bias or a too large step)"
+        return [self.finding(layers, message, cause)]
+
+
+@dataclass(frozen=True)
+class SmallWeightsRule(Rule):
+    """Layers whose initial forward and backward weight gains are both below `threshold`."""
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        # Too small means too small both ways: forward (the signal) and
+        # backward (the gradient). A wide layer after a narrow input is not
+        # "too small" just because its forward gain is below 1; Glorot trades
+        # the two.
+        gains = zip(context.layers, context.forward_gain, context.backward_gain, strict=True)
+        return [name for name, fwd, bwd in gains if max(fwd, bwd) < self.threshold]
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = f"Initial weight gains below {self.threshold}: {_list_gains(context, layers)}."
+        return [self.finding(layers, message, "weights too small for the layer's fan-in")]
+
+
+@dataclass(frozen=True)
+class LargeWeightsRule(Rule):
+    """Layers whose initial gains are both above `threshold` (`relu_threshold` for ReLU layers).
+
+    ReLU zeroes half its inputs, so He initialisation's gains sit at sqrt(2)
+    and a ReLU layer gets more room before its weights count as large.
+    """
+
+    relu_threshold: float
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        out = []
+        for name, fwd, bwd, act in zip(
+            context.layers, context.forward_gain, context.backward_gain, context.activations, strict=False
+        ):
+            limit = self.relu_threshold if (act or "").startswith("relu") else self.threshold
+            if min(fwd, bwd) > limit:
+                out.append(name)
+        return out
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = f"Initial weight gains above {self.threshold:g}: {_list_gains(context, layers)}."
+        return [self.finding(layers, message, "weights too large for the layer's fan-in")]
+
+
+@dataclass(frozen=True)
+class StalledRule(Rule):
+    """Training accuracy over the last tenth below `threshold` times chance, after `min_steps` recorded steps.
+
+    Early on every net is near chance, hence `min_steps`.
+    """
+
+    min_steps: int
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        classes, accuracy = context.num_classes, context.final_accuracy
+        if not (classes and math.isfinite(accuracy) and context.steps >= self.min_steps):
+            return []
         chance = 1.0 / classes
-        fell = (first_loss - final_loss) / abs(first_loss) if first_loss else 0.0
-        if final_acc < RULES["stalled"].threshold * chance:
-            out = history.layers[-1]
-            cause = "the output layer is saturated" if out in saturated else "the gradient reaching the weights is too small to move them"
-            finding = _finding(
-                "stalled",
-                [out],
-                f"Training stalled: accuracy {final_acc:.1%} against chance {chance:.1%}; the loss changed by {-fell:+.0%}.",
-                cause,
-            )
-            if out in saturated:
-                finding.remedy = OUTPUT_SATURATED_REMEDY
-            findings.append(finding)
-    return Diagnosis(
-        measure, verdicts, findings, float(ratios[0]), float(early[0]), float(late[0]),
-        dprod, drms, wprod, nonfinite, final_loss, final_acc,
-    )
-
-
-def _vanishing_cause(saturated, dead, small, dprod, wprod, L) -> str:
-    if saturated:
-        return f"saturated units in {', '.join(saturated)}: tanh'(s) and sigmoid'(s) are near 0 there"
-    if dead:
-        return f"dead ReLUs in {', '.join(dead)}"
-    if math.isfinite(dprod) and dprod < 0.1:
-        return (
-            f"the activation derivatives: f'(s) multiplies to {dprod:.2g} over the layers above layer 1 "
-            "(sigmoid'(s) is at most 0.25; tanh'(s) falls toward 0 as |s| grows)"
+        if not accuracy < self.threshold * chance:
+            return []
+        first, final = context.first_loss, context.final_loss
+        fell = (first - final) / abs(first) if first else 0.0
+        message = (
+            f"Training stalled: accuracy {accuracy:.1%} against chance {chance:.1%}; "
+            f"the loss changed by {-fell:+.0%}."
         )
-    if small or (math.isfinite(wprod) and wprod < 0.2):
-        return f"weights too small: each layer scales the gradient down (product of weight gains {wprod:.2g})"
-    return f"depth: {L} layers multiply factors below 1"
+        if context.output in context.flagged("saturated"):
+            return [self.finding([context.output], message, "the output layer is saturated", OUTPUT_SATURATED_REMEDY)]
+        cause = "the gradient reaching the weights is too small to move them"
+        return [self.finding([context.output], message, cause)]
+
+
+#: Every rule, its thresholds and its remedy, in the order findings are
+#: reported. docs/diagnosis.md prints this table (`rules_table_markdown`).
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in [
+        NonFiniteRule(
+            "non_finite",
+            threshold=0.0,
+            meaning_format="a gradient, an activation, a weight or the loss became NaN or Inf",
+            remedy=(
+                "lower the learning rate, clip gradients (clipnorm), "
+                "and check the inputs and the loss for log(0) or division by 0"
+            ),
+        ),
+        VanishingRule(
+            "vanishing",
+            threshold=0.05,
+            derivative_cause_below=0.1,
+            weight_cause_below=0.2,
+            meaning_format="a layer's back-propagated gradient (RMS) is below {threshold:g} of the output layer's",
+            remedy=(
+                "use ReLU in the hidden layers, Glorot (tanh) or He (ReLU) initialisation, a shallower net, "
+                "or batch normalisation"
+            ),
+        ),
+        ExplodingRule(
+            "exploding",
+            threshold=20.0,
+            meaning_format="a layer's back-propagated gradient (RMS) is above {threshold:g} times the output layer's",
+            remedy=(
+                "use smaller initial weights (Glorot/He), clip gradients (clipnorm), lower the learning rate, "
+                "or add normalisation"
+            ),
+        ),
+        SaturatedRule(
+            "saturated",
+            threshold=0.3,
+            meaning_format=(
+                "over {threshold:.0%} of a tanh/sigmoid layer's outputs (median over the steps) sit in the flat tails "
+                "(|a| >= the saturation threshold, 0.99 by default), where f'(s) is near 0"
+            ),
+            remedy=(
+                "use smaller initial weights (Glorot), normalise the inputs, add batch normalisation, "
+                "or switch to ReLU"
+            ),
+        ),
+        DeadReluRule(
+            "dead_relu",
+            threshold=0.5,
+            meaning_format=(
+                "over {threshold:.0%} of a ReLU layer's units (median over the steps) output 0 for every sample "
+                "in the batch, so they pass no gradient"
+            ),
+            remedy="use He initialisation, a lower learning rate, LeakyReLU/ELU, and check for large negative biases",
+        ),
+        SmallWeightsRule(
+            "small_weights",
+            threshold=0.8,
+            meaning_format=(
+                "a layer's initial weight gains forward, sqrt(fan_in * Var(W)), and backward, sqrt(fan_out * Var(W)), "
+                "are both below {threshold:g}: the layer shrinks the signal (activations pile up at 0) and the gradient"
+            ),
+            remedy="use Glorot (tanh, sigmoid) or He (ReLU) initialisation instead of a fixed small range",
+        ),
+        LargeWeightsRule(
+            "large_weights",
+            threshold=2.0,
+            relu_threshold=3.0,
+            meaning_format=(
+                "a layer's initial weight gains forward and backward are both above {threshold:g} "
+                "({relu_threshold:g} for ReLU): the layer amplifies the signal (tanh piles up at +-1) and the gradient"
+            ),
+            remedy="use Glorot (tanh, sigmoid) or He (ReLU) initialisation",
+        ),
+        StalledRule(
+            "stalled",
+            threshold=1.5,
+            min_steps=50,
+            meaning_format=(
+                "after at least {min_steps} recorded steps, training accuracy over the last tenth of them "
+                "is below {threshold:g} times chance"
+            ),
+            remedy=(
+                "check the output activation and loss pair (softmax with cross-entropy learns where tanh with MSE "
+                "can stall), the initialisation and the learning rate"
+            ),
+        ),
+    ]
+}
+
+
+def diagnose(history: GradientHistory, num_classes: int | None = None) -> Diagnosis:
+    """Applies every rule in `RULES` to a history.
+
+    To apply another list of rules, use
+    `DiagnosisContext(history, num_classes, rules).diagnosis()`.
+
+    Args:
+        history: the record to diagnose; it needs at least one step and one layer.
+        num_classes: the number of classes, for the stalled rule's chance level. Defaults to `None`: read from
+            `history.config["num_classes"]`, else from the output layer's units.
+
+    Returns:
+        The per-layer verdicts and the findings of every rule that fired.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["hidden", "output"])
+    >>> h.append(range(20), {"backprop": np.tile([0.5, 1.0], (20, 1)), "grad_norm": np.ones((20, 2))})
+    >>> d = diagnose(h)
+    >>> d.healthy, [v.verdict for v in d.layers]
+    (True, ['healthy', 'healthy'])
+    """
+    return DiagnosisContext(history, num_classes).diagnosis()
+
+
+def rules_table_markdown(rules: Iterable[Rule] | None = None) -> str:
+    """The rule table as Markdown, as docs/diagnosis.md holds it between its rules markers.
+
+    Args:
+        rules: the rules to list. Defaults to `None`: every rule in `RULES`.
+
+    Example:
+
+    >>> print(rules_table_markdown([RULES["exploding"]]).splitlines()[2])  # doctest: +ELLIPSIS
+    | `exploding` | threshold = 20 | a layer's back-propagated gradient (RMS) is above 20 times ... |
+    """
+    rows = ["| rule | thresholds | fires when | remedy |", "| --- | --- | --- | --- |"]
+    for rule in RULES.values() if rules is None else rules:
+        numbers = ", ".join(f"{key} = {value:g}" for key, value in rule.parameters().items())
+        cells = [f"`{rule.name}`", numbers, rule.meaning, rule.remedy]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows)
+
+
+# -- wording ----------------------------------------------------------------------
 
 
 def _layers_get(names: list[str]) -> str:
     return f"{names[0]} gets" if len(names) == 1 else f"layers {', '.join(names)} get"
 
 
-def _finding(rule: str, layers: list[str], message: str, cause: str) -> Finding:
-    return Finding(rule, layers, message, cause, RULES[rule].remedy)
+def _list_ratios(context: DiagnosisContext, names: list[str]) -> str:
+    return ", ".join(_fmt_ratio(float(context.ratios[context.layers.index(n)])) for n in names)
 
 
-def _list_ratios(verdicts: list[LayerVerdict], names: list[str]) -> str:
-    by = {v.name: v for v in verdicts}
-    return ", ".join(f"{_fmt_ratio(by[n].ratio)}" for n in names)
+def _list_shares(context: DiagnosisContext, names: list[str], shares: np.ndarray) -> str:
+    return ", ".join(f"{n} {float(shares[context.layers.index(n)]):.0%}" for n in names)
+
+
+def _list_gains(context: DiagnosisContext, names: list[str]) -> str:
+    return ", ".join(f"{n} {float(context.forward_gain[context.layers.index(n)]):.2f}" for n in names)
 
 
 def _fmt_ratio(r: float) -> str:
@@ -503,11 +931,13 @@ def _fmt_ratio(r: float) -> str:
     return f"1/{1 / r:.0f}" if 0 < r < 1 else f"{r:.3g}"
 
 
-def _list_share(verdicts: list[LayerVerdict], names: list[str], attr: str) -> str:
-    by = {v.name: v for v in verdicts}
-    return ", ".join(f"{n} {getattr(by[n], attr):.0%}" for n in names)
-
-
 def _output_units(history: GradientHistory) -> int | None:
     units = history.info("units")
     return units[-1] if units and units[-1] and units[-1] > 1 else None
+
+
+if __name__ == "__main__":
+    # Regenerates the table in docs/diagnosis.md: paste it between the rules markers.
+    print(RULES_TABLE_BEGIN)
+    print(rules_table_markdown())
+    print(RULES_TABLE_END)
