@@ -51,7 +51,9 @@ def _widths(text: str) -> list[int]:
     try:
         widths = [int(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 1024,512,512,512, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 1024,512,512,512, got {text!r}"
+        ) from None
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"expected positive layer widths like 1024,512,512,512, got {text!r}")
     return widths
@@ -177,6 +179,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from gradscope.experiments import COMPARISON_FILE, show_comparison
+    from gradscope.history import RUN_FILE
     from gradscope.report import show_run
 
     folder = Path(args.run_dir)
@@ -186,49 +189,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         if (folder / COMPARISON_FILE).is_file():
             show_comparison(folder, console, plots=not args.no_plots)
-        elif (folder / "run.json").is_file():
+        elif (folder / RUN_FILE).is_file():
             show_run(folder, console=console, plots=not args.no_plots)
         else:
-            raise UsageError(f"{folder} is not a gradscope run or comparison folder (no run.json or comparison.json)")
+            raise UsageError(
+                f"{folder} is not a gradscope run or comparison folder (no {RUN_FILE} or {COMPARISON_FILE})"
+            )
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
         raise UsageError(f"cannot read the run folder {folder}: {type(exc).__name__}: {exc}") from None
     return 0
 
 
 def cmd_derivatives(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
+    from gradscope.render.terminal import print_derivatives
     from gradscope.theory import DEFAULT_POINTS, derivative_table, float32_autodiff
 
     points = args.at or list(DEFAULT_POINTS)
-    console = _console()
-    table = Table(title="activation derivatives f'(s), float64", title_justify="left")
-    table.add_column("s", justify="right")
-    for name in ("tanh'(s)", "sigmoid'(s)", "ReLU'(s)"):
-        table.add_column(name, justify="right")
-    f32 = {}
-    if not args.no_float32:
-        table.add_column("tanh(s) float32", justify="right")
-        table.add_column("tanh'(s) TF float32 autodiff", justify="right")
-        f32 = {s: (y, g) for s, y, g in float32_autodiff("tanh", points)}
-    for row, s in zip(derivative_table(points), points, strict=False):
-        cells = [f"{row['s']:g}", f"{row['tanh']:.2e}", f"{row['sigmoid']:.2e}", f"{row['relu']:g}"]
-        if f32:
-            y, g = f32[float(__import__("numpy").float32(s))]
-            cells += [f"{y:.9g}", f"{g:.2e}" if g else "0"]
-        table.add_row(*cells)
-    console.print(table)
-    console.print(
-        "The chain rule multiplies one such factor per layer: five tanh layers at s = 2 pass "
-        f"{derivative_table([2.0])[0]['tanh'] ** 5:.1e} of the gradient; ReLU passes 1 wherever it is active.",
-        highlight=False,
-    )
-    if f32 and any(y == 1.0 for y, _ in f32.values()):
-        console.print(
-            "In float32, TensorFlow's tanh rounds to exactly 1.0 where s is large enough, so autodiff "
-            "gives a derivative of exactly 0 there: saturation in its purest form.",
-            highlight=False,
-        )
+    # float32_autodiff gives one (s, tanh(s), tanh'(s)) per point, in the points' order: row k is point k.
+    float32 = None if args.no_float32 else float32_autodiff("tanh", points)
+    chain_factor = derivative_table([2.0])[0]["tanh"] ** 5  # five tanh layers at s = 2
+    print_derivatives(derivative_table(points), _console(), chain_factor, float32=float32)
     return 0
 
 

@@ -7,14 +7,15 @@ data order and step budget, so the differences are the knobs' alone.
 
 Example:
 
->>> cfg = Config(activation="relu", init="he_normal")          # doctest: +SKIP
+>>> cfg = Config(activation="relu", init="he_normal")
+>>> cfg.label, cfg.out_activation, cfg.hidden
+('relu/he_normal', 'tanh', [1024, 512, 512, 512])
 >>> history, diagnosis = run_config(cfg, load_dataset("digits"), ...)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from gradscope.diagnosis import Diagnosis, diagnose
-from gradscope.history import GradientHistory, atomic_write, dumps_json, load_run
+from gradscope.history import PLOTS_DIR, GradientHistory, atomic_write, dumps_json, load_run
 from gradscope.models import LECTURE_HIDDEN, default_output_activation
+from gradscope.render.terminal import model_table, print_comparison, print_summary
 
 COMPARISON_FILE = "comparison.json"
 DEFAULT_STEPS = 400
@@ -130,20 +132,37 @@ def build_model(config: Config, data: Any) -> Any:
     return model
 
 
-def print_model_summary(model: Any, console: Any) -> None:
-    """Each layer's parameter count, as the lecture counts them."""
-    from rich.table import Table
+def model_summary(model: Any) -> dict[str, Any]:
+    """A plain record of a built model, for `gradscope.render.terminal.model_table`.
 
+    Each layer's parameters are counted as the lecture counts them, weights
+    plus biases; the total is Keras' own count.
+
+    Args:
+        model: a built Keras model.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="tanh", name="d")], name="m")
+    >>> summary = model_summary(model)
+    >>> summary["name"], summary["total_params"]
+    ('m', 8)
+    >>> summary["layers"]
+    [{'name': 'd', 'output_shape': '(None, 2)', 'activation': 'tanh', 'params': 8}]
+    """
     from gradscope.model_layers import activation_name
 
-    table = Table(title=f"model {model.name}", title_justify="left")
-    for col in ("layer", "output shape", "activation", "params"):
-        table.add_column(col, justify="right" if col == "params" else "left")
-    for layer in model.layers:
-        params = int(sum(int(np.prod(v.shape)) for v in layer.weights))
-        table.add_row(layer.name, str(tuple(layer.output.shape)), activation_name(layer) or "-", f"{params:,}")
-    table.caption = f"total {model.count_params():,} parameters"
-    console.print(table)
+    layers = [
+        {
+            "name": layer.name,
+            "output_shape": str(tuple(layer.output.shape)),
+            "activation": activation_name(layer),
+            "params": int(sum(int(np.prod(v.shape)) for v in layer.weights)),
+        }
+        for layer in model.layers
+    ]
+    return {"name": model.name, "total_params": int(model.count_params()), "layers": layers}
 
 
 def run_config(
@@ -152,20 +171,19 @@ def run_config(
     """Builds, trains, diagnoses and saves one configuration."""
     import gradscope
     from gradscope.monitor import GradientMonitor
-    from gradscope.render.terminal import print_summary
     from gradscope.report import save_run
 
     model = build_model(config, data)
-    print_model_summary(model, console)
+    console.print(model_table(model_summary(model)))
     # verbose=1 also prints the summary at the end; 2 is the live view only.
     verbose = (1 if show_summary else 2) if live else 0
     monitor = GradientMonitor(every=config.every, weights_every=config.weights_every, verbose=verbose, console=console)
     monitor.config = {**asdict(config), "dataset": data.name, "num_classes": data.num_classes,
                       "train_samples": int(len(data.x_train)), "label": config.label}
     y_train, y_val = data.one_hot(data.y_train), data.one_hot(data.y_val)
+    length = f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
     console.print(f"training {config.label} on {data.name}: {len(data.x_train):,} samples, "
-                  f"batch {config.batch_size}, " + (f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"),
-                  highlight=False)
+                  f"batch {config.batch_size}, {length}", highlight=False)
     try:
         with _ctrl_c_callback() as ctrl_c:
             history = gradscope.train(
@@ -245,11 +263,13 @@ def compare(args: Any, console: Any) -> Path:
     entries = [
         {"label": c.label, "folder": c.slug, "config": asdict(c)} for c in configs
     ]
-    atomic_write(out / COMPARISON_FILE, lambda f: f.write(dumps_json({"format": "gradscope-comparison", "runs": entries})))
+    meta = {"format": "gradscope-comparison", "runs": entries}
+    atomic_write(out / COMPARISON_FILE, lambda f: f.write(dumps_json(meta)))
     console.rule("comparison")
-    print_comparison({k: v for k, v in results.items()}, console)
+    print_comparison(results, console)
     path = plot_comparison_folder(results, out)
-    console.print(f"saved comparison to {out} (plots: {path.parent}); show it again: gradscope report {out}", highlight=False)
+    console.print(f"saved comparison to {out} (plots: {path.parent}); show it again: gradscope report {out}",
+                  highlight=False)
     return out
 
 
@@ -259,36 +279,10 @@ def plot_comparison_folder(results: dict[str, tuple[GradientHistory, Diagnosis]]
     ones at +-1, the lecture's picture of why initialisation matters."""
     from gradscope.render.plots import plot_activation_histograms, plot_comparison
 
-    plots = folder / "plots"
+    plots = folder / PLOTS_DIR
     for label, (history, _) in results.items():
         plot_activation_histograms(history, plots / f"activations_{label.replace('/', '-')}.png")
     return plot_comparison({k: h for k, (h, _) in results.items()}, plots / "comparison.png")
-
-
-def print_comparison(results: dict[str, tuple[GradientHistory, Diagnosis]], console: Any) -> None:
-    """Side-by-side table per configuration and layer, then one sentence each."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from gradscope.render.terminal import fmt, pct
-
-    table = Table(title="side by side (last step; ratio = verdict ratio to the output layer)", title_justify="left")
-    for col in ("configuration", "layer", "grad_norm", "backprop", "ratio", "saturated", "dead", "f'(s)", "verdict"):
-        table.add_column(col, justify="left" if col in ("configuration", "layer", "verdict") else "right")
-    for label, (history, diagnosis) in results.items():
-        bp = history.get("backprop")
-        for li, v in enumerate(diagnosis.layers):
-            table.add_row(
-                label if li == 0 else "", v.name, fmt(history["grad_norm"][-1, li]),
-                fmt(bp[-1, li]) if bp is not None else "-", fmt(v.ratio),
-                pct(v.saturation), pct(v.dead), fmt(v.dact_mean), v.verdict,
-            )
-        loss, acc = diagnosis.final_loss, diagnosis.final_accuracy
-        table.add_row("", escape("[final]"), f"loss {fmt(loss, 4)}", f"acc {acc:.1%}" if math.isfinite(acc) else "-",
-                      "", "", "", "", ", ".join(f.rule for f in diagnosis.findings) or "healthy", end_section=True)
-    console.print(table)
-    for label, (_, diagnosis) in results.items():
-        console.print(diagnosis.shrink_sentence(label) + ".", highlight=False)
 
 
 def show_comparison(folder: Path, console: Any, plots: bool = True) -> None:
