@@ -18,7 +18,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-import keras
 import numpy as np
 
 
@@ -215,8 +214,3 @@ def _input_signature(model: Any) -> Any:
 def _short_name(variable: Any) -> str:
     path = getattr(variable, "path", None) or variable.name
     return str(path).rsplit("/", 1)[-1].split(":")[0]
-
-
-def count_params(model: keras.Model) -> int:
-    """All weights, trainable or not, as Keras' summary counts them."""
-    return int(sum(int(np.prod(v.shape)) for v in model.weights))

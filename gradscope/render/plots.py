@@ -19,27 +19,24 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # only for hints: this module must load without the package
-    from gradscope.history import GradientHistory
+from gradscope.history import PLOTS_DIR, GradientHistory
 
-PLOTS_DIR = "plots"  # the same folder name as gradscope.history.PLOTS_DIR
 _SIZE = (8.0, 5.0)
 _DPI = 100
 _MAX_LEGEND = 24  # beyond this many layers a colour bar replaces the legend
 
 
 def _mpl() -> tuple[Any, Any, Any]:
-    """Figure, FigureCanvasAgg and the colormap registry, imported on first use."""
-    try:
-        import matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("gradscope plots need matplotlib: pip install matplotlib") from exc
+    """Figure, FigureCanvasAgg and the colormap registry, imported on first use
+    (matplotlib takes a while to import, and a report without plots needs none of it)."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     return Figure, FigureCanvasAgg, matplotlib.colormaps
 
 
@@ -170,7 +167,8 @@ def _depth_axis(ax: Any, names: Sequence[str]) -> None:
     ax.set_xticks(range(1, len(names) + 1))
     # Long names collide when there are many layers: rotate, and thin them out.
     every = max(1, len(names) // 20)
-    ax.set_xticklabels([n if i % every == 0 else "" for i, n in enumerate(names)], rotation=45, ha="right", fontsize="small")
+    labels = [n if i % every == 0 else "" for i, n in enumerate(names)]
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize="small")
     ax.set_xlabel("layer (input \u2192 output)")
 
 
@@ -336,7 +334,8 @@ def comparison_figure(histories: dict[str, GradientHistory], series: str = "back
         last, first_layer = y[rows[-1]], cols[0]
         ok = np.isfinite(last)
         depth_ax.plot(np.arange(1, y.shape[1] + 1)[ok], last[ok], marker="o", color=colors(k % 10), label=tag)
-        step_ax.plot(history.steps, y[:, first_layer], color=colors(k % 10), label=f"{tag}: {history.layers[first_layer]}")
+        step_ax.plot(history.steps, y[:, first_layer], color=colors(k % 10),
+                     label=f"{tag}: {history.layers[first_layer]}")
     ylabel = " / ".join(sorted(used)) or series
     for ax in (depth_ax, step_ax):
         _log_or_empty(ax, has_data, ylabel)
