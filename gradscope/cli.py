@@ -5,8 +5,10 @@
     gradscope report DIR   show a saved run (or comparison) again, without training
     gradscope derivatives  tanh'(s), sigmoid'(s), ReLU'(s) as the lecture tabulates them
 
-TensorFlow is imported only by the commands that train, so ``--help``,
-``report`` and ``derivatives`` start fast.
+TensorFlow is imported only by the commands that train and by the float32
+column of ``derivatives``, so ``--help``, ``report`` and
+``derivatives --no-float32`` start fast. The commands orchestrate; what they
+print is drawn by `gradscope.render.terminal`.
 """
 
 from __future__ import annotations
@@ -100,6 +102,14 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command and flag.
+
+    Example:
+
+    >>> args = build_parser().parse_args(["run", "--activation", "relu", "--layers", "64,32"])
+    >>> args.command, args.activation, args.layers, args.loss
+    ('run', 'relu', [64, 32], 'mse')
+    """
     parser = argparse.ArgumentParser(
         prog="gradscope",
         description="See vanishing and exploding gradients in a deep Keras MLP, layer by layer, step by step.",
@@ -159,17 +169,27 @@ def _console() -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``gradscope run``: loads the data, trains one configuration, saves and shows it.
+
+    Args:
+        args: the parsed flags of ``run``.
+    """
     from gradscope.experiments import Config, load_data, run_config
 
     console = _console()
     data = load_data(args, console)
     config = Config.for_run(args)
     out = Path(args.out) if args.out else Path("runs") / config.slug
-    run_config(config, data, args, out, console, live=not args.quiet)
+    run_config(config, data, out, console, live=not args.quiet)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """``gradscope compare``: trains every configuration and shows them side by side.
+
+    Args:
+        args: the parsed flags of ``compare``.
+    """
     from gradscope.experiments import compare
 
     console = _console()
@@ -178,6 +198,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``gradscope report``: shows a saved run or comparison folder again, without TensorFlow.
+
+    Args:
+        args: the parsed flags of ``report``.
+    """
     from gradscope.experiments import COMPARISON_FILE, show_comparison
     from gradscope.history import RUN_FILE
     from gradscope.report import show_run
@@ -201,6 +226,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_derivatives(args: argparse.Namespace) -> int:
+    """``gradscope derivatives``: the lecture's table of f'(s), and TensorFlow's float32 tanh beside it.
+
+    Args:
+        args: the parsed flags of ``derivatives``.
+
+    Example:
+
+    >>> cmd_derivatives(build_parser().parse_args(["derivatives", "--no-float32", "--at", "8"]))
+    activation derivatives f'(s), float64
+    ...
+    │ 8 │ 4.50e-07 │    3.35e-04 │        1 │
+    ...
+    0
+    """
     from gradscope.render.terminal import print_derivatives
     from gradscope.theory import DEFAULT_POINTS, derivative_table, float32_autodiff
 
@@ -240,6 +279,16 @@ COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "deriv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the exit code (2 for a usage error, 130 when interrupted).
+
+    Args:
+        argv: the arguments after ``gradscope`` (default: ``sys.argv[1:]``).
+
+    Example:
+
+    >>> main(["report", "no/such/folder"])
+    2
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

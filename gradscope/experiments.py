@@ -10,7 +10,7 @@ Example:
 >>> cfg = Config(activation="relu", init="he_normal")
 >>> cfg.label, cfg.out_activation, cfg.hidden
 ('relu/he_normal', 'tanh', [1024, 512, 512, 512])
->>> history, diagnosis = run_config(cfg, load_dataset("digits"), ...)  # doctest: +SKIP
+>>> history, diagnosis = run_config(cfg, load_dataset("digits"), Path("runs/relu"), console)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -53,6 +53,23 @@ class Config:
 
     @classmethod
     def from_args(cls, args: Any, activation: str, init: str) -> Config:
+        """One configuration of ``gradscope run`` or ``compare``: the shared flags, and these knobs.
+
+        Without --steps or --epochs, training stops after `DEFAULT_STEPS` steps.
+
+        Args:
+            args: the parsed flags of ``run`` or ``compare``.
+            activation: the hidden layers' activation.
+            init: the kernel initializer.
+
+        Example:
+
+        >>> from gradscope.cli import build_parser
+        >>> args = build_parser().parse_args(["compare", "--layers", "64,32", "--epochs", "3"])
+        >>> config = Config.from_args(args, "relu", "he_normal")
+        >>> config.label, config.hidden, config.epochs, config.steps
+        ('relu/he_normal', [64, 32], 3, None)
+        """
         steps = args.steps if (args.steps or args.epochs) else DEFAULT_STEPS
         return cls(
             activation=activation, init=init, hidden=list(args.layers), output_activation=args.output_activation,
@@ -64,6 +81,11 @@ class Config:
     @classmethod
     def for_run(cls, args: Any) -> Config:
         """The configuration ``gradscope run`` trains, from its parsed flags.
+
+        Args:
+            args: the parsed flags of ``run``.
+
+        Example:
 
         >>> from gradscope.cli import build_parser
         >>> Config.for_run(build_parser().parse_args(["run"])).steps
@@ -85,7 +107,21 @@ class Config:
 
 
 def load_data(args: Any, console: Any) -> Any:
-    """The data set the flags ask for; notices (fallbacks, splits) are printed."""
+    """The data set the flags ask for; notices (fallbacks, splits) are printed, one line each.
+
+    Args:
+        args: the parsed flags (``--dataset``, ``--data``, ``--seed``, ``--limit``).
+        console: where to print the notices.
+
+    Example:
+
+    >>> from rich.console import Console
+    >>> from gradscope.cli import build_parser
+    >>> args = build_parser().parse_args(["run", "--dataset", "digits", "--limit", "50"])
+    >>> load_data(args, Console(width=100)).x_train.shape
+    notice: kept 50 of the 1,438 training samples (limit)
+    (50, 64)
+    """
     from gradscope.data import load_dataset
 
     data = load_dataset(args.dataset, args.data, seed=args.seed, limit=args.limit)
@@ -99,7 +135,18 @@ class ConfigError(ValueError):
 
 
 def check_names(config: Config) -> None:
-    """Fails early, in one line, on an unknown activation/initializer/optimizer name."""
+    """Fails early, in one line, on an unknown activation/initializer/optimizer name.
+
+    Args:
+        config: the configuration to check.
+
+    Example:
+
+    >>> check_names(Config(activation="tanhh"))
+    Traceback (most recent call last):
+    ...
+    gradscope.experiments.ConfigError: unknown Keras activation 'tanhh'
+    """
     import keras
 
     checks = [
@@ -116,6 +163,19 @@ def check_names(config: Config) -> None:
 
 
 def build_model(config: Config, data: Any) -> Any:
+    """The lecture's network as ``config`` sets it, compiled, its weights drawn from ``config.seed``.
+
+    Args:
+        config: the configuration.
+        data: the `gradscope.data.Dataset` (its input size and number of classes).
+
+    Example:
+
+    >>> from gradscope.data import load_dataset
+    >>> model = build_model(Config(hidden=[8]), load_dataset("digits", limit=50))
+    >>> [layer.units for layer in model.layers], model.loss
+    ([8, 10], 'mean_squared_error')
+    """
     import keras
 
     from gradscope.models import lecture_mlp
@@ -166,9 +226,32 @@ def model_summary(model: Any) -> dict[str, Any]:
 
 
 def run_config(
-    config: Config, data: Any, args: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True
+    config: Config, data: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True
 ) -> tuple[GradientHistory, Diagnosis]:
-    """Builds, trains, diagnoses and saves one configuration."""
+    """Builds, trains, diagnoses and saves one configuration, printing as it goes.
+
+    Args:
+        config: the configuration.
+        data: the `gradscope.data.Dataset` to train on.
+        out: the run folder to save to.
+        console: where to print.
+        live: show the live view while training.
+        show_summary: print the summary table and verdict at the end.
+
+    Example:
+
+    >>> import io, tempfile
+    >>> from rich.console import Console
+    >>> from gradscope.data import load_dataset
+    >>> console = Console(file=io.StringIO(), width=140)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     history, diagnosis = run_config(Config(hidden=[8], steps=5), load_dataset("digits", limit=200),
+    ...                                     Path(folder), console, live=False)
+    >>> len(history), [v.name for v in diagnosis.layers]
+    (5, ['hidden_1', 'output'])
+    >>> "model lecture_mlp" in console.file.getvalue()
+    True
+    """
     import gradscope
     from gradscope.monitor import GradientMonitor
     from gradscope.report import save_run
@@ -248,7 +331,17 @@ def _ctrl_c_callback() -> Any:
 
 
 def compare(args: Any, console: Any) -> Path:
-    """Trains every activation x initializer and writes a comparison folder."""
+    """Trains every activation x initializer and writes a comparison folder; returns the folder.
+
+    Args:
+        args: the parsed flags of ``gradscope compare``.
+        console: where to print.
+
+    Example:
+
+    >>> compare(build_parser().parse_args(["compare", "--activations", "tanh", "relu"]), console)  # doctest: +SKIP
+    PosixPath('runs/compare-tanh-relu')
+    """
     data = load_data(args, console)
     inits = args.inits or [args.init or DEFAULT_INIT]
     configs = [Config.from_args(args, a, i) for a in args.activations for i in inits]
@@ -258,7 +351,7 @@ def compare(args: Any, console: Any) -> Path:
     results: dict[str, tuple[GradientHistory, Diagnosis]] = {}
     for n, config in enumerate(configs, 1):
         console.rule(f"[{n}/{len(configs)}] {config.label}")
-        results[config.label] = run_config(config, data, args, out / config.slug, console,
+        results[config.label] = run_config(config, data, out / config.slug, console,
                                            live=not args.quiet, show_summary=False)
     entries = [
         {"label": c.label, "folder": c.slug, "config": asdict(c)} for c in configs
@@ -276,7 +369,24 @@ def compare(args: Any, console: Any) -> Path:
 def plot_comparison_folder(results: dict[str, tuple[GradientHistory, Diagnosis]], folder: Path) -> Path:
     """comparison.png, plus each configuration's activation histograms side by
     side in the same folder: small weights pile tanh outputs up at 0, large
-    ones at +-1, the lecture's picture of why initialisation matters."""
+    ones at +-1, the lecture's picture of why initialisation matters.
+
+    Returns the path of comparison.png.
+
+    Args:
+        results: ``{label: (history, diagnosis)}`` per configuration.
+        folder: the comparison folder; the plots go into its ``plots/``.
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> h = GradientHistory(["dense", "dense_1"])
+    >>> h.append(range(3), {"grad_norm": np.ones((3, 2))})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     str(plot_comparison_folder({"tanh/glorot": (h, diagnose(h))}, Path(folder)).relative_to(folder))
+    'plots/comparison.png'
+    """
     from gradscope.render.plots import plot_activation_histograms, plot_comparison
 
     plots = folder / PLOTS_DIR
@@ -286,7 +396,17 @@ def plot_comparison_folder(results: dict[str, tuple[GradientHistory, Diagnosis]]
 
 
 def show_comparison(folder: Path, console: Any, plots: bool = True) -> None:
-    """`gradscope report` for a comparison folder: no training, no TensorFlow."""
+    """`gradscope report` for a comparison folder: no training, no TensorFlow.
+
+    Args:
+        folder: a folder written by `compare`.
+        console: where to print.
+        plots: redraw the comparison plots too.
+
+    Example:
+
+    >>> show_comparison(Path("runs/compare-tanh-relu"), console, plots=False)  # doctest: +SKIP
+    """
     meta = json.loads((folder / COMPARISON_FILE).read_text())
     results = {}
     for entry in meta["runs"]:
