@@ -5,8 +5,10 @@
     gradscope report DIR   show a saved run (or comparison) again, without training
     gradscope derivatives  tanh'(s), sigmoid'(s), ReLU'(s) as the lecture tabulates them
 
-TensorFlow is imported only by the commands that train, so ``--help``,
-``report`` and ``derivatives`` start fast.
+TensorFlow is imported only by the commands that train and by the float32
+column of ``derivatives``, so ``--help``, ``report`` and
+``derivatives --no-float32`` start fast. The commands orchestrate; what they
+print is drawn by `gradscope.render.terminal`.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def _widths(text: str) -> list[int]:
     try:
         widths = [int(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 1024,512,512,512, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 1024,512,512,512, got {text!r}"
+        ) from None
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"expected positive layer widths like 1024,512,512,512, got {text!r}")
     return widths
@@ -98,6 +102,14 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command and flag.
+
+    Example:
+
+    >>> args = build_parser().parse_args(["run", "--activation", "relu", "--layers", "64,32"])
+    >>> args.command, args.activation, args.layers, args.loss
+    ('run', 'relu', [64, 32], 'mse')
+    """
     parser = argparse.ArgumentParser(
         prog="gradscope",
         description="See vanishing and exploding gradients in a deep Keras MLP, layer by layer, step by step.",
@@ -157,17 +169,27 @@ def _console() -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``gradscope run``: loads the data, trains one configuration, saves and shows it.
+
+    Args:
+        args: the parsed flags of ``run``.
+    """
     from gradscope.experiments import Config, load_data, run_config
 
     console = _console()
     data = load_data(args, console)
     config = Config.for_run(args)
     out = Path(args.out) if args.out else Path("runs") / config.slug
-    run_config(config, data, args, out, console, live=not args.quiet)
+    run_config(config, data, out, console, live=not args.quiet)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """``gradscope compare``: trains every configuration and shows them side by side.
+
+    Args:
+        args: the parsed flags of ``compare``.
+    """
     from gradscope.experiments import compare
 
     console = _console()
@@ -176,7 +198,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``gradscope report``: shows a saved run or comparison folder again, without TensorFlow.
+
+    Args:
+        args: the parsed flags of ``report``.
+    """
     from gradscope.experiments import COMPARISON_FILE, show_comparison
+    from gradscope.history import RUN_FILE
     from gradscope.report import show_run
 
     folder = Path(args.run_dir)
@@ -186,49 +214,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         if (folder / COMPARISON_FILE).is_file():
             show_comparison(folder, console, plots=not args.no_plots)
-        elif (folder / "run.json").is_file():
+        elif (folder / RUN_FILE).is_file():
             show_run(folder, console=console, plots=not args.no_plots)
         else:
-            raise UsageError(f"{folder} is not a gradscope run or comparison folder (no run.json or comparison.json)")
+            raise UsageError(
+                f"{folder} is not a gradscope run or comparison folder (no {RUN_FILE} or {COMPARISON_FILE})"
+            )
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
         raise UsageError(f"cannot read the run folder {folder}: {type(exc).__name__}: {exc}") from None
     return 0
 
 
 def cmd_derivatives(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    """``gradscope derivatives``: the lecture's table of f'(s), and TensorFlow's float32 tanh beside it.
 
+    Args:
+        args: the parsed flags of ``derivatives``.
+
+    Example:
+
+    >>> cmd_derivatives(build_parser().parse_args(["derivatives", "--no-float32", "--at", "8"]))
+    activation derivatives f'(s), float64
+    ...
+    │ 8 │ 4.50e-07 │    3.35e-04 │        1 │
+    ...
+    0
+    """
+    from gradscope.render.terminal import print_derivatives
     from gradscope.theory import DEFAULT_POINTS, derivative_table, float32_autodiff
 
     points = args.at or list(DEFAULT_POINTS)
-    console = _console()
-    table = Table(title="activation derivatives f'(s), float64", title_justify="left")
-    table.add_column("s", justify="right")
-    for name in ("tanh'(s)", "sigmoid'(s)", "ReLU'(s)"):
-        table.add_column(name, justify="right")
-    f32 = {}
-    if not args.no_float32:
-        table.add_column("tanh(s) float32", justify="right")
-        table.add_column("tanh'(s) TF float32 autodiff", justify="right")
-        f32 = {s: (y, g) for s, y, g in float32_autodiff("tanh", points)}
-    for row, s in zip(derivative_table(points), points, strict=False):
-        cells = [f"{row['s']:g}", f"{row['tanh']:.2e}", f"{row['sigmoid']:.2e}", f"{row['relu']:g}"]
-        if f32:
-            y, g = f32[float(__import__("numpy").float32(s))]
-            cells += [f"{y:.9g}", f"{g:.2e}" if g else "0"]
-        table.add_row(*cells)
-    console.print(table)
-    console.print(
-        "The chain rule multiplies one such factor per layer: five tanh layers at s = 2 pass "
-        f"{derivative_table([2.0])[0]['tanh'] ** 5:.1e} of the gradient; ReLU passes 1 wherever it is active.",
-        highlight=False,
-    )
-    if f32 and any(y == 1.0 for y, _ in f32.values()):
-        console.print(
-            "In float32, TensorFlow's tanh rounds to exactly 1.0 where s is large enough, so autodiff "
-            "gives a derivative of exactly 0 there: saturation in its purest form.",
-            highlight=False,
-        )
+    # float32_autodiff gives one (s, tanh(s), tanh'(s)) per point, in the points' order: row k is point k.
+    float32 = None if args.no_float32 else float32_autodiff("tanh", points)
+    chain_factor = derivative_table([2.0])[0]["tanh"] ** 5  # five tanh layers at s = 2
+    print_derivatives(derivative_table(points), _console(), chain_factor, float32=float32)
     return 0
 
 
@@ -260,6 +279,16 @@ COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "deriv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the exit code (2 for a usage error, 130 when interrupted).
+
+    Args:
+        argv: the arguments after ``gradscope`` (default: ``sys.argv[1:]``).
+
+    Example:
+
+    >>> main(["report", "no/such/folder"])
+    2
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -7,14 +7,15 @@ data order and step budget, so the differences are the knobs' alone.
 
 Example:
 
->>> cfg = Config(activation="relu", init="he_normal")          # doctest: +SKIP
->>> history, diagnosis = run_config(cfg, load_dataset("digits"), ...)  # doctest: +SKIP
+>>> cfg = Config(activation="relu", init="he_normal")
+>>> cfg.label, cfg.out_activation, cfg.hidden
+('relu/he_normal', 'tanh', [1024, 512, 512, 512])
+>>> history, diagnosis = run_config(cfg, load_dataset("digits"), Path("runs/relu"), console)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from gradscope.diagnosis import Diagnosis, diagnose
-from gradscope.history import GradientHistory, atomic_write, dumps_json, load_run
+from gradscope.history import PLOTS_DIR, GradientHistory, atomic_write, dumps_json, load_run
 from gradscope.models import LECTURE_HIDDEN, default_output_activation
+from gradscope.render.terminal import model_table, print_comparison, print_summary
 
 COMPARISON_FILE = "comparison.json"
 DEFAULT_STEPS = 400
@@ -51,6 +53,23 @@ class Config:
 
     @classmethod
     def from_args(cls, args: Any, activation: str, init: str) -> Config:
+        """One configuration of ``gradscope run`` or ``compare``: the shared flags, and these knobs.
+
+        Without --steps or --epochs, training stops after `DEFAULT_STEPS` steps.
+
+        Args:
+            args: the parsed flags of ``run`` or ``compare``.
+            activation: the hidden layers' activation.
+            init: the kernel initializer.
+
+        Example:
+
+        >>> from gradscope.cli import build_parser
+        >>> args = build_parser().parse_args(["compare", "--layers", "64,32", "--epochs", "3"])
+        >>> config = Config.from_args(args, "relu", "he_normal")
+        >>> config.label, config.hidden, config.epochs, config.steps
+        ('relu/he_normal', [64, 32], 3, None)
+        """
         steps = args.steps if (args.steps or args.epochs) else DEFAULT_STEPS
         return cls(
             activation=activation, init=init, hidden=list(args.layers), output_activation=args.output_activation,
@@ -62,6 +81,11 @@ class Config:
     @classmethod
     def for_run(cls, args: Any) -> Config:
         """The configuration ``gradscope run`` trains, from its parsed flags.
+
+        Args:
+            args: the parsed flags of ``run``.
+
+        Example:
 
         >>> from gradscope.cli import build_parser
         >>> Config.for_run(build_parser().parse_args(["run"])).steps
@@ -83,7 +107,21 @@ class Config:
 
 
 def load_data(args: Any, console: Any) -> Any:
-    """The data set the flags ask for; notices (fallbacks, splits) are printed."""
+    """The data set the flags ask for; notices (fallbacks, splits) are printed, one line each.
+
+    Args:
+        args: the parsed flags (``--dataset``, ``--data``, ``--seed``, ``--limit``).
+        console: where to print the notices.
+
+    Example:
+
+    >>> from rich.console import Console
+    >>> from gradscope.cli import build_parser
+    >>> args = build_parser().parse_args(["run", "--dataset", "digits", "--limit", "50"])
+    >>> load_data(args, Console(width=100)).x_train.shape
+    notice: kept 50 of the 1,438 training samples (limit)
+    (50, 64)
+    """
     from gradscope.data import load_dataset
 
     data = load_dataset(args.dataset, args.data, seed=args.seed, limit=args.limit)
@@ -97,7 +135,18 @@ class ConfigError(ValueError):
 
 
 def check_names(config: Config) -> None:
-    """Fails early, in one line, on an unknown activation/initializer/optimizer name."""
+    """Fails early, in one line, on an unknown activation/initializer/optimizer name.
+
+    Args:
+        config: the configuration to check.
+
+    Example:
+
+    >>> check_names(Config(activation="tanhh"))
+    Traceback (most recent call last):
+    ...
+    gradscope.experiments.ConfigError: unknown Keras activation 'tanhh'
+    """
     import keras
 
     checks = [
@@ -114,6 +163,19 @@ def check_names(config: Config) -> None:
 
 
 def build_model(config: Config, data: Any) -> Any:
+    """The lecture's network as ``config`` sets it, compiled, its weights drawn from ``config.seed``.
+
+    Args:
+        config: the configuration.
+        data: the `gradscope.data.Dataset` (its input size and number of classes).
+
+    Example:
+
+    >>> from gradscope.data import load_dataset
+    >>> model = build_model(Config(hidden=[8]), load_dataset("digits", limit=50))
+    >>> [layer.units for layer in model.layers], model.loss
+    ([8, 10], 'mean_squared_error')
+    """
     import keras
 
     from gradscope.models import lecture_mlp
@@ -130,42 +192,81 @@ def build_model(config: Config, data: Any) -> Any:
     return model
 
 
-def print_model_summary(model: Any, console: Any) -> None:
-    """Each layer's parameter count, as the lecture counts them."""
-    from rich.table import Table
+def model_summary(model: Any) -> dict[str, Any]:
+    """A plain record of a built model, for `gradscope.render.terminal.model_table`.
 
+    Each layer's parameters are counted as the lecture counts them, weights
+    plus biases; the total is Keras' own count.
+
+    Args:
+        model: a built Keras model.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="tanh", name="d")], name="m")
+    >>> summary = model_summary(model)
+    >>> summary["name"], summary["total_params"]
+    ('m', 8)
+    >>> summary["layers"]
+    [{'name': 'd', 'output_shape': '(None, 2)', 'activation': 'tanh', 'params': 8}]
+    """
     from gradscope.model_layers import activation_name
 
-    table = Table(title=f"model {model.name}", title_justify="left")
-    for col in ("layer", "output shape", "activation", "params"):
-        table.add_column(col, justify="right" if col == "params" else "left")
-    for layer in model.layers:
-        params = int(sum(int(np.prod(v.shape)) for v in layer.weights))
-        table.add_row(layer.name, str(tuple(layer.output.shape)), activation_name(layer) or "-", f"{params:,}")
-    table.caption = f"total {model.count_params():,} parameters"
-    console.print(table)
+    layers = [
+        {
+            "name": layer.name,
+            "output_shape": str(tuple(layer.output.shape)),
+            "activation": activation_name(layer),
+            "params": int(sum(int(np.prod(v.shape)) for v in layer.weights)),
+        }
+        for layer in model.layers
+    ]
+    return {"name": model.name, "total_params": int(model.count_params()), "layers": layers}
 
 
 def run_config(
-    config: Config, data: Any, args: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True
+    config: Config, data: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True
 ) -> tuple[GradientHistory, Diagnosis]:
-    """Builds, trains, diagnoses and saves one configuration."""
+    """Builds, trains, diagnoses and saves one configuration, printing as it goes.
+
+    Args:
+        config: the configuration.
+        data: the `gradscope.data.Dataset` to train on.
+        out: the run folder to save to.
+        console: where to print.
+        live: show the live view while training.
+        show_summary: print the summary table and verdict at the end.
+
+    Example:
+
+    >>> import io, tempfile
+    >>> from rich.console import Console
+    >>> from gradscope.data import load_dataset
+    >>> console = Console(file=io.StringIO(), width=140)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     history, diagnosis = run_config(Config(hidden=[8], steps=5), load_dataset("digits", limit=200),
+    ...                                     Path(folder), console, live=False)
+    >>> len(history), [v.name for v in diagnosis.layers]
+    (5, ['hidden_1', 'output'])
+    >>> "model lecture_mlp" in console.file.getvalue()
+    True
+    """
     import gradscope
     from gradscope.monitor import GradientMonitor
-    from gradscope.render.terminal import print_summary
     from gradscope.report import save_run
 
     model = build_model(config, data)
-    print_model_summary(model, console)
+    console.print(model_table(model_summary(model)))
     # verbose=1 also prints the summary at the end; 2 is the live view only.
     verbose = (1 if show_summary else 2) if live else 0
     monitor = GradientMonitor(every=config.every, weights_every=config.weights_every, verbose=verbose, console=console)
     monitor.config = {**asdict(config), "dataset": data.name, "num_classes": data.num_classes,
                       "train_samples": int(len(data.x_train)), "label": config.label}
     y_train, y_val = data.one_hot(data.y_train), data.one_hot(data.y_val)
+    length = f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
     console.print(f"training {config.label} on {data.name}: {len(data.x_train):,} samples, "
-                  f"batch {config.batch_size}, " + (f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"),
-                  highlight=False)
+                  f"batch {config.batch_size}, {length}", highlight=False)
     try:
         with _ctrl_c_callback() as ctrl_c:
             history = gradscope.train(
@@ -230,7 +331,17 @@ def _ctrl_c_callback() -> Any:
 
 
 def compare(args: Any, console: Any) -> Path:
-    """Trains every activation x initializer and writes a comparison folder."""
+    """Trains every activation x initializer and writes a comparison folder; returns the folder.
+
+    Args:
+        args: the parsed flags of ``gradscope compare``.
+        console: where to print.
+
+    Example:
+
+    >>> compare(build_parser().parse_args(["compare", "--activations", "tanh", "relu"]), console)  # doctest: +SKIP
+    PosixPath('runs/compare-tanh-relu')
+    """
     data = load_data(args, console)
     inits = args.inits or [args.init or DEFAULT_INIT]
     configs = [Config.from_args(args, a, i) for a in args.activations for i in inits]
@@ -240,59 +351,62 @@ def compare(args: Any, console: Any) -> Path:
     results: dict[str, tuple[GradientHistory, Diagnosis]] = {}
     for n, config in enumerate(configs, 1):
         console.rule(f"[{n}/{len(configs)}] {config.label}")
-        results[config.label] = run_config(config, data, args, out / config.slug, console,
+        results[config.label] = run_config(config, data, out / config.slug, console,
                                            live=not args.quiet, show_summary=False)
     entries = [
         {"label": c.label, "folder": c.slug, "config": asdict(c)} for c in configs
     ]
-    atomic_write(out / COMPARISON_FILE, lambda f: f.write(dumps_json({"format": "gradscope-comparison", "runs": entries})))
+    meta = {"format": "gradscope-comparison", "runs": entries}
+    atomic_write(out / COMPARISON_FILE, lambda f: f.write(dumps_json(meta)))
     console.rule("comparison")
-    print_comparison({k: v for k, v in results.items()}, console)
+    print_comparison(results, console)
     path = plot_comparison_folder(results, out)
-    console.print(f"saved comparison to {out} (plots: {path.parent}); show it again: gradscope report {out}", highlight=False)
+    console.print(f"saved comparison to {out} (plots: {path.parent}); show it again: gradscope report {out}",
+                  highlight=False)
     return out
 
 
 def plot_comparison_folder(results: dict[str, tuple[GradientHistory, Diagnosis]], folder: Path) -> Path:
     """comparison.png, plus each configuration's activation histograms side by
     side in the same folder: small weights pile tanh outputs up at 0, large
-    ones at +-1, the lecture's picture of why initialisation matters."""
+    ones at +-1, the lecture's picture of why initialisation matters.
+
+    Returns the path of comparison.png.
+
+    Args:
+        results: ``{label: (history, diagnosis)}`` per configuration.
+        folder: the comparison folder; the plots go into its ``plots/``.
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> h = GradientHistory(["dense", "dense_1"])
+    >>> h.append(range(3), {"grad_norm": np.ones((3, 2))})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     str(plot_comparison_folder({"tanh/glorot": (h, diagnose(h))}, Path(folder)).relative_to(folder))
+    'plots/comparison.png'
+    """
     from gradscope.render.plots import plot_activation_histograms, plot_comparison
 
-    plots = folder / "plots"
+    plots = folder / PLOTS_DIR
     for label, (history, _) in results.items():
         plot_activation_histograms(history, plots / f"activations_{label.replace('/', '-')}.png")
     return plot_comparison({k: h for k, (h, _) in results.items()}, plots / "comparison.png")
 
 
-def print_comparison(results: dict[str, tuple[GradientHistory, Diagnosis]], console: Any) -> None:
-    """Side-by-side table per configuration and layer, then one sentence each."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from gradscope.render.terminal import fmt, pct
-
-    table = Table(title="side by side (last step; ratio = verdict ratio to the output layer)", title_justify="left")
-    for col in ("configuration", "layer", "grad_norm", "backprop", "ratio", "saturated", "dead", "f'(s)", "verdict"):
-        table.add_column(col, justify="left" if col in ("configuration", "layer", "verdict") else "right")
-    for label, (history, diagnosis) in results.items():
-        bp = history.get("backprop")
-        for li, v in enumerate(diagnosis.layers):
-            table.add_row(
-                label if li == 0 else "", v.name, fmt(history["grad_norm"][-1, li]),
-                fmt(bp[-1, li]) if bp is not None else "-", fmt(v.ratio),
-                pct(v.saturation), pct(v.dead), fmt(v.dact_mean), v.verdict,
-            )
-        loss, acc = diagnosis.final_loss, diagnosis.final_accuracy
-        table.add_row("", escape("[final]"), f"loss {fmt(loss, 4)}", f"acc {acc:.1%}" if math.isfinite(acc) else "-",
-                      "", "", "", "", ", ".join(f.rule for f in diagnosis.findings) or "healthy", end_section=True)
-    console.print(table)
-    for label, (_, diagnosis) in results.items():
-        console.print(diagnosis.shrink_sentence(label) + ".", highlight=False)
-
-
 def show_comparison(folder: Path, console: Any, plots: bool = True) -> None:
-    """`gradscope report` for a comparison folder: no training, no TensorFlow."""
+    """`gradscope report` for a comparison folder: no training, no TensorFlow.
+
+    Args:
+        folder: a folder written by `compare`.
+        console: where to print.
+        plots: redraw the comparison plots too.
+
+    Example:
+
+    >>> show_comparison(Path("runs/compare-tanh-relu"), console, plots=False)  # doctest: +SKIP
+    """
     meta = json.loads((folder / COMPARISON_FILE).read_text())
     results = {}
     for entry in meta["runs"]:

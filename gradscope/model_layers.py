@@ -7,8 +7,11 @@ shows its `Dense` layers, not one opaque block.
 
 Example:
 
->>> specs = watched_layers(model)                    # doctest: +SKIP
->>> [s.name for s in specs]                          # doctest: +SKIP
+>>> import keras
+>>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense"),
+...                           keras.layers.Dense(2, name="dense_1")])
+>>> specs = watched_layers(model)
+>>> [s.name for s in specs]
 ['dense', 'dense_1']
 """
 
@@ -18,7 +21,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-import keras
 import numpy as np
 
 
@@ -140,8 +142,12 @@ def call_order(model: Any, specs: list[LayerSpec]) -> list[int] | None:
 
     Example:
 
-    >>> call_order(model, watched_layers(model))          # doctest: +SKIP
-    [0, 1, 2]
+    >>> import keras
+    >>> x = keras.Input((4,))
+    >>> first, second = keras.layers.Dense(3, name="first"), keras.layers.Dense(2, name="second")
+    >>> model = keras.Model(x, second(first(x)))
+    >>> call_order(model, watched_layers(model))
+    [0, 1]
     """
     key = tuple(id(s.layer) for s in specs)
     cached = _ORDERS.get(model)
@@ -215,8 +221,3 @@ def _input_signature(model: Any) -> Any:
 def _short_name(variable: Any) -> str:
     path = getattr(variable, "path", None) or variable.name
     return str(path).rsplit("/", 1)[-1].split(":")[0]
-
-
-def count_params(model: keras.Model) -> int:
-    """All weights, trainable or not, as Keras' summary counts them."""
-    return int(sum(int(np.prod(v.shape)) for v in model.weights))

@@ -7,8 +7,8 @@ outputs) has 1,149,010.
 
 Example:
 
->>> model = lecture_mlp()                      # doctest: +SKIP
->>> model.count_params()                       # doctest: +SKIP
+>>> model = lecture_mlp()
+>>> model.count_params()
 1859082
 """
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import MNIST_DIR
 from gradscope import data
 from gradscope.data import DataError, Dataset, load_dataset, read_idx
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
 LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from gradscope.cli import build_parser
 from gradscope.data import Dataset, load_dataset
-from gradscope.experiments import Config, build_model, run_config
+from gradscope.experiments import Config, build_model, model_summary, run_config
 from gradscope.models import mlp_param_count
 
 
@@ -89,6 +90,21 @@ def test_the_seed_fixes_the_weights():
         assert not np.array_equal(a, c)
 
 
+def test_model_summary_is_a_plain_record_of_each_layer():
+    model = build_model(config_for("--layers", "16,8", "--loss", "crossentropy"), fake_data(64))
+    summary = model_summary(model)
+    assert summary == {
+        "name": "lecture_mlp",
+        "total_params": (64 + 1) * 16 + (16 + 1) * 8 + (8 + 1) * 10,
+        "layers": [
+            {"name": "hidden_1", "output_shape": "(None, 16)", "activation": "tanh", "params": (64 + 1) * 16},
+            {"name": "hidden_2", "output_shape": "(None, 8)", "activation": "tanh", "params": (16 + 1) * 8},
+            {"name": "output", "output_shape": "(None, 10)", "activation": "softmax", "params": (8 + 1) * 10},
+        ],
+    }
+    assert json.loads(json.dumps(summary)) == summary  # plain: numbers and strings only, no Keras objects
+
+
 def test_run_config_trains_the_asked_epochs_and_prints_each_layers_parameters(tmp_path):
     from rich.console import Console
 
@@ -96,14 +112,15 @@ def test_run_config_trains_the_asked_epochs_and_prints_each_layers_parameters(tm
     args = build_parser().parse_args(["run", "--layers", "8", "--epochs", "2", "--batch-size", "50", "--quiet"])
     config = Config.for_run(args)
     console = Console(file=io.StringIO(), width=160, force_terminal=False)
-    history, diagnosis = run_config(config, data, args, tmp_path / "run", console, live=False)
+    history, diagnosis = run_config(config, data, tmp_path / "run", console, live=False)
     text = console.file.getvalue()
 
     assert history.steps.tolist() == list(range(8))  # 200 samples / batch 50 = 4 steps, twice
     assert history.config["batch_size"] == 50 and history.config["epochs"] == 2
     assert "batch 50, 2 epochs" in text
     # The model table: each layer's parameters, (inputs + 1) x units, and the total.
-    rows = {line.split()[1]: line.split()[-2] for line in text.splitlines() if line.split()[1:2] in (["hidden_1"], ["output"])}
+    rows = {line.split()[1]: line.split()[-2]
+            for line in text.splitlines() if line.split()[1:2] in (["hidden_1"], ["output"])}
     assert rows == {"hidden_1": f"{(64 + 1) * 8:,}", "output": f"{(8 + 1) * 10:,}"}
     assert f"total {(64 + 1) * 8 + (8 + 1) * 10:,} parameters" in text
     assert [v.name for v in diagnosis.layers] == ["hidden_1", "output"]

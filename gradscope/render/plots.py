@@ -9,9 +9,14 @@ show, restyle or test) and a ``plot_*`` function that saves it as a PNG.
 
 Example:
 
->>> from gradscope import load_run
->>> save_run_plots(load_run("runs/tanh"), "runs/tanh")   # doctest: +SKIP
-[PosixPath('runs/tanh/plots/grad_norms.png'), ...]
+>>> import tempfile
+>>> import numpy as np
+>>> from gradscope.history import GradientHistory
+>>> h = GradientHistory(["dense", "dense_1"])
+>>> h.append(range(5), {"grad_norm": np.tile([0.01, 1.0], (5, 1))})
+>>> with tempfile.TemporaryDirectory() as folder:
+...     [str(p.relative_to(folder)) for p in save_run_plots(h, folder)]
+['plots/grad_norms.png', 'plots/depth_profile.png']
 """
 
 from __future__ import annotations
@@ -19,27 +24,24 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # only for hints: this module must load without the package
-    from gradscope.history import GradientHistory
+from gradscope.history import PLOTS_DIR, GradientHistory
 
-PLOTS_DIR = "plots"  # the same folder name as gradscope.history.PLOTS_DIR
 _SIZE = (8.0, 5.0)
 _DPI = 100
 _MAX_LEGEND = 24  # beyond this many layers a colour bar replaces the legend
 
 
 def _mpl() -> tuple[Any, Any, Any]:
-    """Figure, FigureCanvasAgg and the colormap registry, imported on first use."""
-    try:
-        import matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("gradscope plots need matplotlib: pip install matplotlib") from exc
+    """Figure, FigureCanvasAgg and the colormap registry, imported on first use
+    (matplotlib takes a while to import, and a report without plots needs none of it)."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     return Figure, FigureCanvasAgg, matplotlib.colormaps
 
 
@@ -82,9 +84,17 @@ def _title(history: GradientHistory, text: str) -> str:
 def pick_series(history: GradientHistory, series: str) -> str:
     """``series`` if the run recorded it with any value, else ``"grad_norm"``.
 
+    Args:
+        history: the record.
+        series: the per-layer series wanted, e.g. ``"backprop"``.
+
     Example: a model whose layers expose no output gradient has no ``backprop``:
 
-    >>> pick_series(history, "backprop")   # doctest: +SKIP
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense"])
+    >>> h.append([0], {"grad_norm": np.ones((1, 1))})
+    >>> pick_series(h, "backprop")
     'grad_norm'
     """
     values = history.get(series)
@@ -98,6 +108,11 @@ def default_moments(steps: Sequence[int] | np.ndarray) -> list[int]:
 
     Percentages are of the step range, not of the row count, so a run
     recorded every N steps still gets the same moments.
+
+    Args:
+        steps: the recorded steps, ascending.
+
+    Example:
 
     >>> default_moments(range(101))
     [0, 10, 50, 100]
@@ -120,9 +135,19 @@ def grad_norms_figure(history: GradientHistory, series: str = "grad_norm") -> An
     One line per layer, in ``history.layers`` order, so ``fig.axes[0].lines[i]``
     is layer ``i``. `plot_grad_norms` saves it.
 
-    >>> fig = grad_norms_figure(history)   # doctest: +SKIP
-    >>> fig.axes[0].get_yscale()           # doctest: +SKIP
-    'log'
+    Args:
+        history: the record.
+        series: the per-layer series to draw.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense", "dense_1"])
+    >>> h.append(range(5), {"grad_norm": np.tile([0.01, 1.0], (5, 1)), "backprop": np.tile([0.002, 0.1], (5, 1))})
+    >>> ax = grad_norms_figure(h).axes[0]
+    >>> ax.get_yscale(), [line.get_label() for line in ax.lines]
+    ('log', ['dense', 'dense_1'])
     """
     _, _, colormaps = _mpl()
     fig, ax = _new_figure()
@@ -155,9 +180,23 @@ def grad_norms_figure(history: GradientHistory, series: str = "grad_norm") -> An
 
 
 def plot_grad_norms(history: GradientHistory, path: str | os.PathLike, series: str = "grad_norm") -> Path:
-    """Saves `grad_norms_figure` as a PNG at ``path``; returns the path.
+    """Saves `grad_norms_figure` as a PNG at ``path`` (making its folder); returns the path.
 
-    >>> plot_grad_norms(history, "plots/grad_norms.png")   # doctest: +SKIP
+    Args:
+        history: the record.
+        path: where to write the PNG.
+        series: the per-layer series to draw.
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense", "dense_1"])
+    >>> h.append(range(5), {"grad_norm": np.tile([0.01, 1.0], (5, 1)), "backprop": np.tile([0.002, 0.1], (5, 1))})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     plot_grad_norms(h, f"{folder}/backprop.png", series="backprop").stat().st_size > 0
+    True
     """
     return _save(grad_norms_figure(history, series), path)
 
@@ -170,7 +209,8 @@ def _depth_axis(ax: Any, names: Sequence[str]) -> None:
     ax.set_xticks(range(1, len(names) + 1))
     # Long names collide when there are many layers: rotate, and thin them out.
     every = max(1, len(names) // 20)
-    ax.set_xticklabels([n if i % every == 0 else "" for i, n in enumerate(names)], rotation=45, ha="right", fontsize="small")
+    labels = [n if i % every == 0 else "" for i, n in enumerate(names)]
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize="small")
     ax.set_xlabel("layer (input \u2192 output)")
 
 
@@ -225,9 +265,20 @@ def depth_profile_figure(
     `default_moments`); the nearest recorded row is used, so panel ``p``'s
     ``lines[k]`` is the history's row nearest ``moments[k]``.
 
-    >>> fig = depth_profile_figure(history, moments=[0, 500])   # doctest: +SKIP
-    >>> [ax.get_ylabel() for ax in fig.axes]                     # doctest: +SKIP
-    ['grad_norm', 'backprop']
+    Args:
+        history: the record.
+        series: the per-layer series to draw, one panel each.
+        moments: the steps to draw (default: `default_moments`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense", "dense_1"])
+    >>> h.append(range(5), {"grad_norm": np.tile([0.01, 1.0], (5, 1)), "backprop": np.tile([0.002, 0.1], (5, 1))})
+    >>> fig = depth_profile_figure(h, moments=[0, 500])
+    >>> [ax.get_ylabel() for ax in fig.axes], [line.get_label() for line in fig.axes[0].lines]
+    (['grad_norm', 'backprop'], ['step 0', 'step 4'])
     """
     names = _depth_series(history, series) or ["grad_norm"]
     rows: list[int] = []  # the nearest recorded row of each moment, each once
@@ -250,9 +301,24 @@ def plot_depth_profile(
     series: str | Sequence[str] = ("grad_norm", "backprop"),
     moments: Sequence[int] | None = None,
 ) -> Path:
-    """Saves `depth_profile_figure` as a PNG at ``path``; returns the path.
+    """Saves `depth_profile_figure` as a PNG at ``path`` (making its folder); returns the path.
 
-    >>> plot_depth_profile(history, "plots/depth_profile.png", moments=[0, 500])   # doctest: +SKIP
+    Args:
+        history: the record.
+        path: where to write the PNG.
+        series: the per-layer series to draw, one panel each.
+        moments: the steps to draw (default: `default_moments`).
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense", "dense_1"])
+    >>> h.append(range(5), {"grad_norm": np.tile([0.01, 1.0], (5, 1)), "backprop": np.tile([0.002, 0.1], (5, 1))})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     plot_depth_profile(h, f"{folder}/depth.png", moments=[0, 4]).name
+    'depth.png'
     """
     return _save(depth_profile_figure(history, series, moments), path)
 
@@ -263,7 +329,18 @@ def activation_histograms_figure(history: GradientHistory) -> Any | None:
     Weights too small pile tanh activations at 0; too large pile them at +/-1.
     Returns None when the run recorded no histograms.
 
-    >>> fig = activation_histograms_figure(history)   # doctest: +SKIP
+    Args:
+        history: the record; its ``histograms["start"]`` and ``["end"]`` are drawn.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense"])
+    >>> h.histograms["start"] = {"step": 0, "ranges": np.array([[-1.0, 1.0]]), "counts": np.array([[1.0, 3.0]])}
+    >>> fig = activation_histograms_figure(h)
+    >>> [float(p.get_height()) for p in fig.axes[0].patches], fig.axes[1].get_title()
+    ([0.25, 0.75], 'end: not recorded')
     """
     moments = [m for m in ("start", "end") if m in history.histograms]
     if not moments:
@@ -302,7 +379,15 @@ def activation_histograms_figure(history: GradientHistory) -> Any | None:
 def plot_activation_histograms(history: GradientHistory, path: str | os.PathLike) -> Path | None:
     """Saves `activation_histograms_figure` as a PNG at ``path``; None (and no file) without histograms.
 
-    >>> plot_activation_histograms(history, "plots/activation_histograms.png")   # doctest: +SKIP
+    Args:
+        history: the record.
+        path: where to write the PNG.
+
+    Example:
+
+    >>> from gradscope.history import GradientHistory
+    >>> print(plot_activation_histograms(GradientHistory(["dense"]), "never_written.png"))
+    None
     """
     fig = activation_histograms_figure(history)
     return None if fig is None else _save(fig, path)
@@ -312,7 +397,21 @@ def comparison_figure(histories: dict[str, GradientHistory], series: str = "back
     """A Figure of several runs side by side: ``series`` against depth at the last
     step, and the first layer's ``series`` over steps. Falls back to grad_norm per run.
 
-    >>> fig = comparison_figure({"tanh": h1, "relu+he": h2})   # doctest: +SKIP
+    Args:
+        histories: ``{label: history}``, one line each.
+        series: the per-layer series to compare.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense", "dense_1"])
+    >>> h.append(range(5), {"grad_norm": np.tile([0.01, 1.0], (5, 1)), "backprop": np.tile([0.002, 0.1], (5, 1))})
+    >>> flat = GradientHistory(["dense", "dense_1"])
+    >>> flat.append(range(5), {"grad_norm": np.ones((5, 2))})
+    >>> depth_ax, step_ax = comparison_figure({"tanh": h, "relu+he": flat}).axes
+    >>> [line.get_label() for line in depth_ax.lines]
+    ['tanh', 'relu+he (grad_norm)']
     """
     _, _, colormaps = _mpl()
     fig, (depth_ax, step_ax) = _new_figure((12.0, 5.0), ncols=2)
@@ -336,7 +435,8 @@ def comparison_figure(histories: dict[str, GradientHistory], series: str = "back
         last, first_layer = y[rows[-1]], cols[0]
         ok = np.isfinite(last)
         depth_ax.plot(np.arange(1, y.shape[1] + 1)[ok], last[ok], marker="o", color=colors(k % 10), label=tag)
-        step_ax.plot(history.steps, y[:, first_layer], color=colors(k % 10), label=f"{tag}: {history.layers[first_layer]}")
+        step_ax.plot(history.steps, y[:, first_layer], color=colors(k % 10),
+                     label=f"{tag}: {history.layers[first_layer]}")
     ylabel = " / ".join(sorted(used)) or series
     for ax in (depth_ax, step_ax):
         _log_or_empty(ax, has_data, ylabel)
@@ -352,9 +452,23 @@ def comparison_figure(histories: dict[str, GradientHistory], series: str = "back
 
 
 def plot_comparison(histories: dict[str, GradientHistory], path: str | os.PathLike, series: str = "backprop") -> Path:
-    """Saves `comparison_figure` as a PNG at ``path``; returns the path.
+    """Saves `comparison_figure` as a PNG at ``path`` (making its folder); returns the path.
 
-    >>> plot_comparison({"tanh": h1, "relu+he": h2}, "compare.png")   # doctest: +SKIP
+    Args:
+        histories: ``{label: history}``, one line each.
+        path: where to write the PNG.
+        series: the per-layer series to compare.
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense", "dense_1"])
+    >>> h.append(range(5), {"grad_norm": np.tile([0.01, 1.0], (5, 1)), "backprop": np.tile([0.002, 0.1], (5, 1))})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     plot_comparison({"tanh": h}, f"{folder}/comparison.png").name
+    'comparison.png'
     """
     return _save(comparison_figure(histories, series), path)
 
@@ -362,8 +476,24 @@ def plot_comparison(histories: dict[str, GradientHistory], path: str | os.PathLi
 def save_run_plots(history: GradientHistory, folder: str | os.PathLike) -> list[Path]:
     """Writes the standard plots of a run into ``folder/plots/``; returns their paths.
 
-    >>> save_run_plots(history, "runs/tanh")   # doctest: +SKIP
-    [PosixPath('runs/tanh/plots/grad_norms.png'), ...]
+    grad_norms.png and depth_profile.png always; backprop_norms.png when the
+    run recorded the back-propagated gradient, activation_histograms.png when
+    it recorded histograms.
+
+    Args:
+        history: the record.
+        folder: the run folder.
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense", "dense_1"])
+    >>> h.append(range(5), {"grad_norm": np.tile([0.01, 1.0], (5, 1)), "backprop": np.tile([0.002, 0.1], (5, 1))})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     [p.name for p in save_run_plots(h, folder)]
+    ['grad_norms.png', 'backprop_norms.png', 'depth_profile.png']
     """
     out = Path(folder) / PLOTS_DIR
     paths = [plot_grad_norms(history, out / "grad_norms.png")]

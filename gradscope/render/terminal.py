@@ -1,20 +1,35 @@
-"""rich renderers of records: the per-layer table and the end-of-run summary.
+"""rich renderers of records: per-layer tables, the end-of-run summary, the
+side-by-side comparison, the model table and the derivatives table.
 
-They read a `GradientHistory` (and a `Diagnosis`), never a model, and import
-no TensorFlow. The view shown while training is in `gradscope.render.live`.
+They read records (a `GradientHistory`, a `Diagnosis`, plain dicts and
+lists), never a model, and import no TensorFlow, so a saved run is shown
+again exactly as it was shown live. The view shown while training is in
+`gradscope.render.live`.
 
 Example:
 
->>> from rich.console import Console
->>> print_summary(history, diagnose(history), console=Console(width=100))  # doctest: +SKIP
+>>> import numpy as np
+>>> from gradscope.history import GradientHistory
+>>> h = GradientHistory(["h1", "out"], layer_info=[{"units": 4}, {"units": 2}])
+>>> h.append([0, 1], {"grad_norm": np.array([[0.01, 1.0], [0.002, 1.0]])})
+>>> Console(width=100, color_system=None).print(layer_table(h))
+┏━━━━━━━┳━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━┓
+┃ layer ┃ units ┃ grad_norm ┃ backprop ┃ ratio to output ┃ saturation ┃ dead ┃
+┡━━━━━━━╇━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━┩
+│ h1    │     4 │  2.00e-03 │        - │        2.00e-03 │          - │    - │
+│ out   │     2 │         1 │        - │               1 │          - │    - │
+└───────┴───────┴───────────┴──────────┴─────────────────┴────────────┴──────┘
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -22,17 +37,41 @@ from gradscope.diagnosis import Diagnosis
 from gradscope.history import GradientHistory
 
 _VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}
+_SUMMARY_COLUMNS = (
+    "#", "layer", "shape", "params", "activation", "grad first", "grad last", "ratio to output", "sat.", "dead",
+    "f'(s)", "verdict",
+)
+_COMPARISON_COLUMNS = ("configuration", "layer", "grad_norm", "backprop", "ratio", "saturated", "dead", "f'(s)",
+                       "verdict")
 
 
 def default_console() -> Console:
-    """A console for standard output; off a terminal rich assumes 80
-    columns, too narrow for the summary table, so use 140 there."""
+    """A console for standard output.
+
+    Off a terminal rich assumes 80 columns, too narrow for the summary
+    table, so a console of 140 columns is returned there.
+
+    Example:
+
+    >>> default_console().print("ready")
+    ready
+    """
     console = Console()
     return console if console.is_terminal else Console(width=140)
 
 
 def fmt(x: float, digits: int = 3) -> str:
-    """A compact number: '1.23e-05', '0.456', 'nan'."""
+    """A compact number: '1.23e-05', '0.456', and '-' for NaN or None.
+
+    Args:
+        x: the number (None and NaN print as '-', infinities as 'inf').
+        digits: significant digits.
+
+    Example:
+
+    >>> fmt(4.5e-7), fmt(0.1234), fmt(12345.0), fmt(float("nan")), fmt(0.5, 4)
+    ('4.50e-07', '0.123', '1.23e+04', '-', '0.5')
+    """
     if x is None or not isinstance(x, (int, float, np.floating)) or not math.isfinite(float(x)):
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
     x = float(x)
@@ -41,8 +80,46 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def pct(x: float) -> str:
+    """'42%', or '-' where the value was not measured.
+
+    Args:
+        x: a share between 0 and 1, or NaN.
+
+    Example:
+
+    >>> pct(0.42), pct(float("nan"))
+    ('42%', '-')
+    """
+    return f"{x:.0%}" if math.isfinite(x) else "-"
+
+
 def layer_table(history: GradientHistory, row: int = -1, title: str | None = None) -> Table:
-    """Layer, units, grad_norm, back-propagated gradient and ratio to the output, at one row."""
+    """Layer, units, grad_norm, back-propagated gradient and ratio to the output, at one row.
+
+    The ratio is of the back-propagated gradient where the run recorded it,
+    else of grad_norm.
+
+    Args:
+        history: the record.
+        row: which recorded row (default: the last).
+        title: the table's title, if any.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["h1", "out"])
+    >>> h.append([0], {"grad_norm": np.array([[0.5, 2.0]]), "dead": np.array([[0.25, 0.0]])})
+    >>> Console(width=100, color_system=None).print(layer_table(h, title="step 0"))
+    step 0
+    ┏━━━━━━━┳━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━┓
+    ┃ layer ┃ units ┃ grad_norm ┃ backprop ┃ ratio to output ┃ saturation ┃ dead ┃
+    ┡━━━━━━━╇━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━┩
+    │ h1    │     - │       0.5 │        - │            0.25 │          - │  25% │
+    │ out   │     - │         2 │        - │               1 │          - │   0% │
+    └───────┴───────┴───────────┴──────────┴─────────────────┴────────────┴──────┘
+    """
     table = Table(title=title, title_justify="left", expand=False)
     for col in ("layer", "units", "grad_norm", "backprop", "ratio to output", "saturation", "dead"):
         table.add_column(col, justify="left" if col == "layer" else "right")
@@ -69,15 +146,28 @@ def layer_table(history: GradientHistory, row: int = -1, title: str | None = Non
     return table
 
 
-def pct(x: float) -> str:
-    """'42%', or '-' where the value was not measured."""
-    return f"{x:.0%}" if math.isfinite(x) else "-"
-
-
 def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
-    """Layer, shape, params, activation, first/last grad norm, ratio, verdict."""
+    """Layer, shape, params, activation, first/last grad norm, ratio, verdict.
+
+    Args:
+        history: the record (layer facts and the number of recorded steps).
+        diagnosis: `diagnose(history)`: the per-layer numbers and verdicts.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.diagnosis import diagnose
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["h1", "out"], layer_info=[{"params": 40}, {"params": 10}])
+    >>> h.append(range(20), {"grad_norm": np.tile([0.5, 1.0], (20, 1))})
+    >>> Console(width=200, color_system=None).print(summary_table(h, diagnose(h)))
+    gradscope summary
+    ...
+    │ 1 │ h1    │ -     │     40 │ -          │        0.5 │       0.5 │ ...
+    ...
+    """
     table = Table(title="gradscope summary", title_justify="left")
-    for col in ("#", "layer", "shape", "params", "activation", "grad first", "grad last", "ratio to output", "sat.", "dead", "f'(s)", "verdict"):
+    for col in _SUMMARY_COLUMNS:
         table.add_column(col, justify="left" if col in ("layer", "shape", "activation", "verdict") else "right")
     for li, (v, info) in enumerate(zip(diagnosis.layers, history.layer_info, strict=False)):
         style = _VERDICT_STYLE.get(v.verdict, "")
@@ -104,23 +194,199 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
 
 
 def print_summary(history: GradientHistory, diagnosis: Diagnosis, console: Console | None = None) -> None:
-    """Prints the summary table and the diagnosis in words."""
+    """Prints the summary table, the final loss and the diagnosis in words.
+
+    Args:
+        history: the record.
+        diagnosis: `diagnose(history)`.
+        console: where to print (default: `default_console()`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.diagnosis import diagnose
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["h1", "out"])
+    >>> h.append(range(20), {"grad_norm": np.tile([0.5, 1.0], (20, 1))}, {"loss": np.full(20, 0.25)})
+    >>> print_summary(h, diagnose(h), console=Console(width=200, color_system=None))
+    gradscope summary
+    ...
+    final training loss 0.25
+    Diagnosis
+    ...
+    """
     console = console or default_console()
     console.print(summary_table(history, diagnosis))
     loss, acc = diagnosis.final_loss, diagnosis.final_accuracy
     if math.isfinite(loss):
-        console.print(f"final training loss {fmt(loss, 4)}" + (f", accuracy {acc:.1%}" if math.isfinite(acc) else ""), highlight=False)
+        accuracy = f", accuracy {acc:.1%}" if math.isfinite(acc) else ""
+        console.print(f"final training loss {fmt(loss, 4)}" + accuracy, highlight=False)
     console.print(Text("Diagnosis", style="bold"))
     for sentence in diagnosis.sentences():
         # markup=False: "[vanishing]" is the rule's name, not a rich style tag.
         console.print("  " + sentence, highlight=False, markup=False)
 
 
-if __name__ == "__main__":  # a small demo without TensorFlow
-    from gradscope.diagnosis import diagnose
+def model_table(model: Mapping[str, Any]) -> Table:
+    """Each layer's output shape, activation and parameter count, and the total.
 
-    demo = GradientHistory(["dense", "dense_1", "dense_2"], layer_info=[{"units": 8}, {"units": 8}, {"units": 2}])
-    steps = np.arange(50)
-    bp = np.array([0.01, 0.1, 1.0]) * np.exp(-steps / 100)[:, None]
-    demo.append(steps, {"grad_norm": bp * 3, "backprop": bp}, {"loss": np.exp(-steps / 30)})
-    print_summary(demo, diagnose(demo))
+    Args:
+        model: a plain record of the model, ``{"name": str, "total_params": int,
+            "layers": [{"name": str, "output_shape": str, "activation": str | None, "params": int}, ...]}``.
+
+    Example:
+
+    >>> record = {"name": "mlp", "total_params": 130, "layers": [
+    ...     {"name": "hidden", "output_shape": "(None, 8)", "activation": "tanh", "params": 40},
+    ...     {"name": "output", "output_shape": "(None, 10)", "activation": None, "params": 90}]}
+    >>> Console(width=80, color_system=None).print(model_table(record))
+    model mlp
+    ┏━━━━━━━━┳━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━┓
+    ┃ layer  ┃ output shape ┃ activation ┃ params ┃
+    ┡━━━━━━━━╇━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━┩
+    │ hidden │ (None, 8)    │ tanh       │     40 │
+    │ output │ (None, 10)   │ -          │     90 │
+    └────────┴──────────────┴────────────┴────────┘
+                     total 130 parameters
+    """
+    table = Table(title=f"model {model['name']}", title_justify="left")
+    for col in ("layer", "output shape", "activation", "params"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for layer in model["layers"]:
+        table.add_row(layer["name"], layer["output_shape"], layer["activation"] or "-", f"{layer['params']:,}")
+    table.caption = f"total {model['total_params']:,} parameters"
+    return table
+
+
+def comparison_table(results: Mapping[str, tuple[GradientHistory, Diagnosis]]) -> Table:
+    """Side-by-side table: one section per configuration, a row per layer and a ``[final]`` row.
+
+    Args:
+        results: ``{label: (history, diagnosis)}``, in the order to show.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.diagnosis import diagnose
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["h1", "out"])
+    >>> h.append(range(20), {"grad_norm": np.tile([0.5, 1.0], (20, 1))}, {"loss": np.full(20, 0.25)})
+    >>> Console(width=200, color_system=None).print(comparison_table({"tanh/glorot": (h, diagnose(h))}))
+    side by side (last step; ratio = verdict ratio to the output layer)
+    ...
+    │ tanh/glorot   │ h1      │       0.5 │        - │   0.5 │ ...
+    │               │ out     │         1 │        - │     1 │ ...
+    │               │ [final] │ loss 0.25 │        - │       │ ...
+    ...
+    """
+    table = Table(title="side by side (last step; ratio = verdict ratio to the output layer)", title_justify="left")
+    for col in _COMPARISON_COLUMNS:
+        table.add_column(col, justify="left" if col in ("configuration", "layer", "verdict") else "right")
+    for label, (history, diagnosis) in results.items():
+        bp = history.get("backprop")
+        for li, v in enumerate(diagnosis.layers):
+            table.add_row(
+                label if li == 0 else "", v.name, fmt(history["grad_norm"][-1, li]),
+                fmt(bp[-1, li]) if bp is not None else "-", fmt(v.ratio),
+                pct(v.saturation), pct(v.dead), fmt(v.dact_mean), v.verdict,
+            )
+        loss, acc = diagnosis.final_loss, diagnosis.final_accuracy
+        table.add_row("", escape("[final]"), f"loss {fmt(loss, 4)}", f"acc {acc:.1%}" if math.isfinite(acc) else "-",
+                      "", "", "", "", ", ".join(f.rule for f in diagnosis.findings) or "healthy", end_section=True)
+    return table
+
+
+def print_comparison(results: Mapping[str, tuple[GradientHistory, Diagnosis]], console: Console) -> None:
+    """Prints `comparison_table`, then one sentence per configuration.
+
+    Args:
+        results: ``{label: (history, diagnosis)}``, in the order to show.
+        console: where to print.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.diagnosis import diagnose
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["h1", "out"])
+    >>> h.append(range(20), {"grad_norm": np.tile([0.5, 1.0], (20, 1))})
+    >>> print_comparison({"relu/he": (h, diagnose(h))}, Console(width=200, color_system=None))
+    side by side (last step; ratio = verdict ratio to the output layer)
+    ...
+    relu/he: ...
+    """
+    console.print(comparison_table(results))
+    for label, (_, diagnosis) in results.items():
+        console.print(diagnosis.shrink_sentence(label) + ".", highlight=False)
+
+
+def derivatives_table(rows: Sequence[Mapping[str, float]], float32: Sequence[tuple[float, float, float]] | None = None
+                      ) -> Table:
+    """The lecture's table of f'(s) for tanh, sigmoid and ReLU, with TensorFlow's float32 tanh beside it.
+
+    Args:
+        rows: ``{"s", "tanh", "sigmoid", "relu"}`` per point, as `gradscope.theory.derivative_table` gives.
+        float32: ``(s, tanh(s), tanh'(s))`` per row, in float32 as `gradscope.theory.float32_autodiff`
+            gives; None leaves those two columns out.
+
+    Example:
+
+    >>> rows = [{"s": 0.0, "tanh": 1.0, "sigmoid": 0.25, "relu": 0.0},
+    ...         {"s": 8.0, "tanh": 4.5e-07, "sigmoid": 3.35e-04, "relu": 1.0}]
+    >>> Console(width=100, color_system=None).print(derivatives_table(rows, [(0.0, 0.0, 1.0), (8.0, 1.0, 0.0)]))
+    activation derivatives f'(s), float64
+    ┏━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+    ┃ s ┃ tanh'(s) ┃ sigmoid'(s) ┃ ReLU'(s) ┃ tanh(s) float32 ┃ tanh'(s) TF float32 autodiff ┃
+    ┡━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+    │ 0 │ 1.00e+00 │    2.50e-01 │        0 │               0 │                     1.00e+00 │
+    │ 8 │ 4.50e-07 │    3.35e-04 │        1 │               1 │                            0 │
+    └───┴──────────┴─────────────┴──────────┴─────────────────┴──────────────────────────────┘
+    """
+    table = Table(title="activation derivatives f'(s), float64", title_justify="left")
+    table.add_column("s", justify="right")
+    for name in ("tanh'(s)", "sigmoid'(s)", "ReLU'(s)"):
+        table.add_column(name, justify="right")
+    if float32 is not None:
+        table.add_column("tanh(s) float32", justify="right")
+        table.add_column("tanh'(s) TF float32 autodiff", justify="right")
+    for k, row in enumerate(rows):
+        cells = [f"{row['s']:g}", f"{row['tanh']:.2e}", f"{row['sigmoid']:.2e}", f"{row['relu']:g}"]
+        if float32:
+            _, y, g = float32[k]
+            # An exact 0 is the point of the column (float32 tanh rounded to 1): print it as 0, not 0.00e+00.
+            cells += [f"{y:.9g}", f"{g:.2e}" if g else "0"]
+        table.add_row(*cells)
+    return table
+
+
+def print_derivatives(rows: Sequence[Mapping[str, float]], console: Console, chain_factor: float,
+                      float32: Sequence[tuple[float, float, float]] | None = None) -> None:
+    """Prints `derivatives_table` and what it means for a deep tanh net.
+
+    Args:
+        rows: ``{"s", "tanh", "sigmoid", "relu"}`` per point, as `gradscope.theory.derivative_table` gives.
+        console: where to print.
+        chain_factor: tanh'(2) ** 5, the share of the gradient five tanh layers at s = 2 pass.
+        float32: ``(s, tanh(s), tanh'(s))`` per row in float32, or None to leave those columns out.
+
+    Example:
+
+    >>> rows = [{"s": 8.0, "tanh": 4.5e-07, "sigmoid": 3.35e-04, "relu": 1.0}]
+    >>> print_derivatives(rows, Console(width=100, color_system=None), 1.3e-5, [(8.0, 1.0, 0.0)])
+    activation derivatives f'(s), float64
+    ...
+    The chain rule multiplies one such factor per layer: five tanh layers at s = 2 pass 1.3e-05 of the gradient; ...
+    In float32, TensorFlow's tanh rounds to exactly 1.0 where s is large enough, so autodiff gives a derivative ...
+    """
+    console.print(derivatives_table(rows, float32))
+    console.print(
+        "The chain rule multiplies one such factor per layer: five tanh layers at s = 2 pass "
+        f"{chain_factor:.1e} of the gradient; ReLU passes 1 wherever it is active.",
+        highlight=False,
+    )
+    if float32 and any(y == 1.0 for _, y, _ in float32):
+        console.print(
+            "In float32, TensorFlow's tanh rounds to exactly 1.0 where s is large enough, so autodiff "
+            "gives a derivative of exactly 0 there: saturation in its purest form.",
+            highlight=False,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 from gradscope.history import PLOTS_DIR, GradientHistory, load_run
-from gradscope.render import plots
 from gradscope.render.plots import (
     activation_histograms_figure,
     comparison_figure,
@@ -29,7 +29,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_history(n_layers: int = 3, n_steps: int = 20, backprop: bool = True, histograms: bool = True) -> GradientHistory:
+def make_history(
+    n_layers: int = 3, n_steps: int = 20, backprop: bool = True, histograms: bool = True
+) -> GradientHistory:
     """Gradients shrink 10x per layer towards the input and drift slowly over steps."""
     layers = [f"dense_{i}" for i in range(n_layers)]
     info = [{"name": n, "class": "Dense", "units": 8, "activation": "tanh", "params": 72} for n in layers]
@@ -140,14 +142,47 @@ def test_activation_histograms_figure_shows_shares_piling_at_zero_then_at_the_ed
     assert activation_histograms_figure(make_history(histograms=False)) is None
 
 
-def test_plot_grad_norms_many_layers_uses_colour_bar(tmp_path: Path) -> None:
-    assert_png(plot_grad_norms(make_history(n_layers=30, histograms=False), tmp_path / "g30.png"))
+def texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
 
 
-def test_plot_depth_profile_default_and_fallback(tmp_path: Path) -> None:
-    assert_png(plot_depth_profile(make_history(), tmp_path / "d.png"))
-    assert_png(plot_depth_profile(make_history(backprop=False), tmp_path / "d_fallback.png"))
-    assert_png(plot_depth_profile(make_history(), tmp_path / "d_moments.png", moments=[3, 3, 19, 500]))
+def test_grad_norms_figure_with_many_layers_has_a_colour_bar_not_a_legend() -> None:
+    from matplotlib import colormaps
+
+    h = make_history(n_layers=30, histograms=False)
+    ax, bar = grad_norms_figure(h).axes
+    assert ax.get_legend() is None  # 30 entries would hide the plot
+    assert bar.get_ylim() == (1.0, 30.0)  # the bar counts layers 1..30
+    assert bar.get_ylabel() == "layer: 1 = dense_0 ... 30 = dense_29"
+    assert len(ax.lines) == 30
+    for li, line in enumerate(ax.lines):
+        np.testing.assert_allclose(line.get_ydata(), h["grad_norm"][:, li])
+    # The lines' colours run along the bar's colormap: input dark, output light.
+    np.testing.assert_allclose(ax.lines[0].get_color(), colormaps["viridis"](0.0))
+    np.testing.assert_allclose(ax.lines[14].get_color(), colormaps["viridis"](14 / 29))
+    np.testing.assert_allclose(ax.lines[-1].get_color(), colormaps["viridis"](1.0))
+    # Up to 24 layers a legend names each; from 25 the bar takes over.
+    (few,) = grad_norms_figure(make_history(n_layers=24, histograms=False)).axes
+    assert [t.get_text() for t in few.get_legend().get_texts()] == [f"dense_{i}" for i in range(24)]
+    assert len(grad_norms_figure(make_history(n_layers=25, histograms=False)).axes) == 2
+
+
+def test_depth_profile_figure_without_backprop_draws_grad_norm_at_the_asked_moments() -> None:
+    h = make_history(backprop=False)
+    (ax,) = depth_profile_figure(h, moments=[3, 3, 19, 500]).axes
+    assert ax.get_ylabel() == "grad_norm" and ax.get_yscale() == "log"
+    # Step 500 is past the end: its nearest row is step 19, drawn once.
+    assert [line.get_label() for line in ax.lines] == ["step 3", "step 19"]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), h["grad_norm"][3])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), h["grad_norm"][19])
+    assert [t.get_text() for t in ax.get_xticklabels()] == h.layers
+    assert ax.get_xlim() == (0.5, 3.5)
+
+
+def test_plot_depth_profile_saves_a_png(tmp_path: Path) -> None:
+    out = plot_depth_profile(make_history(), tmp_path / "sub" / "d.png", moments=[0, 19])
+    assert out == tmp_path / "sub" / "d.png"  # missing folders are made
+    assert_png(out)
 
 
 def test_plot_activation_histograms(tmp_path: Path) -> None:
@@ -156,10 +191,16 @@ def test_plot_activation_histograms(tmp_path: Path) -> None:
     assert not (tmp_path / "none.png").exists()
 
 
-def test_plot_activation_histograms_only_start(tmp_path: Path) -> None:
+def test_activation_histograms_figure_with_only_the_start_says_the_end_was_not_recorded() -> None:
     h = make_history()
     del h.histograms["end"]
-    assert_png(plot_activation_histograms(h, tmp_path / "a_start.png"))
+    axes = np.array(activation_histograms_figure(h).axes).reshape(3, 2)
+    assert axes[0, 0].get_title() == "start (step 0)" and axes[0, 1].get_title() == "end: not recorded"
+    for layer in range(3):
+        start = np.array([p.get_height() for p in axes[layer, 0].patches])
+        assert len(start) == 40 and start.sum() == pytest.approx(1.0)
+        assert not axes[layer, 1].patches and texts(axes[layer, 1]) == ["no data"]
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["dense_0\ntanh", "dense_1\ntanh", "dense_2\ntanh"]
 
 
 def test_plot_comparison(tmp_path: Path) -> None:
@@ -176,9 +217,27 @@ def test_nan_and_inf_still_render(tmp_path: Path) -> None:
     h.append(np.arange(20, 40), {"grad_norm": bad, "backprop": np.full((20, 3), np.nan), "weight_norm": bad})
     h.histograms["start"] = {"step": 0, "ranges": np.array([[np.nan, np.nan], [0, 1], [0, 1]]),
                              "counts": np.array([[1.0, 2.0], [np.nan, 3.0], [0.0, 0.0]])}
+    # Saving is part of the test: Agg must cope with what is left after NaN, inf and 0 are dropped.
     for fn in (plot_grad_norms, plot_depth_profile, plot_activation_histograms):
         assert_png(fn(h, tmp_path / f"{fn.__name__}.png"))
     assert_png(plot_comparison({"bad": h, "good": make_history()}, tmp_path / "cmp.png"))
+
+    # What is drawn: what a log axis can show, with gaps where it cannot.
+    ax = grad_norms_figure(h).axes[0]
+    assert ax.get_yscale() == "log"
+    assert np.isnan(ax.lines[0].get_ydata()[20:]).all()  # the weightless layer, from step 20: nothing
+    shown = np.isfinite(ax.lines[1].get_ydata())
+    assert np.flatnonzero(~shown).tolist() == [22, *range(25, 40)]  # the zero, then inf from step 25 on
+    np.testing.assert_allclose(ax.lines[1].get_ydata()[shown], h["grad_norm"][shown, 1])
+    # A moment with no finite value says so rather than vanishing silently.
+    for ax in depth_profile_figure(h).axes:
+        assert [line.get_label() for line in ax.lines] == ["step 0", "step 4", "step 19", "step 39 (no finite value)"]
+    axes = np.array(activation_histograms_figure(h).axes).reshape(3, 2)
+    assert texts(axes[0, 0]) == ["no data"] and texts(axes[2, 0]) == ["no data"]  # NaN range; no counts
+    assert [p.get_height() for p in axes[1, 0].patches] == [0.0, 1.0]  # the NaN bin counts as empty
+    # The blown-up run is compared at its last row with a finite value, not its last row.
+    depth_ax, _ = comparison_figure({"bad": h, "good": make_history()}).axes
+    np.testing.assert_allclose(depth_ax.lines[0].get_ydata(), h["backprop"][19])
 
 
 def test_all_nan_and_empty_histories_render(tmp_path: Path) -> None:
@@ -186,8 +245,14 @@ def test_all_nan_and_empty_histories_render(tmp_path: Path) -> None:
     h.append([0, 1], {"grad_norm": np.full((2, 2), np.nan)})
     assert_png(plot_grad_norms(h, tmp_path / "nan.png"))
     assert_png(plot_depth_profile(h, tmp_path / "nan_d.png"))
+    # Nothing to show on a log axis: a linear axis that says so, and no empty legend.
+    for ax in (grad_norms_figure(h).axes[0], depth_profile_figure(h).axes[0]):
+        assert texts(ax) == ["no finite positive grad_norm"]
+        assert ax.get_yscale() == "linear" and ax.get_legend() is None
     empty = GradientHistory(["a"])
-    assert len(save_run_plots(empty, tmp_path / "empty")) == 2  # grad_norms, depth_profile
+    names = [p.name for p in save_run_plots(empty, tmp_path / "empty")]
+    assert names == ["grad_norms.png", "depth_profile.png"]
+    assert not grad_norms_figure(empty).axes[0].lines
 
 
 def test_save_run_plots(tmp_path: Path) -> None:
@@ -204,35 +269,24 @@ def test_save_run_plots(tmp_path: Path) -> None:
     assert names == ["grad_norms.png", "depth_profile.png"]
 
 
-def test_plots_dir_matches_history() -> None:
-    assert plots.PLOTS_DIR == PLOTS_DIR
-
-
 def test_no_tensorflow_and_no_pyplot(tmp_path: Path) -> None:
-    # Load history.py and plots.py by file path, so the check holds even if
-    # gradscope/__init__.py starts importing TensorFlow one day.
+    # A fresh interpreter on this tree's package, which must not import TensorFlow
+    # for a saved run to be drawn again where TensorFlow is not installed.
     code = f"""
-import importlib.util, sys
+import sys
 import numpy as np
-
-def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-history = load("gs_history", {str(ROOT / 'gradscope' / 'history.py')!r})
-plots = load("gs_plots", {str(ROOT / 'gradscope' / 'render' / 'plots.py')!r})
-h = history.GradientHistory(["a", "b"])
+import gradscope.render.plots as plots
+from gradscope.history import GradientHistory
+assert plots.__file__.startswith({str(ROOT)!r}), plots.__file__
+h = GradientHistory(["a", "b"])
 h.append([0, 1, 2], {{"grad_norm": np.ones((3, 2))}})
 plots.save_run_plots(h, {str(tmp_path)!r})
-assert "gradscope" not in sys.modules, "plots.py imported the gradscope package"
-assert "tensorflow" not in sys.modules, "tensorflow was imported"
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFlow was imported"
 assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
 print("ok")
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert_png(tmp_path / PLOTS_DIR / "grad_norms.png")
