@@ -1,0 +1,120 @@
+"""Measures over the record: ratios to the output layer, weight gains, the first and last tenth.
+
+The central measure is the *ratio to the output layer*: the RMS of the
+back-propagated gradient d(loss)/d(output of layer l), divided by the same at
+the output layer, as a median over the first and over the last tenth of the
+recorded steps (see `depth_ratios`). It is the quantity that shrinks toward
+the input in Glorot & Bengio (2010). Runs that did not record it (a model
+without tappable layers) fall back to the ratio of weight gradient norms.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from gradscope.history import GradientHistory
+
+
+def median(a: np.ndarray) -> np.ndarray:
+    """The median over the rows, ignoring NaN (not measured); NaN where a column has no value or there are no rows.
+
+    Args:
+        a: `(rows, ...)` array.
+
+    Example:
+
+    >>> import numpy as np
+    >>> median(np.array([[1.0, np.nan], [3.0, np.nan]]))
+    array([ 2., nan])
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, axis=0) if len(a) else np.full(a.shape[1:], np.nan)
+
+
+def tenth(rows: int) -> int:
+    """Rows in the first (and in the last) tenth of a record: at least one.
+
+    Args:
+        rows: the number of rows in the record.
+
+    Example:
+
+    >>> tenth(95), tenth(5)
+    (9, 1)
+    """
+    return max(1, rows // 10)
+
+
+def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each layer's series relative to the output layer: (verdict, early, late).
+
+    Early and late are medians over the first and the last tenth of the
+    rows (at least one row each). The verdict ratio is, per layer, whichever
+    of the two lies further from 1 on a log scale: a net that starts
+    vanishing and one that drifts into it are both caught.
+
+    Args:
+        series: `(steps, layers)` array, the output layer last.
+
+    Returns:
+        Three arrays of one value per layer: the verdict ratio, the early and the late ratio.
+
+    Example:
+
+    >>> import numpy as np
+    >>> worst, early, late = depth_ratios(np.array([[0.5, 1.0]] * 10 + [[0.01, 1.0]] * 10))
+    >>> print(early[0], late[0], worst[0])
+    0.5 0.01 0.01
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = series / series[:, -1:]
+    k = tenth(len(rel))
+    early, late = median(rel[:k]), median(rel[-k:])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pick_late = np.abs(np.log(late)) > np.abs(np.log(early))
+    worst = np.where(np.isfinite(late) & (pick_late | ~np.isfinite(early)), late, early)
+    return worst, early, late
+
+
+def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
+    """Forward gain sqrt(fan_in Var(W)) and backward gain sqrt(fan_out Var(W)) of each kernel.
+
+    Read from the first recorded kernel norm (the weights after the first
+    recorded update, which at the usual learning rates are the initial ones
+    to about 0.1%): ||W||^2 = fan_in * fan_out * Var(W), assuming zero-mean
+    weights. NaN for layers without a 2-D+ kernel or never measured.
+
+    Args:
+        history: the record; it needs the `weight_norm` variable series and `fan_in`/`fan_out` in `layer_info`.
+
+    Returns:
+        Two arrays of one gain per layer: forward, backward.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense"], variables=["dense/kernel"], layer_info=[{"fan_in": 16, "fan_out": 4}])
+    >>> h.append([0], {"grad_norm": np.ones((1, 1))}, variable_series={"weight_norm": np.array([[4.0]])})
+    >>> forward, backward = weight_gains(h)
+    >>> print(forward[0], backward[0])
+    2.0 1.0
+    """
+    fwd = np.full(len(history.layers), np.nan)
+    bwd = np.full(len(history.layers), np.nan)
+    wn = history.variable_series.get("weight_norm")
+    if wn is None or not len(history):
+        return fwd, bwd
+    for li, (name, info) in enumerate(zip(history.layers, history.layer_info, strict=False)):
+        key = f"{name}/kernel"
+        if key in history.variables and info.get("fan_in") and info.get("fan_out"):
+            column = wn[:, history.variables.index(key)]
+            measured = column[~np.isnan(column)]  # NaN: a step that did not measure weights
+            if len(measured):
+                fwd[li] = measured[0] / math.sqrt(info["fan_out"])
+                bwd[li] = measured[0] / math.sqrt(info["fan_in"])
+    return fwd, bwd

@@ -1,0 +1,438 @@
+"""The rules: each an object with its name, thresholds, meaning, check and remedy; `RULES` holds them in report order.
+
+`rule.check(context)` looks at the numbers of a `DiagnosisContext` and,
+when the rule fires, gives a `Finding`: which layers, the measured value
+against the threshold, the likely cause and the remedy.
+
+To add a rule, subclass `Rule`, give it a `check`, and add one instance to the
+table in `RULES` (its position there is the position of its findings); to
+try one without the table, `diagnose(history, rules=[*RULES.values(), rule])`.
+docs/diagnosis.md holds the table in words (`rules_table_markdown`);
+`python -m gradscope.diagnosis` prints it.
+
+Example:
+
+>>> RULES["vanishing"].threshold, RULES["vanishing"].meaning
+(0.05, "a layer's back-propagated gradient (RMS) is below 0.05 of the output layer's")
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gradscope.diagnosis.findings import Finding, fmt_ratio
+
+if TYPE_CHECKING:  # for annotations only: the context module imports this one
+    from gradscope.diagnosis.context import DiagnosisContext
+
+#: The remedy when the output layer itself is saturated (the vanishing and
+#: stalled findings say it instead of their general remedy).
+OUTPUT_SATURATED_REMEDY = (
+    "the output layer is saturated, so every gradient starts near 0: give it softmax with cross-entropy "
+    "(--output-activation softmax --loss crossentropy), or smaller initial weights there, or a lower learning rate"
+)
+
+# The markers around the generated rule table in docs/diagnosis.md.
+RULES_TABLE_BEGIN = "<!-- rules:begin -->"
+RULES_TABLE_END = "<!-- rules:end -->"
+
+
+@dataclass(frozen=True)
+class Rule(abc.ABC):
+    """A named check with its thresholds, its meaning in words and its remedy.
+
+    A subclass implements `check`; extra thresholds are extra dataclass
+    fields, so that every number lives in the `RULES` table and shows in the
+    generated docs. Change one for a single diagnosis with
+    `dataclasses.replace(RULES["stalled"], min_steps=20)`.
+
+    Args:
+        name: the rule's name, as findings report it.
+        threshold: the number the rule compares against.
+        meaning_format: what firing means, in words; the rule's parameters (`threshold` and any extra field) may
+            appear as `str.format` fields, e.g. `"below {threshold:g}"`, so the words follow the numbers.
+        remedy: what to try when it fires.
+    """
+
+    name: str
+    threshold: float
+    meaning_format: str
+    remedy: str
+
+    @abc.abstractmethod
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        """The rule's findings on one history: empty when it does not fire.
+
+        Args:
+            context: the numbers of the history being diagnosed.
+        """
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        """The layers this rule flags (other rules read them to name a cause).
+
+        Args:
+            context: the numbers of the history being diagnosed.
+        """
+        return [layer for finding in self.check(context) for layer in finding.layers]
+
+    def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
+        """The per-layer verdict this rule gives layer number `layer`, or None.
+
+        Args:
+            context: the numbers of the history being diagnosed.
+            layer: the layer's index, in forward order.
+        """
+        return None
+
+    @property
+    def meaning(self) -> str:
+        return self.meaning_format.format(**self.parameters())
+
+    def parameters(self) -> dict[str, Any]:
+        """`threshold` and the rule's extra thresholds, by name."""
+        text = {"name", "meaning_format", "remedy"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in text}
+
+    def finding(self, layers: list[str], message: str, cause: str, remedy: str | None = None) -> Finding:
+        """A finding of this rule; `remedy` defaults to the rule's."""
+        return Finding(self.name, layers, message, cause, self.remedy if remedy is None else remedy)
+
+
+@dataclass(frozen=True)
+class NonFiniteRule(Rule):
+    """Fires when anything went NaN/Inf; names the first step, layer and variable (see `first_nonfinite`)."""
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        nf = context.nonfinite
+        if nf is None:
+            return []
+        return [self.finding([nf.layer or "-"], nf.sentence() + ".", "numeric overflow or an invalid operation")]
+
+
+@dataclass(frozen=True)
+class VanishingRule(Rule):
+    """Layers whose ratio to the output layer is below `threshold`.
+
+    The cause is the first that applies: saturated units, dead ReLUs, a
+    product of mean activation derivatives below `derivative_cause_below`,
+    weights too small (the small_weights rule fired, or their backward gains
+    multiply to below `weight_cause_below`), else depth.
+    """
+
+    derivative_cause_below: float
+    weight_cause_below: float
+
+    def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
+        return self.name if context.ratios[layer] < self.threshold else None
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return context.judged(self.name)
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        what = "back-propagated gradient" if context.measure == "backprop" else "weight-gradient norm"
+        message = (
+            f"The {what} shrinks toward the input: {_layers_get(layers)} "
+            f"{_list_ratios(context, layers)} of the output layer's (threshold {self.threshold})."
+        )
+        # Every gradient starts at the output layer: when its tanh/sigmoid
+        # sits at +-1, fixing the hidden layers does not help.
+        output_saturated = context.output in context.flagged("saturated")
+        remedy = OUTPUT_SATURATED_REMEDY if output_saturated else None
+        return [self.finding(layers, message, self.cause(context), remedy)]
+
+    def cause(self, context: DiagnosisContext) -> str:
+        """The most likely cause of the shrinkage, in words."""
+        saturated, dead = context.flagged("saturated"), context.flagged("dead_relu")
+        dprod, wprod = context.derivative_product, context.weight_product
+        if saturated:
+            return f"saturated units in {', '.join(saturated)}: tanh'(s) and sigmoid'(s) are near 0 there"
+        if dead:
+            return f"dead ReLUs in {', '.join(dead)}"
+        if math.isfinite(dprod) and dprod < self.derivative_cause_below:
+            return (
+                f"the activation derivatives: f'(s) multiplies to {dprod:.2g} over the layers above layer 1 "
+                "(sigmoid'(s) is at most 0.25; tanh'(s) falls toward 0 as |s| grows)"
+            )
+        if context.flagged("small_weights") or (math.isfinite(wprod) and wprod < self.weight_cause_below):
+            return f"weights too small: each layer scales the gradient down (product of weight gains {wprod:.2g})"
+        return f"depth: {len(context.layers)} layers multiply factors below 1"
+
+
+@dataclass(frozen=True)
+class ExplodingRule(Rule):
+    """Layers whose ratio to the output layer is above `threshold`."""
+
+    def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
+        return self.name if context.ratios[layer] > self.threshold else None
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return context.judged(self.name)
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        if context.flagged("large_weights"):
+            cause = "weights too large"
+        else:
+            cause = "depth: each layer multiplies the gradient by more than 1"
+        message = (
+            f"The back-propagated gradient grows toward the input: {_layers_get(layers)} "
+            f"{_list_ratios(context, layers)} times the output layer's (threshold {self.threshold:g})."
+        )
+        return [self.finding(layers, message, cause)]
+
+
+@dataclass(frozen=True)
+class SaturatedRule(Rule):
+    """Layers whose median share of outputs in the flat tails is above `threshold`."""
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return [name for name, share in zip(context.layers, context.saturation, strict=True) if share > self.threshold]
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = (
+            f"Saturated units: {_list_shares(context, layers, context.saturation)} of the outputs sit at +-1 "
+            f"(threshold {self.threshold:.0%})."
+        )
+        if context.flagged("large_weights"):
+            cause = "weights too large for tanh/sigmoid"
+        else:
+            cause = "pre-activations too large, so f'(s) is near 0"
+        return [self.finding(layers, message, cause)]
+
+
+@dataclass(frozen=True)
+class DeadReluRule(Rule):
+    """Layers whose median share of units that output 0 for the whole batch is above `threshold`."""
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return [name for name, share in zip(context.layers, context.dead, strict=True) if share > self.threshold]
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = (
+            f"Dead ReLUs: {_list_shares(context, layers, context.dead)} of the units never fire "
+            f"(threshold {self.threshold:.0%})."
+        )
+        cause = "pre-activations below 0 for every sample (negative bias or a too large step)"
+        return [self.finding(layers, message, cause)]
+
+
+@dataclass(frozen=True)
+class SmallWeightsRule(Rule):
+    """Layers whose initial forward and backward weight gains are both below `threshold`."""
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        # Too small means too small both ways: forward (the signal) and
+        # backward (the gradient). A wide layer after a narrow input is not
+        # "too small" just because its forward gain is below 1; Glorot trades
+        # the two.
+        gains = zip(context.layers, context.forward_gain, context.backward_gain, strict=True)
+        return [name for name, fwd, bwd in gains if max(fwd, bwd) < self.threshold]
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = f"Initial weight gains below {self.threshold}: {_list_gains(context, layers)}."
+        return [self.finding(layers, message, "weights too small for the layer's fan-in")]
+
+
+@dataclass(frozen=True)
+class LargeWeightsRule(Rule):
+    """Layers whose initial gains are both above `threshold` (`relu_threshold` for ReLU layers).
+
+    ReLU zeroes half its inputs, so He initialisation's gains sit at sqrt(2)
+    and a ReLU layer gets more room before its weights count as large.
+    """
+
+    relu_threshold: float
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        out = []
+        for name, fwd, bwd, act in zip(
+            context.layers, context.forward_gain, context.backward_gain, context.activations, strict=False
+        ):
+            limit = self.relu_threshold if (act or "").startswith("relu") else self.threshold
+            if min(fwd, bwd) > limit:
+                out.append(name)
+        return out
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = f"Initial weight gains above {self.threshold:g}: {_list_gains(context, layers)}."
+        return [self.finding(layers, message, "weights too large for the layer's fan-in")]
+
+
+@dataclass(frozen=True)
+class StalledRule(Rule):
+    """Training accuracy over the last tenth below `threshold` times chance, after `min_steps` recorded steps.
+
+    Early on every net is near chance, hence `min_steps`.
+    """
+
+    min_steps: int
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        classes, accuracy = context.num_classes, context.final_accuracy
+        if not (classes and math.isfinite(accuracy) and context.steps >= self.min_steps):
+            return []
+        chance = 1.0 / classes
+        if not accuracy < self.threshold * chance:
+            return []
+        first, final = context.first_loss, context.final_loss
+        fell = (first - final) / abs(first) if first else 0.0
+        message = (
+            f"Training stalled: accuracy {accuracy:.1%} against chance {chance:.1%}; "
+            f"the loss changed by {-fell:+.0%}."
+        )
+        if context.output in context.flagged("saturated"):
+            return [self.finding([context.output], message, "the output layer is saturated", OUTPUT_SATURATED_REMEDY)]
+        cause = "the gradient reaching the weights is too small to move them"
+        return [self.finding([context.output], message, cause)]
+
+
+#: Every rule, its thresholds and its remedy, in the order findings are
+#: reported. docs/diagnosis.md prints this table (`rules_table_markdown`).
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in [
+        NonFiniteRule(
+            "non_finite",
+            threshold=0.0,
+            meaning_format="a gradient, an activation, a weight or the loss became NaN or Inf",
+            remedy=(
+                "lower the learning rate, clip gradients (clipnorm), "
+                "and check the inputs and the loss for log(0) or division by 0"
+            ),
+        ),
+        VanishingRule(
+            "vanishing",
+            threshold=0.05,
+            derivative_cause_below=0.1,
+            weight_cause_below=0.2,
+            meaning_format="a layer's back-propagated gradient (RMS) is below {threshold:g} of the output layer's",
+            remedy=(
+                "use ReLU in the hidden layers, Glorot (tanh) or He (ReLU) initialisation, a shallower net, "
+                "or batch normalisation"
+            ),
+        ),
+        ExplodingRule(
+            "exploding",
+            threshold=20.0,
+            meaning_format="a layer's back-propagated gradient (RMS) is above {threshold:g} times the output layer's",
+            remedy=(
+                "use smaller initial weights (Glorot/He), clip gradients (clipnorm), lower the learning rate, "
+                "or add normalisation"
+            ),
+        ),
+        SaturatedRule(
+            "saturated",
+            threshold=0.3,
+            meaning_format=(
+                "over {threshold:.0%} of a tanh/sigmoid layer's outputs (median over the steps) sit in the flat tails "
+                "(|a| >= the saturation threshold, 0.99 by default), where f'(s) is near 0"
+            ),
+            remedy=(
+                "use smaller initial weights (Glorot), normalise the inputs, add batch normalisation, "
+                "or switch to ReLU"
+            ),
+        ),
+        DeadReluRule(
+            "dead_relu",
+            threshold=0.5,
+            meaning_format=(
+                "over {threshold:.0%} of a ReLU layer's units (median over the steps) output 0 for every sample "
+                "in the batch, so they pass no gradient"
+            ),
+            remedy="use He initialisation, a lower learning rate, LeakyReLU/ELU, and check for large negative biases",
+        ),
+        SmallWeightsRule(
+            "small_weights",
+            threshold=0.8,
+            meaning_format=(
+                "a layer's initial weight gains forward, sqrt(fan_in * Var(W)), and backward, sqrt(fan_out * Var(W)), "
+                "are both below {threshold:g}: the layer shrinks the signal (activations pile up at 0) and the gradient"
+            ),
+            remedy="use Glorot (tanh, sigmoid) or He (ReLU) initialisation instead of a fixed small range",
+        ),
+        LargeWeightsRule(
+            "large_weights",
+            threshold=2.0,
+            relu_threshold=3.0,
+            meaning_format=(
+                "a layer's initial weight gains forward and backward are both above {threshold:g} "
+                "({relu_threshold:g} for ReLU): the layer amplifies the signal (tanh piles up at +-1) and the gradient"
+            ),
+            remedy="use Glorot (tanh, sigmoid) or He (ReLU) initialisation",
+        ),
+        StalledRule(
+            "stalled",
+            threshold=1.5,
+            min_steps=50,
+            meaning_format=(
+                "after at least {min_steps} recorded steps, training accuracy over the last tenth of them "
+                "is below {threshold:g} times chance"
+            ),
+            remedy=(
+                "check the output activation and loss pair (softmax with cross-entropy learns where tanh with MSE "
+                "can stall), the initialisation and the learning rate"
+            ),
+        ),
+    ]
+}
+
+
+def rules_table_markdown(rules: Iterable[Rule] | None = None) -> str:
+    """The rule table as Markdown, as docs/diagnosis.md holds it between its rules markers.
+
+    Args:
+        rules: the rules to list. Defaults to `None`: every rule in `RULES`.
+
+    Example:
+
+    >>> print(rules_table_markdown([RULES["exploding"]]).splitlines()[2])  # doctest: +ELLIPSIS
+    | `exploding` | threshold = 20 | a layer's back-propagated gradient (RMS) is above 20 times ... |
+    """
+    rows = ["| rule | thresholds | fires when | remedy |", "| --- | --- | --- | --- |"]
+    for rule in RULES.values() if rules is None else rules:
+        numbers = ", ".join(f"{key} = {value:g}" for key, value in rule.parameters().items())
+        cells = [f"`{rule.name}`", numbers, rule.meaning, rule.remedy]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows)
+
+
+# -- wording ----------------------------------------------------------------------
+
+
+def _layers_get(names: list[str]) -> str:
+    return f"{names[0]} gets" if len(names) == 1 else f"layers {', '.join(names)} get"
+
+
+def _list_ratios(context: DiagnosisContext, names: list[str]) -> str:
+    return ", ".join(fmt_ratio(float(context.ratios[context.layers.index(n)])) for n in names)
+
+
+def _list_shares(context: DiagnosisContext, names: list[str], shares: np.ndarray) -> str:
+    return ", ".join(f"{n} {float(shares[context.layers.index(n)]):.0%}" for n in names)
+
+
+def _list_gains(context: DiagnosisContext, names: list[str]) -> str:
+    return ", ".join(f"{n} {float(context.forward_gain[context.layers.index(n)]):.2f}" for n in names)

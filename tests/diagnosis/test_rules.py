@@ -1,0 +1,131 @@
+"""Each rule object on its own, at its threshold, and the docs' rule table generated from the rules."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradscope.diagnosis import (
+    RULES,
+    RULES_TABLE_BEGIN,
+    RULES_TABLE_END,
+    DiagnosisContext,
+    Finding,
+    diagnose,
+    rules_table_markdown,
+)
+from gradscope.history import GradientHistory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+FAN = 16  # fan_in = fan_out = 16: a kernel norm of 4 * g is a gain of exactly g both ways
+
+
+def _case(rule: str, value: float, steps: int = 60, activation: str = "tanh") -> GradientHistory:
+    """Two layers, hidden `a` and output `out` (4 classes); `value` goes where `rule` looks, on `a` (or the output)."""
+    h = GradientHistory(
+        ["a", "out"], variables=["a/kernel", "out/kernel"],
+        layer_info=[{"units": FAN, "fan_in": FAN, "fan_out": FAN, "activation": activation},
+                    {"units": 4, "fan_in": FAN, "fan_out": FAN, "activation": "softmax"}],
+    )
+    bp = np.tile([value if rule in ("vanishing", "exploding") else 0.5, 1.0], (steps, 1))
+    series = {"grad_norm": bp, "backprop": bp}
+    if rule in ("saturated", "dead_relu"):
+        series["saturation" if rule == "saturated" else "dead"] = np.tile([value, 0.0], (steps, 1))
+    gains = [value if rule in ("small_weights", "large_weights") else 1.0, 1.0]
+    accuracy = value * 0.25 if rule == "stalled" else 0.9  # chance is 1/4
+    h.append(np.arange(steps), series, {"loss": np.ones(steps), "accuracy": np.full(steps, accuracy)},
+             {"grad_norm": np.ones((steps, 2)), "weight_norm": np.tile(np.multiply(gains, 4.0), (steps, 1))})
+    return h
+
+
+@pytest.mark.parametrize(
+    "name, past, layer",
+    [("vanishing", 0.99, "a"), ("exploding", 1.01, "a"), ("saturated", 1.01, "a"), ("dead_relu", 1.01, "a"),
+     ("small_weights", 0.99, "a"), ("large_weights", 1.01, "a"), ("stalled", 0.99, "out")],
+)
+def test_each_rule_fires_past_its_threshold_and_not_at_it(name, past, layer):
+    rule = RULES[name]
+    assert rule.check(DiagnosisContext(_case(name, rule.threshold))) == []
+    findings = rule.check(DiagnosisContext(_case(name, rule.threshold * past)))
+    assert [(f.rule, f.layers, f.remedy) for f in findings] == [(name, [layer], rule.remedy)]
+
+
+def test_non_finite_rule_fires_on_an_infinite_gradient_only():
+    rule = RULES["non_finite"]
+    h = _case("non_finite", 0.0)
+    assert rule.check(DiagnosisContext(h)) == []
+    g = np.ones((4, 2))
+    g[3, 0] = np.inf
+    h = GradientHistory(["a", "out"], variables=["a/kernel", "out/kernel"])
+    h.append(np.arange(4), {"grad_norm": np.ones((4, 2))}, {"loss": np.ones(4)},
+             {"grad_norm": g, "weight_norm": np.ones((4, 2))})
+    message = "non-finite values (NaN/Inf) first appeared at step 3 in the gradient of layer a (kernel)."
+    assert rule.check(DiagnosisContext(h)) == [
+        Finding("non_finite", ["a"], message, "numeric overflow or an invalid operation", rule.remedy)
+    ]
+
+
+def test_thresholds_are_read_from_the_rule_object():
+    h = _case("saturated", 0.4)
+    assert RULES["saturated"].check(DiagnosisContext(h))
+    stricter = replace(RULES["saturated"], threshold=0.5)
+    assert stricter.check(DiagnosisContext(h)) == []
+    # The words follow the numbers.
+    assert "over 30%" in RULES["saturated"].meaning and "over 50%" in stricter.meaning
+
+
+def test_large_weights_gives_relu_layers_the_relu_threshold():
+    rule = RULES["large_weights"]
+    t = rule.relu_threshold
+    assert t > rule.threshold
+    assert rule.check(DiagnosisContext(_case("large_weights", t, activation="relu"))) == []
+    assert rule.check(DiagnosisContext(_case("large_weights", t * 1.01, activation="relu")))
+    between = (rule.threshold + t) / 2  # large for tanh, not for ReLU
+    assert rule.check(DiagnosisContext(_case("large_weights", between, activation="tanh")))
+    relu = _case("large_weights", between, activation="relu")
+    assert rule.check(DiagnosisContext(relu)) == []
+    lower = replace(rule, relu_threshold=between * 0.99)
+    assert [f.layers for f in lower.check(DiagnosisContext(relu))] == [["a"]]
+    assert f"({between * 0.99:g} for ReLU)" in lower.meaning
+
+
+def test_stalled_needs_the_table_s_min_steps():
+    rule = RULES["stalled"]
+    n = rule.min_steps
+    assert rule.check(DiagnosisContext(_case("stalled", 1.0, steps=n)))
+    assert rule.check(DiagnosisContext(_case("stalled", 1.0, steps=n - 1))) == []
+    short = _case("stalled", 1.0, steps=20)
+    assert "stalled" not in {f.rule for f in diagnose(short).findings}
+    sooner = [replace(r, min_steps=20) if r.name == "stalled" else r for r in RULES.values()]
+    assert "stalled" in {f.rule for f in DiagnosisContext(short, rules=sooner).diagnosis().findings}
+
+
+def test_rules_name_causes_through_the_other_rules_applied():
+    steps = 60
+    bp = np.tile([0.001, 1.0], (steps, 1))
+    h = GradientHistory(["a", "out"])
+    h.append(np.arange(steps), {"grad_norm": bp, "backprop": bp, "saturation": np.tile([0.6, 0.0], (steps, 1))})
+    assert RULES["vanishing"].check(DiagnosisContext(h))[0].cause.startswith("saturated units in a")
+    without = [r for r in RULES.values() if r.name != "saturated"]
+    cause = RULES["vanishing"].check(DiagnosisContext(h, rules=without))[0].cause
+    assert cause == "depth: 2 layers multiply factors below 1"
+
+
+def test_the_docs_rule_table_is_generated_from_rules():
+    doc = (ROOT / "docs" / "diagnosis.md").read_text()
+    table = doc[doc.index(RULES_TABLE_BEGIN) + len(RULES_TABLE_BEGIN):doc.index(RULES_TABLE_END)].strip()
+    generated = rules_table_markdown()
+    rows = {row.split(" | ")[0].strip("| `"): row for row in generated.splitlines()[2:]}
+    assert list(rows) == list(RULES)
+    for name, rule in RULES.items():
+        # Every field of every rule is in its row, and the doc's row is that row.
+        for key, value in rule.parameters().items():
+            assert f"{key} = {value:g}" in rows[name]
+        assert rule.meaning.replace("|", "\\|") in rows[name] and rule.remedy in rows[name]
+        assert rows[name] in table.splitlines(), f"{name}: regenerate the table with `python -m gradscope.diagnosis`"
+    assert table == generated
