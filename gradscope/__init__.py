@@ -10,7 +10,7 @@ The data path, one way only::
       -> session.py    (RecordingSession: attach, flush rows into the history, detach)
       -> monitor.py    (GradientMonitor: the Keras callback that drives a session)
       -> history.py    (GradientHistory: the plain numpy record, saved/loaded)
-      -> diagnosis.py  (rules as objects -> verdicts with cause and remedy)
+      -> diagnosis/    (rules as objects -> verdicts with cause and remedy)
       -> render/       (terminal.py tables, live.py live view, plots.py: records only)
 
 Only `GradientHistory`, `load_run` and the renderers work without TensorFlow;
