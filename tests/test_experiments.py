@@ -105,6 +105,7 @@ def test_model_summary_is_a_plain_record_of_each_layer():
     assert json.loads(json.dumps(summary)) == summary  # plain: numbers and strings only, no Keras objects
 
 
+@pytest.mark.slow
 def test_run_config_trains_the_asked_epochs_and_prints_each_layers_parameters(tmp_path):
     from rich.console import Console
 

@@ -49,6 +49,7 @@ def test_grad_norm_matches_gradient_tape_at_two_steps(toy, tape_norms):
     assert not np.allclose(w0[0], w1[0])
 
 
+@pytest.mark.slow
 def test_loop_and_fit_record_the_same_first_step(toy):
     x, y = toy
     records = []
@@ -66,6 +67,7 @@ def test_loop_and_fit_record_the_same_first_step(toy):
         np.testing.assert_allclose(records[0][name], records[1][name], rtol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_keras_callbacks_work_with_the_loop(toy, tmp_path):
     x, y = toy
     model = _small()
@@ -103,6 +105,7 @@ def test_keras_callbacks_work_with_the_loop(toy, tmp_path):
     assert counter.epochs[-1]["val_loss"] == pytest.approx(model.evaluate(x[:20], y[:20], verbose=0), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_steps_limit_and_dataset_input(toy):
     x, y = toy
     model = _small()
@@ -168,6 +171,7 @@ def test_a_new_optimizer_in_train_is_honoured(toy):
     assert not np.allclose(before, model.get_weights()[0])
 
 
+@pytest.mark.slow
 def test_the_loop_under_xla_records_the_same_first_step(toy):
     x, y = toy
     records = []

@@ -76,6 +76,7 @@ def _reference(model, x, y):
     return np.array(norms), loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [_sequential, _functional, Subclassed], ids=["sequential", "functional", "subclassed"])
 def test_step0_grad_norm_matches_gradient_tape(make, toy):
     x, y = toy
@@ -126,6 +127,7 @@ def test_lean_options_keep_gradients_exact_and_sample_the_weights(toy):
         assert np.isfinite(h[name][0::2]).all() and np.isnan(h[name][1::2]).all()
 
 
+@pytest.mark.slow
 def test_hooks_leave_the_training_math_unchanged(toy):
     """Keras reads a softmax output's logits in cross-entropy; the tap must keep that."""
     x, y = toy
@@ -187,6 +189,7 @@ def test_update_ratio_is_the_applied_step(toy):
     assert monitor.history["weight_norm"][0, 0] == pytest.approx(norm, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_mixed_precision_records_unscaled_gradients(toy):
     x, y = toy
     keras.mixed_precision.set_global_policy("mixed_float16")
@@ -210,6 +213,7 @@ def test_mixed_precision_records_unscaled_gradients(toy):
     assert monitor.history.scalars["loss_scale"][0] == scale
 
 
+@pytest.mark.slow
 def test_steps_per_execution_gives_one_row_per_step(toy):
     x, y = toy
     model = _sequential()
@@ -220,6 +224,7 @@ def test_steps_per_execution_gives_one_row_per_step(toy):
     assert np.all(np.isfinite(monitor.history["grad_norm"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_jit_compile_records_the_same_first_step(jit, toy):
     x, y = toy
@@ -255,6 +260,7 @@ def test_custom_train_step_is_recorded(toy):
     np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_epoch_logs_reach_csvlogger_and_history(toy, tmp_path):
     x, y = toy
     model = _sequential()
@@ -282,6 +288,7 @@ def test_epoch_logs_reach_csvlogger_and_history(toy, tmp_path):
         assert tags[f"epoch_grad_norm/{name}"] == pytest.approx(hist.history[f"grad_norm/{name}"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_several_fit_calls_continue_or_restart(toy):
     x, y = toy
     model = _sequential()
@@ -299,6 +306,7 @@ def test_several_fit_calls_continue_or_restart(toy):
     assert len(monitor.history) == 6 and "call" not in model.layers[0].__dict__
 
 
+@pytest.mark.slow
 def test_every_n_steps(toy):
     x, y = toy
     model = _sequential()
@@ -335,6 +343,7 @@ class FakeClock(keras.callbacks.Callback):
         self.now += 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flush_every, batches", [(256, [48]), (16, [16, 16, 16])])
 def test_rows_come_from_the_device_in_batches_not_every_step(flush_every, batches, toy):
     x, y = toy
@@ -346,6 +355,7 @@ def test_rows_come_from_the_device_in_batches_not_every_step(flush_every, batche
     assert monitor.history.steps.tolist() == list(range(48))
 
 
+@pytest.mark.slow
 def test_the_live_table_refreshes_four_times_a_second_not_every_step(toy):
     import io
 
@@ -474,6 +484,7 @@ def test_unhookable_model_says_so_and_trains(toy, capsys):
     assert not np.allclose(before, model.trainable_variables[0].numpy())
 
 
+@pytest.mark.slow
 def test_interrupted_fit_keeps_rows_and_does_not_stack_hooks(toy):
     x, y = toy
     model = _sequential()
@@ -500,6 +511,7 @@ def test_interrupted_fit_keeps_rows_and_does_not_stack_hooks(toy):
     assert monitor.nonfinite is None and np.all(np.isfinite(monitor.history["grad_norm"]))
 
 
+@pytest.mark.slow
 def test_unbuilt_model_is_recorded_from_its_second_step(toy, capsys):
     x, y = toy
     model = keras.Sequential([keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3, activation="softmax")])
@@ -511,6 +523,7 @@ def test_unbuilt_model_is_recorded_from_its_second_step(toy, capsys):
     assert np.all(np.isfinite(monitor.history["grad_norm"]))
 
 
+@pytest.mark.slow
 def test_none_gradient_counts_as_zero_not_as_nan(toy):
     x, y = toy
 
@@ -546,6 +559,7 @@ def test_embedding_sparse_gradients_are_summed_before_the_norm():
     assert monitor.history["grad_norm"][0, 0] == pytest.approx(float(tf.norm(g)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_monitor_reused_on_another_model_starts_a_new_history(toy):
     x, y = toy
     monitor = GradientMonitor()
@@ -559,6 +573,7 @@ def test_a_monitor_reused_on_another_model_starts_a_new_history(toy):
     assert monitor.history.layers == [s.name for s in watched_layers(second)]
 
 
+@pytest.mark.slow
 def test_validation_and_evaluate_leave_the_record_alone(toy, monkeypatch):
     from gradscope.staging import Staging
 
@@ -578,6 +593,7 @@ def test_validation_and_evaluate_leave_the_record_alone(toy, monkeypatch):
     assert len(monitor.history) == 6 and np.all(np.isfinite(monitor.history["act_mean"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cnn", "lstm"])
 def test_other_layer_types_and_optimizers(kind):
     rng = np.random.default_rng(0)
@@ -601,6 +617,7 @@ def test_other_layer_types_and_optimizers(kind):
     assert np.all(np.isfinite(h["grad_norm"])) and np.all(h["update_ratio"] > 0)
 
 
+@pytest.mark.slow
 def test_a_recompile_between_fits_is_honoured(toy):
     x, y = toy
     model = _sequential()
@@ -649,6 +666,7 @@ def test_apply_inside_a_cond_in_a_custom_train_step(toy):
     assert np.all(np.isfinite(monitor.history["backprop"])) and np.all(np.isfinite(monitor.history["act_std"]))
 
 
+@pytest.mark.slow
 def test_layers_without_an_output_to_measure_are_named_once(capsys):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 5, 2)).astype("float32")

@@ -107,6 +107,7 @@ def test_relu_with_large_negative_bias_is_dead(images):
     assert np.all(h["grad_norm"][:, :-1] == 0)
 
 
+@pytest.mark.slow
 def test_deep_linear_net_matches_glorot_bengio_closed_form():
     import keras
 

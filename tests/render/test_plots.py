@@ -208,6 +208,7 @@ def test_plot_comparison(tmp_path: Path) -> None:
     assert_png(plot_comparison(runs, tmp_path / "c.png"))
 
 
+@pytest.mark.slow
 def test_nan_and_inf_still_render(tmp_path: Path) -> None:
     h = make_history(histograms=False)
     bad = make_history().get("grad_norm").copy()
@@ -255,6 +256,7 @@ def test_all_nan_and_empty_histories_render(tmp_path: Path) -> None:
     assert not grad_norms_figure(empty).axes[0].lines
 
 
+@pytest.mark.slow
 def test_save_run_plots(tmp_path: Path) -> None:
     h = make_history()
     h.save(tmp_path)
@@ -269,6 +271,7 @@ def test_save_run_plots(tmp_path: Path) -> None:
     assert names == ["grad_norms.png", "depth_profile.png"]
 
 
+@pytest.mark.slow
 def test_no_tensorflow_and_no_pyplot(tmp_path: Path) -> None:
     # A fresh interpreter on this tree's package, which must not import TensorFlow
     # for a saved run to be drawn again where TensorFlow is not installed.
