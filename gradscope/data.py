@@ -240,7 +240,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return (digits.data / 16.0).astype(np.float32), digits.target  # pixel values are 0..16
 
 
-def _keras_cache() -> Path:
+def keras_mnist_cache() -> Path:
+    """Where ``keras.datasets.mnist.load_data()`` keeps its download."""
     # Where keras.utils.get_file looks: Keras home, or /tmp/.keras when home is
     # read-only (Keras creates a missing home when it is imported).
     home = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
@@ -267,9 +268,9 @@ def _host_resolves(host: str, seconds: float = 3.0) -> bool:
     return bool(answer)
 
 
-def _load_keras_mnist() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def load_keras_mnist() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``keras.datasets.mnist.load_data()``, failing fast instead of hanging offline."""
-    cache = _keras_cache()
+    cache = keras_mnist_cache()
     shown = str(cache).replace(str(Path.home()), "~", 1)
     if not cache.is_file() and not _host_resolves(_MNIST_HOST):
         raise OSError(f"no network and no cache at {shown}")  # skips importing TF for nothing
@@ -289,7 +290,7 @@ def _load_keras_mnist() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray
 
 def _keras_mnist_or_digits(split: _Splitter) -> Dataset:
     try:
-        (x, y), (x_val, y_val) = _load_keras_mnist()
+        (x, y), (x_val, y_val) = load_keras_mnist()
     except Exception as err:
         ds = split.dataset("digits (scikit-learn, 8x8)", *_digits())
         total = len(ds.y_train) + len(ds.y_val)

@@ -187,7 +187,7 @@ def test_mnist_falls_back_to_digits_when_keras_cannot_load(monkeypatch):
     def unavailable():
         raise OSError("no network and no cache at ~/.keras/datasets/mnist.npz")
 
-    monkeypatch.setattr(data, "_load_keras_mnist", unavailable)
+    monkeypatch.setattr(data, "load_keras_mnist", unavailable)
     ds = load_dataset("mnist")
     assert ds.name == "digits (scikit-learn, 8x8)" and ds.input_dim == 64
     assert ds.notices == [
@@ -198,18 +198,18 @@ def test_mnist_falls_back_to_digits_when_keras_cannot_load(monkeypatch):
 
 
 def test_offline_without_cache_skips_keras(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "_keras_cache", lambda: tmp_path / "datasets" / "mnist.npz")
+    monkeypatch.setattr(data, "keras_mnist_cache", lambda: tmp_path / "datasets" / "mnist.npz")
     monkeypatch.setattr(data, "_host_resolves", lambda host, seconds=3.0: False)
     with pytest.raises(OSError, match="no network and no cache at"):
-        data._load_keras_mnist()
+        data.load_keras_mnist()
 
 
 def test_the_keras_cache_is_where_keras_would_look(monkeypatch, tmp_path):
     # A writable KERAS_HOME is used as is, even when /tmp/.keras holds a copy:
     # keras.utils.get_file only falls back to /tmp/.keras for a read-only home.
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
-    assert data._keras_cache() == tmp_path / "home" / "datasets" / "mnist.npz"
+    assert data.keras_mnist_cache() == tmp_path / "home" / "datasets" / "mnist.npz"
     (tmp_path / "home").mkdir()
-    assert data._keras_cache() == tmp_path / "home" / "datasets" / "mnist.npz"
+    assert data.keras_mnist_cache() == tmp_path / "home" / "datasets" / "mnist.npz"
     monkeypatch.delenv("KERAS_HOME")
-    assert data._keras_cache() == Path("~/.keras/datasets/mnist.npz").expanduser()
+    assert data.keras_mnist_cache() == Path("~/.keras/datasets/mnist.npz").expanduser()
