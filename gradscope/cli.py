@@ -21,6 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gradscope.signals import Interrupted, StopSignals
+
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 
 
@@ -115,10 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="See vanishing and exploding gradients in a deep Keras MLP, layer by layer, step by step.",
         epilog="Start with:  gradscope run --activation tanh   then   gradscope run --activation relu --init he_normal",
     )
+    parser.add_argument("--debug", action="store_true", help="on an internal error, show the full traceback")
+    # --debug is accepted after the command too; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an internal error, show the full traceback (for a bug report)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
-        "run",
+        "run", parents=[common],
         help="train the lecture's network and watch every layer's gradient",
         description="Train the lecture's deep MLP (784-1024-512-512-512-10, tanh, random_uniform, MSE, "
         "Adam 0.001, batch 128) with gradscope's loop, show a live per-layer table, then a summary, a verdict "
@@ -133,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _training_arguments(run)
 
     cmp_ = sub.add_parser(
-        "compare",
+        "compare", parents=[common],
         help="train the same network under several activations and initializers, side by side",
         description="Train one configuration per activation x initializer with the same seed, data, data "
         "order and step budget; show a side-by-side table, one sentence per configuration, and plots.",
@@ -146,13 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="initializers to cross with the activations (default: random_uniform)")
     _training_arguments(cmp_)
 
-    rep = sub.add_parser("report", help="show a saved run or comparison again, without training",
+    rep = sub.add_parser("report", parents=[common], help="show a saved run or comparison again, without training",
                          description="Re-render a run folder (table, verdict, plots) or a comparison folder, "
                          "from the saved record only: TensorFlow is not needed.")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'gradscope run' or 'gradscope compare'")
     rep.add_argument("--no-plots", action="store_true", help="do not redraw the PNG plots")
 
-    der = sub.add_parser("derivatives", help="tanh'(s), sigmoid'(s) and ReLU'(s) at a few points, in float64",
+    der = sub.add_parser("derivatives", parents=[common],
+                         help="tanh'(s), sigmoid'(s) and ReLU'(s) at a few points, in float64",
                          description="The lecture's table of activation derivatives, computed in float64 "
                          "(tanh'(8) = 4.50e-07), and what TensorFlow's float32 autodiff makes of tanh there.")
     der.add_argument("--at", nargs="+", type=float, default=None, metavar="S",
@@ -168,11 +177,12 @@ def _console() -> Any:
     return default_console()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, stop: StopSignals) -> int:
     """``gradscope run``: loads the data, trains one configuration, saves and shows it.
 
     Args:
         args: the parsed flags of ``run``.
+        stop: the command's signal handling.
     """
     from gradscope.experiments import Config, load_data, run_config
 
@@ -180,28 +190,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = load_data(args, console)
     config = Config.for_run(args)
     out = Path(args.out) if args.out else Path("runs") / config.slug
-    run_config(config, data, out, console, live=not args.quiet)
+    run_config(config, data, out, console, live=not args.quiet, stop=stop)
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace, stop: StopSignals) -> int:
     """``gradscope compare``: trains every configuration and shows them side by side.
 
     Args:
         args: the parsed flags of ``compare``.
+        stop: the command's signal handling.
     """
     from gradscope.experiments import compare
 
-    console = _console()
-    compare(args, console)
+    compare(args, _console(), stop=stop)
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace, stop: StopSignals) -> int:
     """``gradscope report``: shows a saved run or comparison folder again, without TensorFlow.
 
     Args:
         args: the parsed flags of ``report``.
+        stop: the command's signal handling.
     """
     from gradscope.experiments import COMPARISON_FILE, show_comparison
     from gradscope.history import RUN_FILE
@@ -225,15 +236,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_derivatives(args: argparse.Namespace) -> int:
+def cmd_derivatives(args: argparse.Namespace, stop: StopSignals) -> int:
     """``gradscope derivatives``: the lecture's table of f'(s), and TensorFlow's float32 tanh beside it.
 
     Args:
         args: the parsed flags of ``derivatives``.
+        stop: the command's signal handling.
 
     Example:
 
-    >>> cmd_derivatives(build_parser().parse_args(["derivatives", "--no-float32", "--at", "8"]))
+    >>> cmd_derivatives(build_parser().parse_args(["derivatives", "--no-float32", "--at", "8"]), StopSignals())
     activation derivatives f'(s), float64
     ...
     │ 8 │ 4.50e-07 │    3.35e-04 │        1 │
@@ -279,7 +291,11 @@ COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "deriv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one command; returns the exit code (2 for a usage error, 130 when interrupted).
+    """Runs one command; returns the exit code.
+
+    0: done. 1: an internal error (one line; ``--debug`` shows the traceback).
+    2: a bad input (one line naming it). 128 + the signal's number when
+    stopped by a signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP.
 
     Args:
         argv: the arguments after ``gradscope`` (default: ``sys.argv[1:]``).
@@ -289,25 +305,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["report", "no/such/folder"])
     2
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
+    # What the error lines need, kept outside the handlers' reach.
+    state = {"command": "?", "debug": False}
+    try:
+        with StopSignals() as stop:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            state.update(command=args.command, debug=bool(getattr(args, "debug", False)))
+            if args.command is None:
+                parser.print_help()
+                return EXIT_USAGE
+            return _run(args.command, args, stop)
+    except Interrupted as exc:
+        print(f"gradscope {state['command']}: interrupted ({exc.signal_name})", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # a Ctrl-C that came in before the handlers were set
+        print(f"gradscope {state['command']}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if state["debug"]:
+            raise
+        print(f"gradscope {state['command']}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(run again with --debug for the full traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _run(command: str, args: argparse.Namespace, stop: StopSignals) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for this audience
-    if args.command in ("run", "compare") or (args.command == "derivatives" and not args.no_float32):
+    if command in ("run", "compare") or (command == "derivatives" and not args.no_float32):
         _import_tensorflow_quietly()
     from gradscope.data import DataError
     from gradscope.experiments import ConfigError
 
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[command](args, stop)
     except (UsageError, ConfigError, DataError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        print(f"gradscope {args.command}: error: {exc}", file=sys.stderr)
+        print(f"gradscope {command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"gradscope {args.command}: interrupted", file=sys.stderr)
-        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from gradscope.diagnosis import Diagnosis, diagnose
 from gradscope.history import PLOTS_DIR, GradientHistory, atomic_write, dumps_json, load_run
 from gradscope.models import LECTURE_HIDDEN, default_output_activation
 from gradscope.render.terminal import model_table, print_comparison, print_summary
+from gradscope.signals import StopSignals
 
 COMPARISON_FILE = "comparison.json"
 DEFAULT_STEPS = 400
@@ -226,7 +228,8 @@ def model_summary(model: Any) -> dict[str, Any]:
 
 
 def run_config(
-    config: Config, data: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True
+    config: Config, data: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True,
+    stop: StopSignals | None = None,
 ) -> tuple[GradientHistory, Diagnosis]:
     """Builds, trains, diagnoses and saves one configuration, printing as it goes.
 
@@ -237,6 +240,11 @@ def run_config(
         console: where to print.
         live: show the live view while training.
         show_summary: print the summary table and verdict at the end.
+        stop: the command's signal handling; a signal stops training at the end
+            of a step and the recorded steps are saved. Defaults to `None` (none).
+
+    Raises:
+        gradscope.signals.Interrupted: after a signal, once the recorded steps are saved.
 
     Example:
 
@@ -256,6 +264,7 @@ def run_config(
     from gradscope.monitor import GradientMonitor
     from gradscope.report import save_run
 
+    stop = stop or StopSignals()
     model = build_model(config, data)
     console.print(model_table(model_summary(model)))
     # verbose=1 also prints the summary at the end; 2 is the live view only.
@@ -268,101 +277,91 @@ def run_config(
     console.print(f"training {config.label} on {data.name}: {len(data.x_train):,} samples, "
                   f"batch {config.batch_size}, {length}", highlight=False)
     try:
-        with _ctrl_c_callback() as ctrl_c:
+        with stop.training():
             history = gradscope.train(
                 model, data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, steps=config.steps,
-                validation_data=(data.x_val, y_val), callbacks=[monitor, ctrl_c], seed=config.seed,
+                validation_data=(data.x_val, y_val), callbacks=[monitor, stop.callback()], seed=config.seed,
                 jit_compile=config.jit,
             )
     except KeyboardInterrupt:
-        # Every recorded step is kept: save what there is, then stop.
+        # Every recorded step is kept: save what there is (a second signal
+        # cannot cut the save short), then stop.
         if monitor.history is not None and len(monitor.history):
-            save_run(monitor.history, out)
-            console.print(f"interrupted: {len(monitor.history)} recorded steps saved to {out}", highlight=False)
+            with stop.shielded():
+                save_run(monitor.history, out)
+            console.print(f"interrupted: {len(monitor.history)} recorded steps saved to {out}", highlight=False,
+                          markup=False)
         raise
     diagnosis = diagnose(history)
     if show_summary and not live:
         print_summary(history, diagnosis, console=console)
-    save_run(history, out)
-    console.print(f"saved run to {out}  (show it again: gradscope report {out})", highlight=False)
+    with stop.shielded():
+        save_run(history, out)
+    console.print(f"saved run to {out}  (show it again: {shell_command('gradscope', 'report', out)})",
+                  highlight=False, markup=False)
+    stop.check()  # a signal during the save: the run is saved, now stop
     return history, diagnosis
 
 
-def _ctrl_c_callback() -> Any:
-    import keras
+def shell_command(*words: Any) -> str:
+    """A command line a person can paste into a shell, each word quoted as needed.
 
-    class CtrlC(keras.callbacks.Callback):
-        """Makes Ctrl-C stop training even when its KeyboardInterrupt is lost.
+    Example:
 
-        Python drops an exception raised inside a finaliser (``__del__``,
-        which TensorFlow's iterators and tensors run at unpredictable
-        moments), so one press of Ctrl-C could vanish. The handler also
-        sets a flag, and the next step's end raises the interrupt again.
-        """
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.pressed = False
-            self._previous: Any = None
-
-        def __enter__(self) -> CtrlC:
-            import signal
-            import threading
-
-            if threading.current_thread() is threading.main_thread():
-                self._previous = signal.signal(signal.SIGINT, self._handle)
-            return self
-
-        def __exit__(self, *exc: Any) -> None:
-            import signal
-
-            if self._previous is not None:
-                signal.signal(signal.SIGINT, self._previous)
-
-        def _handle(self, signum: int, frame: Any) -> None:
-            self.pressed = True
-            raise KeyboardInterrupt
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            if self.pressed:
-                raise KeyboardInterrupt
-
-    return CtrlC()
+    >>> shell_command("gradscope", "report", "runs/my run")
+    "gradscope report 'runs/my run'"
+    """
+    return " ".join(shlex.quote(str(w)) for w in words)
 
 
-def compare(args: Any, console: Any) -> Path:
+def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
     """Trains every activation x initializer and writes a comparison folder; returns the folder.
+
+    A configuration named twice is trained once. After a signal, the
+    configurations that finished are kept in the comparison folder.
 
     Args:
         args: the parsed flags of ``gradscope compare``.
         console: where to print.
+        stop: the command's signal handling. Defaults to `None` (none).
 
     Example:
 
     >>> compare(build_parser().parse_args(["compare", "--activations", "tanh", "relu"]), console)  # doctest: +SKIP
     PosixPath('runs/compare-tanh-relu')
     """
+    stop = stop or StopSignals()
     data = load_data(args, console)
     inits = args.inits or [args.init or DEFAULT_INIT]
-    configs = [Config.from_args(args, a, i) for a in args.activations for i in inits]
-    for c in configs:
-        check_names(c)
+    configs: list[Config] = []
+    for config in (Config.from_args(args, a, i) for a in args.activations for i in inits):
+        if any(c.label == config.label for c in configs):
+            console.print(f"notice: {config.label} is listed twice; it is trained once", highlight=False,
+                          markup=False)
+            continue
+        check_names(config)
+        configs.append(config)
     out = Path(args.out) if args.out else Path("runs") / ("compare-" + "-".join(args.activations))
     results: dict[str, tuple[GradientHistory, Diagnosis]] = {}
-    for n, config in enumerate(configs, 1):
-        console.rule(f"[{n}/{len(configs)}] {config.label}")
-        results[config.label] = run_config(config, data, out / config.slug, console,
-                                           live=not args.quiet, show_summary=False)
-    entries = [
-        {"label": c.label, "folder": c.slug, "config": asdict(c)} for c in configs
-    ]
-    meta = {"format": "gradscope-comparison", "runs": entries}
-    atomic_write(out / COMPARISON_FILE, lambda f: f.write(dumps_json(meta)))
+    try:
+        for n, config in enumerate(configs, 1):
+            console.rule(f"{n}/{len(configs)}: {config.label}")
+            results[config.label] = run_config(config, data, out / config.slug, console,
+                                               live=not args.quiet, show_summary=False, stop=stop)
+    finally:
+        # Interrupted or not, the comparison lists every configuration that finished.
+        finished = [c for c in configs if c.label in results]
+        if finished:
+            meta = {"format": "gradscope-comparison",
+                    "runs": [{"label": c.label, "folder": c.slug, "config": asdict(c)} for c in finished]}
+            with stop.shielded():
+                atomic_write(out / COMPARISON_FILE, lambda f: f.write(dumps_json(meta)))
     console.rule("comparison")
     print_comparison(results, console)
-    path = plot_comparison_folder(results, out)
-    console.print(f"saved comparison to {out} (plots: {path.parent}); show it again: gradscope report {out}",
-                  highlight=False)
+    with stop.shielded():
+        path = plot_comparison_folder(results, out)
+    console.print(f"saved comparison to {out} (plots: {path.parent}); "
+                  f"show it again: {shell_command('gradscope', 'report', out)}", highlight=False, markup=False)
     return out
 
 

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from gradscope.history import GradientHistory
 from gradscope.monitor import GradientMonitor
+from gradscope.session import whole_number
 from gradscope.stats import batch_accuracy
 
 
@@ -74,12 +75,25 @@ def train(
         verbose: passed to the monitor that is made here (``1``: live table
             and summary). Defaults to `0`.
         jit_compile: compile the step with XLA. Defaults to `False`.
+
+    Raises:
+        TypeError: ``model`` is not a Keras model, or a count is not a whole number.
+        ValueError: a count below 1 (``batch_size=0``), no loss to train with,
+            or arrays ``x`` and ``y`` of different lengths.
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"train(model, ...): model must be a keras.Model; got {type(model).__name__}")
+    batch_size = whole_number("batch_size", batch_size)
+    epochs = None if epochs is None else whole_number("epochs", epochs)
+    steps = None if steps is None else whole_number("steps", steps)
     if loss is not None or optimizer is not None or getattr(model, "optimizer", None) is None:
         model.compile(
             optimizer=optimizer if optimizer is not None else (getattr(model, "optimizer", None) or "adam"),
             loss=loss if loss is not None else getattr(model, "loss", None),
         )
+    if getattr(model, "loss", None) is None and type(model).compute_loss is keras.Model.compute_loss:
+        raise ValueError("train(model, ...): no loss to train with; pass loss=... (e.g. loss=\"mse\") "
+                         "or compile the model with one")
     callbacks = list(callbacks or [])
     monitor = next((c for c in callbacks if isinstance(c, GradientMonitor)), None)
     if monitor is None:

@@ -93,6 +93,10 @@ class GradientMonitor(keras.callbacks.Callback):
         flush_every: steps between two fetches from the device. Defaults to `256`.
         console: a `rich.console.Console` for the output. Defaults to standard output.
 
+    Raises:
+        TypeError: an argument of the wrong kind, e.g. ``every=None``.
+        ValueError: a value out of range, e.g. ``flush_every=0`` or ``saturation_threshold=5``.
+
     Example:
 
     >>> import numpy as np, keras
@@ -122,6 +126,8 @@ class GradientMonitor(keras.callbacks.Callback):
         super().__init__()
         if on_nonfinite not in _POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(_POLICIES)}; got {on_nonfinite!r}")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2; got {verbose!r}")
         #: The recording this callback drives: hooks, recorder and history.
         self.session = RecordingSession(RecordingOptions(
             every=every, weights_every=weights_every, activation_stats=activation_stats,

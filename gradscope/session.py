@@ -56,6 +56,10 @@ class RecordingOptions:
             Defaults to `None`, every layer with trainable weights.
         continue_history: a new ``fit`` on the same model appends to the
             record. Defaults to `True`.
+
+    Raises:
+        TypeError: an argument of the wrong kind (``every=None``, ``layers=3``).
+        ValueError: a value out of range (``flush_every=0``, ``saturation_threshold=5``).
     """
 
     every: int = 1
@@ -67,14 +71,26 @@ class RecordingOptions:
     continue_history: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("every", "weights_every"):
-            value = getattr(self, name)
-            if int(value) < 1 or int(value) != value:
-                raise ValueError(f"{name} must be a positive whole number; got {value!r}")
-            object.__setattr__(self, name, int(value))
-        object.__setattr__(self, "flush_every", max(1, int(self.flush_every)))
+        for name in ("every", "weights_every", "flush_every"):
+            object.__setattr__(self, name, whole_number(name, getattr(self, name), minimum=1))
         object.__setattr__(self, "activation_stats", bool(self.activation_stats))
-        object.__setattr__(self, "saturation_threshold", float(self.saturation_threshold))
+        t = self.saturation_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.5 < t < 1:
+            # Sigmoid counts a <= 1 - t as saturated too: t must lie above 0.5.
+            raise ValueError(f"saturation_threshold must be a number between 0.5 and 1 (e.g. 0.99); got {t!r}")
+        object.__setattr__(self, "saturation_threshold", float(t))
+        layers = self.layers
+        if isinstance(layers, str):
+            object.__setattr__(self, "layers", (layers,))  # one name, not its letters
+        elif layers is not None and not callable(layers):
+            try:
+                names = tuple(layers)
+            except TypeError:
+                raise TypeError("layers must be layer names, a function layer -> bool, or None; "
+                                f"got {type(layers).__name__}") from None
+            if not all(isinstance(n, str) for n in names):
+                raise TypeError(f"layers must be layer names (strings); got {names!r}")
+            object.__setattr__(self, "layers", names)
 
     def as_config(self) -> dict[str, Any]:
         """The options a run folder keeps, under ``config["recording"]``."""
@@ -354,6 +370,31 @@ class RecordingSession:
         if self._loop_step is None or not self._loop_step.fits(owners, options):
             self._loop_step = LoopStep(owners, options, *build())
         return self._loop_step
+
+
+#: The largest step interval accepted; the device's step counter is an int64.
+MAX_INTERVAL = 2**31 - 1
+
+
+def whole_number(name: str, value: Any, minimum: int = 1, maximum: int = MAX_INTERVAL) -> int:
+    """``value`` as an int, or a `TypeError`/`ValueError` that names the argument.
+
+    Example:
+
+    >>> whole_number("every", 3)
+    3
+    >>> whole_number("every", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: every must be a whole number of at least 1; got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise TypeError(f"{name} must be a whole number; got {type(value).__name__} {value!r}")
+    if value != value or value in (float("inf"), float("-inf")) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}; got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,}; got {value!r}")
+    return int(value)
 
 
 def notice(message: str) -> None:

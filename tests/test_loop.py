@@ -184,3 +184,23 @@ def test_the_loop_under_xla_records_the_same_first_step(toy):
     assert list(records[1].steps) == [0, 1, 2]
     np.testing.assert_allclose(records[1]["grad_norm"][0], records[0]["grad_norm"][0], rtol=1e-5)
     np.testing.assert_allclose(records[1]["backprop"], records[0]["backprop"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"batch_size": 0}, ValueError, "batch_size must be a whole number of at least 1; got 0"),
+    ({"batch_size": None}, TypeError, "batch_size must be a whole number"),
+    ({"epochs": 0}, ValueError, "epochs must be a whole number of at least 1"),
+    ({"steps": 1.5}, ValueError, "steps must be a whole number of at least 1"),
+    ({"loss": None}, ValueError, "no loss to train with"),
+])
+def test_bad_train_arguments_raise_specific_errors(kwargs, error, words):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    args = {"loss": "mse", **kwargs}
+    with pytest.raises(error) as caught:
+        gradscope.train(model, np.ones((8, 4)), np.ones((8, 2)), **args)
+    assert words in str(caught.value)
+
+
+def test_train_wants_a_keras_model():
+    with pytest.raises(TypeError, match="model must be a keras.Model; got str"):
+        gradscope.train("model", np.ones((8, 4)), np.ones((8, 2)), loss="mse")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from gradscope.session import RecordingOptions, RecordingSession
 
@@ -99,3 +100,26 @@ def test_the_loop_step_is_rebuilt_only_when_what_it_bakes_in_changes():
     session.loop_step(model, ("xla", True), build)
     assert len(builds) == 3
     session.detach()
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"every": None}, TypeError, "every must be a whole number; got NoneType"),
+    ({"every": 2.5}, ValueError, "every must be a whole number of at least 1; got 2.5"),
+    ({"weights_every": 0}, ValueError, "weights_every must be a whole number of at least 1"),
+    ({"flush_every": 0}, ValueError, "flush_every must be a whole number of at least 1; got 0"),
+    ({"every": 10**30}, ValueError, "every must be at most 2,147,483,647"),
+    ({"saturation_threshold": 5}, ValueError, "saturation_threshold must be a number between 0.5 and 1"),
+    ({"saturation_threshold": 0.3}, ValueError, "saturation_threshold must be a number between 0.5 and 1"),
+    ({"layers": 3}, TypeError, "layers must be layer names, a function layer -> bool, or None; got int"),
+    ({"layers": ["dense", 1]}, TypeError, "layers must be layer names (strings)"),
+])
+def test_bad_recording_options_raise_specific_errors_naming_the_argument(kwargs, error, words):
+    from gradscope import GradientMonitor
+
+    with pytest.raises(error) as caught:
+        GradientMonitor(**kwargs)
+    assert words in str(caught.value)
+
+
+def test_one_layer_name_is_one_name_not_its_letters():
+    assert RecordingOptions(layers="dense_1").layers == ("dense_1",)
