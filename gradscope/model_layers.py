@@ -42,11 +42,15 @@ class LayerSpec:
         variables = [model_vars[i] for i in self.var_indices]
         params = int(sum(int(np.prod(v.shape)) for v in variables))
         kernel = next((v for v, n in zip(variables, self.var_names, strict=False) if n == "kernel"), None)
-        fan_in = fan_out = None
+        fan_in = fan_out = kernel_norm = None
         if kernel is not None and len(kernel.shape) >= 2:
             receptive = int(np.prod(kernel.shape[:-2])) if len(kernel.shape) > 2 else 1
             fan_in = int(kernel.shape[-2]) * receptive
             fan_out = int(kernel.shape[-1]) * receptive
+            # Read now, before the record's first update: the initial weight
+            # gains that the diagnosis judges come from it.
+            values = kernel.numpy() if hasattr(kernel, "numpy") else kernel
+            kernel_norm = float(np.linalg.norm(np.asarray(values, np.float64)))
         units = getattr(self.layer, "units", None) or getattr(self.layer, "filters", None)
         try:
             shape = str(tuple(self.layer.output.shape))
@@ -62,6 +66,7 @@ class LayerSpec:
             "variables": list(self.var_names),
             "fan_in": fan_in,
             "fan_out": fan_out,
+            "initial_kernel_norm": kernel_norm,
         }
 
 

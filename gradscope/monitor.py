@@ -47,6 +47,7 @@ class FitSteps:
     epoch: int = 0
     epoch_first_row: int = 0  # the history's row count when the epoch began
     start_rows: int = 0  # ... and when the fit began
+    attached: bool = False  # the model was hooked for this fit
 
     @classmethod
     def begin(cls, params: dict[str, Any], rows: int) -> FitSteps:
@@ -170,15 +171,16 @@ class GradientMonitor(keras.callbacks.Callback):
         # may have left hooks and unfetched rows behind: keep the rows.
         self.detach()
         p = self.params or {}
-        self._fit = FitSteps.begin(p, rows=len(self.history) if self.history is not None else 0)
-        self._deferred = not (getattr(self.model, "built", False) and self.model.trainable_variables)
+        self._deferred = not getattr(self.model, "built", False)
         if self._deferred:
             # Keras builds such a model while it traces the first step, so
             # there is nothing to hook yet: attach after step 0.
             notice("gradscope: the model is not built yet, so recording starts after its first step; "
                    "give it a keras.Input (or call it once) before fit to record step 0")
-        else:
-            self.session.attach(self.model)
+        attached = not self._deferred and self.session.attach(self.model)
+        # Counted after attach, which may start a new history (another model).
+        self._fit = FitSteps.begin(p, rows=len(self.history) if self.history is not None else 0)
+        self._fit.attached = attached
         self._last_flush = self.clock()
         if self.verbose:
             self._view = LiveView({**p, "total_steps": self._fit.total}, console=self.console,
@@ -198,7 +200,8 @@ class GradientMonitor(keras.callbacks.Callback):
         self._fit.done += steps
         if self._deferred:
             self._deferred = False
-            self.session.attach(self.model, first_step=self._fit.done)
+            self._fit.attached = self.session.attach(self.model, first_step=self._fit.done)
+            self._fit.start_rows = self._fit.epoch_first_row = len(self.history) if self.history is not None else 0
             return
         if not self.session.attached:
             return
@@ -243,7 +246,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if self._view is not None:
             self._view.stop(self._progress())
             self._view = None
-        if self.history is not None and len(self.history) == self._fit.start_rows and not self._deferred:
+        if self._fit.attached and len(self.history) == self._fit.start_rows:
             notice("gradscope: no step was recorded: the model's train_step never called "
                    "optimizer.apply / apply_gradients")
         if self.verbose == 1 and self.history is not None and len(self.history):

@@ -215,6 +215,10 @@ class RecordingSession:
         signature = (id(model), tuple((s.name, tuple(tuple(model_vars[i].shape) for i in s.var_indices))
                                       for s in specs))
         keep = self.options.continue_history and self.recorder is not None and signature == self._signature
+        if not keep and self.options.continue_history and self.history is not None and len(self.history):
+            notice(f"gradscope: this fit trains another model (or other layers), so a new history starts; "
+                   f"the previous one ({len(self.history)} recorded steps) is dropped: keep it with "
+                   "monitor.save(folder) before the next fit, or give each model its own monitor")
         if not keep:
             o = self.options
             spe = int(getattr(model, "steps_per_execution", 1) or 1)
@@ -284,7 +288,7 @@ class RecordingSession:
         self._take_start_histogram()
         if not self._coverage_checked:
             self._coverage_checked = True
-            self._check_coverage(new)
+            self._check_coverage()
         found = None
         if check and self.nonfinite is None:
             # Only the new rows are searched, so the check costs O(rows).
@@ -305,14 +309,14 @@ class RecordingSession:
                 self.history.histograms["start"] = start
                 self._want_start_histogram = False
 
-    def _check_coverage(self, new: GradientHistory) -> None:
+    def _check_coverage(self) -> None:
         """Says once which layers get gradients only: their output is not one
         float tensor (an RNN's state tuple), or the model owns the weights
-        itself, so there is no output to measure."""
-        missing = np.isnan(new["backprop"][0])
-        if self.options.activation_stats:
-            missing |= np.isnan(new["nonfinite"][0])
-        names = [name for name, gap in zip(new.layers, missing, strict=True) if gap]
+        itself, so there is no output to measure. Read from what was staged
+        while the step was traced, so a NaN output is not mistaken for one."""
+        stage = self.recorder.stage
+        names = [name for i, name in enumerate(self.history.layers)
+                 if i not in stage.seen_backprop or (self.options.activation_stats and i not in stage.seen_forward)]
         if names:
             notice(f"gradscope: {', '.join(names)}: gradients only, no activation statistics or "
                    "back-propagated gradient (the output is not one float tensor, or the weights "
@@ -343,6 +347,9 @@ class RecordingSession:
         if self.hooks is None:
             return
         try:
+            # The last step trained, recorded or not (with every > 1 the last
+            # rows can be older): the summary says which values are final.
+            self.history.config["last_step"] = self.recorder.schedule.step - 1
             end = self.recorder.histograms.read()
             start_step = self.history.histograms.get("start", {}).get("step")
             if end is not None and len(self.history) and end["step"] != start_step:

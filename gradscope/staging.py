@@ -77,6 +77,10 @@ class Staging:
         self.saturation_threshold = float(saturation_threshold)
         #: Returns the loss scale under mixed precision; None without one.
         self.scale_fn: Callable[[], tf.Tensor] | None = None
+        #: The layers whose output, and whose back-propagated gradient, were
+        #: ever staged: a layer in neither gets gradients only.
+        self.seen_forward: set[int] = set()
+        self.seen_backprop: set[int] = set()
         self._stashes: weakref.WeakKeyDictionary[Any, Staged] = weakref.WeakKeyDictionary()
         self._eager = Staged()  # eager mode: the pending variables hold this step's values
         L, F = len(self.activations), len(FORWARD_STATS)
@@ -105,6 +109,7 @@ class Staging:
         """A watched layer's output."""
         if not self.activation_stats:
             return
+        self.seen_forward.add(layer)
         self._stage(
             lambda b: b.forward.__setitem__(layer, output),
             lambda: self.pending_forward.scatter_nd_update(
@@ -113,6 +118,7 @@ class Staging:
 
     def backprop(self, layer: int, upstream: tf.Tensor) -> None:
         """d(loss)/d(output) of a watched layer, as back-propagation delivers it."""
+        self.seen_backprop.add(layer)
         self._stage(
             lambda b: b.backprop.__setitem__(layer, upstream),
             lambda: self.pending_backprop.scatter_nd_update(

@@ -693,6 +693,18 @@ def test_a_fully_measured_model_gets_no_gradients_only_notice(toy, capsys):
     assert "gradients only" not in capsys.readouterr().err
 
 
+def test_nan_activations_are_not_called_gradients_only(toy, capsys):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    model.layers[0].kernel.assign(np.full(model.layers[0].kernel.shape, np.nan, "float32"))
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    err = capsys.readouterr().err
+    assert "gradients only" not in err
+    assert f"first appeared at step 0 in the output of layer {model.layers[0].name}" in err
+
+
 def _first_layer_output(model, xb):
     """The first (tanh) layer's output at the model's current weights, in numpy."""
     return np.tanh(xb @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy())
@@ -727,3 +739,30 @@ def test_saturation_threshold_is_honoured(toy):
     assert 0.05 < share < 0.95  # the threshold splits this layer's outputs
     assert monitor.history["saturation"][0, 0] == pytest.approx(share, abs=1e-6)
     assert monitor.history.config["recording"]["saturation_threshold"] == 0.5
+
+
+def test_a_monitor_reused_on_another_model_says_so_and_no_false_notice(toy, capsys):
+    x, y = toy
+    monitor = GradientMonitor()
+    first = _sequential()
+    first.compile(optimizer="adam", loss="categorical_crossentropy")
+    first.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    capsys.readouterr()
+    second = _sequential()
+    second.compile(optimizer="adam", loss="categorical_crossentropy")
+    second.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    err = capsys.readouterr().err
+    assert "no step was recorded" not in err
+    assert "this fit trains another model (or other layers), so a new history starts; " \
+           "the previous one (3 recorded steps) is dropped" in err
+    assert len(monitor.history) == 3
+
+
+def test_a_built_model_with_nothing_to_train_is_not_called_unbuilt(toy, capsys):
+    x, y = toy
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Activation("tanh")])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, x, batch_size=32, epochs=1, verbose=0, callbacks=[GradientMonitor()])
+    err = capsys.readouterr().err
+    assert "not built yet" not in err and "no step was recorded" not in err
+    assert "cannot hook this model (the model has no layer with trainable weights)" in err

@@ -46,7 +46,7 @@ from collections.abc import Iterable
 
 from gradscope.diagnosis.context import DiagnosisContext
 from gradscope.diagnosis.findings import Diagnosis, Finding, LayerVerdict, NonFinite
-from gradscope.diagnosis.measures import depth_ratios, weight_gains
+from gradscope.diagnosis.measures import depth_ratios, weight_gains, weight_growth
 from gradscope.diagnosis.nonfinite import first_nonfinite
 from gradscope.diagnosis.rules import (
     OUTPUT_SATURATED_REMEDY,
@@ -90,6 +90,7 @@ __all__ = [
     "first_nonfinite",
     "rules_table_markdown",
     "weight_gains",
+    "weight_growth",
 ]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from gradscope.diagnosis.findings import Diagnosis, LayerVerdict
-from gradscope.diagnosis.measures import depth_ratios, median, tenth, weight_gains
+from gradscope.diagnosis.measures import depth_ratios, median, tenth, weight_gains, weight_growth
 from gradscope.diagnosis.nonfinite import first_nonfinite
 from gradscope.diagnosis.rules import RULES, Rule
 from gradscope.history import GradientHistory
@@ -30,7 +30,7 @@ class DiagnosisContext:
     What a rule can read (arrays hold one value per layer, in forward order):
     `measure` ("backprop" or "grad_norm"), `ratios`, `early`, `late` (see
     `depth_ratios`), `saturation`, `dead`, `dact_mean` (medians over all
-    steps), `forward_gain`, `backward_gain` (see `weight_gains`),
+    steps), `forward_gain`, `backward_gain` (see `weight_gains`), `weight_growth`,
     `activations`, `nonfinite` and `nonfinite_layers`, the chain-rule
     products `derivative_product`, `derivative_rms_product`,
     `weight_product`, `first_loss`, `final_loss`, `final_accuracy` (medians
@@ -83,6 +83,7 @@ class DiagnosisContext:
         self.dead = self._series_median("dead", slice(None))
         self.dact_mean = self._series_median("dact_mean", slice(None))
         self.forward_gain, self.backward_gain = weight_gains(history)
+        self.weight_growth = weight_growth(history)
         self.activations: list[str | None] = history.info("activation")
 
         loss_scale = history.scalars.get("loss_scale")

@@ -81,15 +81,16 @@ def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
-    """Forward gain sqrt(fan_in Var(W)) and backward gain sqrt(fan_out Var(W)) of each kernel.
+    """Forward gain sqrt(fan_in Var(W)) and backward gain sqrt(fan_out Var(W)) of each kernel, at the start.
 
-    Read from the first recorded kernel norm (the weights after the first
-    recorded update, which at the usual learning rates are the initial ones
-    to about 0.1%): ||W||^2 = fan_in * fan_out * Var(W), assuming zero-mean
-    weights. NaN for layers without a 2-D+ kernel or never measured.
+    ||W||^2 = fan_in * fan_out * Var(W) for zero-mean weights. The norm is
+    the kernel's before the first update (``layer_info["initial_kernel_norm"]``,
+    which the recording takes when it begins); runs saved without it fall
+    back to the first recorded kernel norm, read after the first update. NaN
+    for layers without a 2-D+ kernel or never measured.
 
     Args:
-        history: the record; it needs the `weight_norm` variable series and `fan_in`/`fan_out` in `layer_info`.
+        history: the record; it needs ``fan_in``/``fan_out`` in `layer_info`.
 
     Returns:
         Two arrays of one gain per layer: forward, backward.
@@ -98,17 +99,29 @@ def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
 
     >>> import numpy as np
     >>> from gradscope.history import GradientHistory
-    >>> h = GradientHistory(["dense"], variables=["dense/kernel"], layer_info=[{"fan_in": 16, "fan_out": 4}])
-    >>> h.append([0], {"grad_norm": np.ones((1, 1))}, variable_series={"weight_norm": np.array([[4.0]])})
-    >>> forward, backward = weight_gains(h)
+    >>> info = [{"fan_in": 16, "fan_out": 4, "initial_kernel_norm": 4.0}]
+    >>> h = GradientHistory(["dense"], variables=["dense/kernel"], layer_info=info)
+    >>> h.append([0], {"grad_norm": np.ones((1, 1))}, variable_series={"weight_norm": np.array([[400.0]])})
+    >>> forward, backward = weight_gains(h)  # the weights before the first update, not after it
     >>> print(forward[0], backward[0])
     2.0 1.0
     """
     fwd = np.full(len(history.layers), np.nan)
     bwd = np.full(len(history.layers), np.nan)
     wn = history.variable_series.get("weight_norm")
-    if wn is None or not len(history):
-        return fwd, bwd
+    for li, (name, info) in enumerate(zip(history.layers, history.layer_info, strict=False)):
+        if not (info.get("fan_in") and info.get("fan_out")):
+            continue
+        norm = info.get("initial_kernel_norm")
+        key = f"{name}/kernel"
+        if norm is None and wn is not None and len(history) and key in history.variables:
+            column = wn[:, history.variables.index(key)]
+            measured = column[~np.isnan(column)]  # NaN: a step that did not measure weights
+            norm = measured[0] if len(measured) else None
+        if norm is not None:
+            fwd[li] = norm / math.sqrt(info["fan_out"])
+            bwd[li] = norm / math.sqrt(info["fan_in"])
+    return fwd, bwd
     for li, (name, info) in enumerate(zip(history.layers, history.layer_info, strict=False)):
         key = f"{name}/kernel"
         if key in history.variables and info.get("fan_in") and info.get("fan_out"):
@@ -118,3 +131,39 @@ def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
                 fwd[li] = measured[0] / math.sqrt(info["fan_out"])
                 bwd[li] = measured[0] / math.sqrt(info["fan_in"])
     return fwd, bwd
+
+
+def weight_growth(history: GradientHistory) -> np.ndarray:
+    """How many times each kernel's norm grew from the start to its last measurement.
+
+    The start is the norm before the first update where the run has it
+    (``layer_info["initial_kernel_norm"]``), else the first recorded norm.
+    +inf where the last norm is non-finite; NaN for layers without a kernel.
+
+    Args:
+        history: the record.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from gradscope.history import GradientHistory
+    >>> h = GradientHistory(["dense"], variables=["dense/kernel"], layer_info=[{"initial_kernel_norm": 2.0}])
+    >>> h.append([0, 1], {"grad_norm": np.ones((2, 1))}, variable_series={"weight_norm": np.array([[3.0], [500.0]])})
+    >>> weight_growth(h).tolist()
+    [250.0]
+    """
+    growth = np.full(len(history.layers), np.nan)
+    wn = history.variable_series.get("weight_norm")
+    if wn is None or not len(history):
+        return growth
+    for li, (name, info) in enumerate(zip(history.layers, history.layer_info, strict=False)):
+        key = f"{name}/kernel"
+        if key not in history.variables:
+            continue
+        column = wn[:, history.variables.index(key)]
+        measured = column[~np.isnan(column)]  # NaN: not measured that step; +inf: non-finite
+        start = info.get("initial_kernel_norm")
+        start = measured[0] if start is None and len(measured) else start
+        if len(measured) and start:
+            growth[li] = measured[-1] / start
+    return growth

@@ -116,6 +116,48 @@ class NonFiniteRule(Rule):
 
 
 @dataclass(frozen=True)
+class DivergedRule(Rule):
+    """Training diverged: the loss over the last tenth of the steps is `threshold` times or more its value over
+    the first tenth (or became NaN/Inf), or a layer's kernel norm grew `threshold`-fold or more from the start.
+
+    A diverged run's other symptoms (saturated units, gradients that
+    explode or vanish, large weights) are its consequences, so the other
+    rules name divergence as their cause when this one fires.
+    """
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        grown = [n for n, g in zip(context.layers, context.weight_growth, strict=True) if g >= self.threshold]
+        return grown or ([context.output] if self._loss_growth(context) >= self.threshold else [])
+
+    def _loss_growth(self, context: DiagnosisContext) -> float:
+        """Late loss over early loss; +inf when a finite loss became NaN/Inf; NaN when unknown."""
+        first, final = context.first_loss, context.final_loss
+        if not (math.isfinite(first) and first > 0):
+            return float("nan")
+        if math.isfinite(final):
+            return final / first
+        # NaN also means "not recorded": only a traced non-finite value counts.
+        return float("inf") if (math.isinf(final) or context.nonfinite is not None) else float("nan")
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        parts = []
+        growth = self._loss_growth(context)
+        if growth >= self.threshold:
+            parts.append(f"the loss grew from {context.first_loss:.3g} to {context.final_loss:.3g}"
+                         if math.isfinite(growth) else f"the loss went from {context.first_loss:.3g} to NaN/Inf")
+        grown = [(n, g) for n, g in zip(context.layers, context.weight_growth, strict=True) if g >= self.threshold]
+        if grown:
+            factors = ", ".join(f"{n} x{g:.3g}" if math.isfinite(g) else f"{n} to NaN/Inf" for n, g in grown)
+            parts.append(f"kernel norms grew from the start: {factors}")
+        message = f"Training diverged: {'; '.join(parts)} (threshold x{self.threshold:g})."
+        return [self.finding(layers, message, "steps too large: the updates push the weights away faster "
+                                              "than the loss can pull them back")]
+
+
+@dataclass(frozen=True)
 class VanishingRule(Rule):
     """Layers whose ratio to the output layer is below `threshold`.
 
@@ -153,6 +195,8 @@ class VanishingRule(Rule):
         """The most likely cause of the shrinkage, in words."""
         saturated, dead = context.flagged("saturated"), context.flagged("dead_relu")
         dprod, wprod = context.derivative_product, context.weight_product
+        if context.flagged("diverged"):
+            return "training diverged: the weights grew during training (see the diverged finding)"
         if saturated:
             return f"saturated units in {', '.join(saturated)}: tanh'(s) and sigmoid'(s) are near 0 there"
         if dead:
@@ -181,8 +225,10 @@ class ExplodingRule(Rule):
         layers = self.flags(context)
         if not layers:
             return []
-        if context.flagged("large_weights"):
-            cause = "weights too large"
+        if context.flagged("diverged"):
+            cause = "training diverged: the weights grew during training (see the diverged finding)"
+        elif context.flagged("large_weights"):
+            cause = "initial weights too large"
         else:
             cause = "depth: each layer multiplies the gradient by more than 1"
         message = (
@@ -207,7 +253,9 @@ class SaturatedRule(Rule):
             f"Saturated units: {_list_shares(context, layers, context.saturation)} of the outputs sit at +-1 "
             f"(threshold {self.threshold:.0%})."
         )
-        if context.flagged("large_weights"):
+        if context.flagged("diverged"):
+            cause = "training diverged: the weights grew during training (see the diverged finding)"
+        elif context.flagged("large_weights"):
             cause = "weights too large for tanh/sigmoid"
         else:
             cause = "pre-activations too large, so f'(s) is near 0"
@@ -263,21 +311,22 @@ class LargeWeightsRule(Rule):
 
     relu_threshold: float
 
+    def limit(self, activation: str | None) -> float:
+        """The threshold a layer with this activation is held to."""
+        return self.relu_threshold if (activation or "").startswith("relu") else self.threshold
+
     def flags(self, context: DiagnosisContext) -> list[str]:
-        out = []
-        for name, fwd, bwd, act in zip(
-            context.layers, context.forward_gain, context.backward_gain, context.activations, strict=False
-        ):
-            limit = self.relu_threshold if (act or "").startswith("relu") else self.threshold
-            if min(fwd, bwd) > limit:
-                out.append(name)
-        return out
+        layers = zip(context.layers, context.forward_gain, context.backward_gain, context.activations, strict=False)
+        return [name for name, fwd, bwd, act in layers if min(fwd, bwd) > self.limit(act)]
 
     def check(self, context: DiagnosisContext) -> list[Finding]:
         layers = self.flags(context)
         if not layers:
             return []
-        message = f"Initial weight gains above {self.threshold:g}: {_list_gains(context, layers)}."
+        limits = {self.limit(context.activations[context.layers.index(n)]) for n in layers}
+        above = (f"{self.threshold:g} ({self.relu_threshold:g} for ReLU)" if len(limits) > 1
+                 else f"{limits.pop():g}")
+        message = f"Initial weight gains above {above}: {_list_gains(context, layers)}."
         return [self.finding(layers, message, "weights too large for the layer's fan-in")]
 
 
@@ -321,6 +370,18 @@ RULES: dict[str, Rule] = {
             remedy=(
                 "lower the learning rate, clip gradients (clipnorm), "
                 "and check the inputs and the loss for log(0) or division by 0"
+            ),
+        ),
+        DivergedRule(
+            "diverged",
+            threshold=100.0,
+            meaning_format=(
+                "the loss over the last tenth of the steps is {threshold:g} times its value over the first tenth "
+                "or more (or became NaN/Inf), or a layer's kernel norm grew {threshold:g}-fold or more from the start"
+            ),
+            remedy=(
+                "lower the learning rate (10x at a time), clip gradients (clipnorm=1.0), "
+                "or warm the learning rate up over the first steps"
             ),
         ),
         VanishingRule(

@@ -220,11 +220,20 @@ def print_summary(history: GradientHistory, diagnosis: Diagnosis, console: Conso
     loss, acc = diagnosis.final_loss, diagnosis.final_accuracy
     if math.isfinite(loss):
         accuracy = f", accuracy {acc:.1%}" if math.isfinite(acc) else ""
-        console.print(f"final training loss {fmt(loss, 4)}" + accuracy, highlight=False)
+        console.print(f"{_final_words(history)} {fmt(loss, 4)}" + accuracy, highlight=False)
     console.print(Text("Diagnosis", style="bold"))
     for sentence in diagnosis.sentences():
         # markup=False: "[vanishing]" is the rule's name, not a rich style tag.
         console.print("  " + sentence, highlight=False, markup=False)
+
+
+def _final_words(history: GradientHistory) -> str:
+    """'final training loss', unless later steps ran unrecorded (``every > 1``)."""
+    last_run = history.config.get("last_step")
+    last_recorded = int(history.steps[-1]) if len(history) else None
+    if isinstance(last_run, int) and last_recorded is not None and last_run > last_recorded:
+        return f"training loss at the last recorded steps (to step {last_recorded}; training ran to step {last_run})"
+    return "final training loss"
 
 
 def model_table(model: Mapping[str, Any]) -> Table:

@@ -264,3 +264,22 @@ def test_diagnose_applies_the_rules_it_is_given():
                                      "lower the learning rate")
     assert d.sentences() == DiagnosisContext(h, rules=[*RULES.values(), rule]).diagnosis().sentences()
     assert [f.rule for f in diagnose(h, rules=[rule]).findings] == ["loss_rose"]
+
+
+def test_a_run_diverged_by_its_learning_rate_is_told_so_not_blamed_on_its_initialisation(digits):
+    import keras
+
+    import gradscope
+    from gradscope.models import lecture_mlp
+
+    x, y = digits
+    model = lecture_mlp(x.shape[1], hidden=(32, 32), activation="relu", init="he_normal", seed=0)
+    history = gradscope.train(model, x[:512], y[:512], loss="mse", optimizer=keras.optimizers.Adam(100.0),
+                              batch_size=64, steps=40, seed=0)
+    diagnosis = diagnose(history)
+    rules = [f.rule for f in diagnosis.findings]
+    assert "diverged" in rules and "large_weights" not in rules and "small_weights" not in rules
+    # He initialisation's gains, from the weights before the first update: about sqrt(2) backward for ReLU.
+    assert all(0.5 < v.gain < 3.0 for v in diagnosis.layers[:2])
+    text = " ".join(diagnosis.sentences())
+    assert "Initial weight gains above" not in text and "lower the learning rate" in text

@@ -129,3 +129,49 @@ def test_the_docs_rule_table_is_generated_from_rules():
         assert rule.meaning.replace("|", "\\|") in rows[name] and rule.remedy in rows[name]
         assert rows[name] in table.splitlines(), f"{name}: regenerate the table with `python -m gradscope.diagnosis`"
     assert table == generated
+
+
+def _grown(loss_end: float, weight_end: float, steps: int = 60) -> GradientHistory:
+    """Loss 1 and `a`'s kernel norm 4 (its start) for half the steps, then ``loss_end`` and ``weight_end``."""
+    h = GradientHistory(
+        ["a", "out"], variables=["a/kernel", "out/kernel"],
+        layer_info=[{"units": FAN, "fan_in": FAN, "fan_out": FAN, "activation": "tanh", "initial_kernel_norm": 4.0},
+                    {"units": 4, "fan_in": FAN, "fan_out": FAN, "activation": "softmax", "initial_kernel_norm": 4.0}],
+    )
+    bp = np.tile([0.5, 1.0], (steps, 1))
+    late = np.arange(steps) >= steps // 2
+    norms = np.stack([np.where(late, weight_end, 4.0), np.full(steps, 4.0)], axis=1)
+    h.append(np.arange(steps), {"grad_norm": bp, "backprop": bp},
+             {"loss": np.where(late, loss_end, 1.0), "accuracy": np.full(steps, 0.9)},
+             {"grad_norm": np.ones((steps, 2)), "weight_norm": norms})
+    return h
+
+
+@pytest.mark.parametrize("loss_end, weight_end, fires, layers", [
+    (1.0, 4.0, False, []),
+    (99.0, 4.0 * 99, False, []),  # below 100x
+    (150.0, 4.0, True, ["out"]),  # the loss: the finding points at the output
+    (1.0, 4.0 * 101, True, ["a"]),  # the weights of one layer
+    (1.0, np.inf, True, ["a"]),  # a kernel that became non-finite
+])
+def test_diverged_fires_on_a_loss_or_weights_grown_by_orders_of_magnitude(loss_end, weight_end, fires, layers):
+    findings = RULES["diverged"].check(DiagnosisContext(_grown(loss_end, weight_end)))
+    assert [f.layers for f in findings] == ([layers] if fires else [])
+    if fires:
+        assert findings[0].message.startswith("Training diverged:") and "learning rate" in findings[0].remedy
+
+
+def test_initial_gains_come_from_the_weights_before_the_first_update():
+    # The first recorded norm (after the first update) is 100x the start: a
+    # diverging run, not a large initialisation.
+    h = _grown(1.0, 4.0 * 1000)
+    h.layer_info[0]["initial_kernel_norm"] = 4.0
+    diagnosis = diagnose(h)
+    assert [f.rule for f in diagnosis.findings] == ["diverged"]
+    assert diagnosis.layers[0].gain == pytest.approx(1.0)
+
+
+def test_large_weights_names_the_relu_threshold_for_relu_layers():
+    h = _case("large_weights", 3.5, activation="relu")
+    (finding,) = RULES["large_weights"].check(DiagnosisContext(h))
+    assert finding.message == "Initial weight gains above 3: a 3.50."

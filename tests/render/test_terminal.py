@@ -195,3 +195,13 @@ print("ok")
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+def test_the_summary_does_not_call_an_early_recorded_step_final():
+    h = GradientHistory(["h1", "out"], config={"last_step": 19})
+    h.append([0], {"grad_norm": np.array([[0.5, 1.0]])}, {"loss": np.array([2.5]), "accuracy": np.array([0.1])})
+    console = _console()
+    print_summary(h, diagnose(h), console=console)
+    text = console.file.getvalue()
+    assert "final training loss" not in text
+    assert "training loss at the last recorded steps (to step 0; training ran to step 19) 2.5, accuracy 10.0%" in text
