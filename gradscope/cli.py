@@ -14,6 +14,7 @@ print is drawn by `gradscope.render.terminal`.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import zipfile
@@ -32,21 +33,42 @@ class UsageError(Exception):
 
 
 # -- the parser ------------------------------------------------------------------------
+# Counts beyond this are typos, and TensorFlow keeps step counters as int64.
+_MAX_COUNT = 2**31 - 1
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    if not 1 <= value <= _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {_MAX_COUNT:,}, got {value}")
     return value
 
 
-def _positive_float(text: str) -> float:
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:  # numpy's and TensorFlow's seeds are unsigned 32-bit
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {2**32 - 1:,}, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
     return value
@@ -59,7 +81,7 @@ def _widths(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated layer widths like 1024,512,512,512, got {text!r}"
         ) from None
-    if not widths or min(widths) < 1:
+    if not widths or min(widths) < 1 or max(widths) > _MAX_COUNT:
         raise argparse.ArgumentTypeError(f"expected positive layer widths like 1024,512,512,512, got {text!r}")
     return widths
 
@@ -86,7 +108,7 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--steps", type=_positive_int, default=None,
                      help="stop after this many steps (default: 400 when --epochs is not given, "
                      "which takes well under a minute on 2 CPU cores)")
-    opt.add_argument("--seed", type=int, default=0, help="seed of weights and data order (default: 0)")
+    opt.add_argument("--seed", type=_seed, default=0, help="seed of weights and data order (default: 0)")
     opt.add_argument("--every", type=_positive_int, default=1, help="record every N-th step (default: 1, every step)")
     opt.add_argument("--weights-every", type=_positive_int, default=1, metavar="N",
                      help="measure weight norms and update ratios on every N-th recorded step only; each is a pass "
@@ -164,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="tanh'(s), sigmoid'(s) and ReLU'(s) at a few points, in float64",
                          description="The lecture's table of activation derivatives, computed in float64 "
                          "(tanh'(8) = 4.50e-07), and what TensorFlow's float32 autodiff makes of tanh there.")
-    der.add_argument("--at", nargs="+", type=float, default=None, metavar="S",
+    der.add_argument("--at", nargs="+", type=_finite_float, default=None, metavar="S",
                      help="the points s (default: 0 1 2 4 8)")
     der.add_argument("--no-float32", action="store_true", help="skip the float32 TensorFlow column (no TF import)")
     return parser
@@ -344,8 +366,10 @@ def _run(command: str, args: argparse.Namespace, stop: StopSignals) -> int:
         return EXIT_USAGE
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception's message on one line, cut short: TensorFlow's run to pages."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,7 +129,8 @@ def load_data(args: Any, console: Any) -> Any:
 
     data = load_dataset(args.dataset, args.data, seed=args.seed, limit=args.limit)
     for notice in data.notices:
-        console.print(f"notice: {notice}", highlight=False, soft_wrap=True)  # one line, however long
+        # One line however long; markup=False: a path may hold brackets.
+        console.print(f"notice: {notice}", highlight=False, soft_wrap=True, markup=False)
     return data
 
 
@@ -137,7 +139,11 @@ class ConfigError(ValueError):
 
 
 def check_names(config: Config) -> None:
-    """Fails early, in one line, on an unknown activation/initializer/optimizer name.
+    """Fails early, in one line, on an activation, initializer or optimizer Keras cannot use.
+
+    Each is not only looked up but tried on a tiny input: a name Keras knows
+    can still be an abstract base (``Initializer``) or need arguments the
+    command line cannot give (``Constant``).
 
     Args:
         config: the configuration to check.
@@ -148,20 +154,73 @@ def check_names(config: Config) -> None:
     Traceback (most recent call last):
     ...
     gradscope.experiments.ConfigError: unknown Keras activation 'tanhh'
+    >>> check_names(Config(init="Initializer"))
+    Traceback (most recent call last):
+    ...
+    gradscope.experiments.ConfigError: the Keras initializer 'Initializer' cannot draw a kernel (NotImplementedError)
     """
     import keras
 
+    def activation(name: str) -> None:
+        keras.activations.get(name)(keras.ops.ones((1, 2)))
+
+    def initializer(name: str) -> None:
+        if tuple(keras.initializers.get(name)((3, 2)).shape) != (3, 2):
+            raise ValueError("it gives a tensor of another shape")
+
+    def optimizer(name: str) -> None:
+        made = keras.optimizers.get({"class_name": name, "config": {"learning_rate": config.lr}})
+        made.apply([keras.ops.ones((2,))], [keras.Variable(np.zeros(2, np.float32))])  # one tiny update
+
     checks = [
-        ("activation", config.activation, keras.activations.get),
-        ("output activation", config.out_activation, keras.activations.get),
-        ("initializer", config.init, keras.initializers.get),
-        ("optimizer", config.optimizer, keras.optimizers.get),
+        ("activation", config.activation, activation, "cannot be applied"),
+        ("output activation", config.out_activation, activation, "cannot be applied"),
+        ("initializer", config.init, initializer, "cannot draw a kernel"),
+        ("optimizer", config.optimizer, optimizer, "cannot update a weight with a learning rate alone"),
     ]
-    for what, name, get in checks:
+    for what, name, check, failure in checks:
         try:
-            get(name)
-        except (ValueError, TypeError):
-            raise ConfigError(f"unknown Keras {what} {name!r}") from None
+            check(name)
+        except (ValueError, TypeError) as exc:
+            if "Could not interpret" in str(exc) or "Unknown" in str(exc) or "could not be deserialized" in str(exc):
+                raise ConfigError(f"unknown Keras {what} {name!r}") from None
+            raise ConfigError(f"the Keras {what} {name!r} {failure} ({type(exc).__name__})") from None
+        except Exception as exc:  # any other failure of a user-chosen Keras object is a bad input too
+            raise ConfigError(f"the Keras {what} {name!r} {failure} ({type(exc).__name__})") from None
+
+
+def check_size(config: Config, input_dim: int, memory_bytes: int | None = None) -> None:
+    """Fails early, in one line, on a network too big for this machine's memory.
+
+    Its weights, their gradients and Adam's two moments are four float32
+    copies of every parameter; a step also holds the batch's activations.
+
+    Args:
+        config: the configuration.
+        input_dim: features per sample.
+        memory_bytes: the memory to fit in. Defaults to `None`: this machine's.
+
+    Example:
+
+    >>> check_size(Config(hidden=[1_000_000, 1_000_000]), 784, memory_bytes=24 * 2**30)
+    Traceback (most recent call last):
+    ...
+    gradscope.experiments.ConfigError: --layers 1000000,1000000: 1.0e+12 parameters need about 14,917 GB ...
+    """
+    widths = [input_dim, *config.hidden, 10]
+    params = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+    need = 4 * 4 * params + 4 * 4 * config.batch_size * sum(widths)
+    if memory_bytes is None:
+        try:
+            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not on every OS
+            return
+    if need > 0.8 * memory_bytes:
+        raise ConfigError(
+            f"--layers {','.join(map(str, config.hidden))}: {params:.1e} parameters need about "
+            f"{need / 2**30:,.0f} GB for weights, gradients and optimizer state; this machine has "
+            f"{memory_bytes / 2**30:,.0f} GB"
+        )
 
 
 def build_model(config: Config, data: Any) -> Any:
@@ -183,6 +242,7 @@ def build_model(config: Config, data: Any) -> Any:
     from gradscope.models import lecture_mlp
 
     check_names(config)
+    check_size(config, data.input_dim)
     keras.utils.set_random_seed(config.seed)
     model = lecture_mlp(
         input_dim=data.input_dim, hidden=config.hidden, outputs=data.num_classes,
@@ -275,7 +335,7 @@ def run_config(
     y_train, y_val = data.one_hot(data.y_train), data.one_hot(data.y_val)
     length = f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
     console.print(f"training {config.label} on {data.name}: {len(data.x_train):,} samples, "
-                  f"batch {config.batch_size}, {length}", highlight=False)
+                  f"batch {config.batch_size}, {length}", highlight=False, markup=False)
     try:
         with stop.training():
             history = gradscope.train(
@@ -414,4 +474,4 @@ def show_comparison(folder: Path, console: Any, plots: bool = True) -> None:
     print_comparison(results, console)
     if plots:
         path = plot_comparison_folder(results, folder)
-        console.print(f"plots: {path.parent}", highlight=False)
+        console.print(f"plots: {path.parent}", highlight=False, markup=False)

@@ -246,7 +246,8 @@ class GradientMonitor(keras.callbacks.Callback):
         if self._view is not None:
             self._view.stop(self._progress())
             self._view = None
-        if self._fit.attached and len(self.history) == self._fit.start_rows:
+        applied = self.session.recorder is not None and self.session.recorder.stage.seen_gradients
+        if self._fit.attached and len(self.history) == self._fit.start_rows and not applied:
             notice("gradscope: no step was recorded: the model's train_step never called "
                    "optimizer.apply / apply_gradients")
         if self.verbose == 1 and self.history is not None and len(self.history):

@@ -81,6 +81,8 @@ class Staging:
         #: ever staged: a layer in neither gets gradients only.
         self.seen_forward: set[int] = set()
         self.seen_backprop: set[int] = set()
+        #: The optimizer's apply handed over gradients at least once.
+        self.seen_gradients = False
         self._stashes: weakref.WeakKeyDictionary[Any, Staged] = weakref.WeakKeyDictionary()
         self._eager = Staged()  # eager mode: the pending variables hold this step's values
         L, F = len(self.activations), len(FORWARD_STATS)
@@ -157,6 +159,7 @@ class Staging:
         are kept in the stash of the graph this runs in, whatever that is:
         the commit is traced in the same graph, right after apply.
         """
+        self.seen_gradients = True
         target = self._stash(tf.compat.v1.get_default_graph()) if tf.inside_function() else self._eager
         target.grads, target.scale = list(grads), self.scale()
 
