@@ -300,7 +300,8 @@ def _pixels(x: np.ndarray, name: str) -> np.ndarray:
         if nan or inf:
             raise DataError(f"{name} holds {nan:,} NaN and {inf:,} infinite pixels: pixels must be finite; "
                             f"{_PIXELS_ACCEPTED}")
-    converted = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused just below
+        converted = x.astype(np.float32)
     if converted.min() < 0.0 or converted.max() > 1.0:
         raise DataError(f"{name} holds pixels from {x.min():g} to {x.max():g}: float images must already be "
                         "scaled to [0, 1]; pass uint8 0..255 otherwise")
@@ -411,8 +412,10 @@ def _read_npz(path: Path) -> list[np.ndarray]:
                 _check_npz_member(path, archive, key)
         with np.load(path, allow_pickle=False) as f:  # never unpickle: the file may be hostile
             return [np.asarray(f[key]) for key in _NPZ_KEYS]
-    except (OSError, EOFError, ValueError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as err:
-        # damaged archive or .npy header, object arrays, CRC errors
+    except (OSError, EOFError, ValueError, KeyError, MemoryError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error) as err:
+        # Damaged archive or .npy header, CRC errors; zipfile raises RuntimeError for an
+        # encrypted member and NotImplementedError for an unknown compression method.
         raise DataError(f"cannot read {path}: {_reason(err)}; expected an .npz of numeric arrays "
                         f"{', '.join(_NPZ_KEYS)}") from None
 
