@@ -47,7 +47,7 @@ MAX_ARRAY_BYTES = 2 * 1024**3
 #: this, nor the number of training samples.
 MAX_CLASSES = 1000
 
-#: Classes of MNIST (IDX files, Keras) and of the 8x8 digits: labels are 0..9.
+#: Classes of MNIST (IDX files, Keras) and of the 8x8 digits: labels must be 0..9.
 MNIST_CLASSES = 10
 
 _IMAGES_MAGIC, _LABELS_MAGIC = 0x00000803, 0x00000801
@@ -174,8 +174,9 @@ def load_dataset(name: str = "mnist", path: str | os.PathLike | None = None, *,
     Every input is checked where it enters: images must be numbers, finite, with
     at least one pixel, uint8-scaled integers (0..255) or floats in [0, 1], and
     of one shape in training and validation; labels one whole number 0..K-1 per
-    image. MNIST sources have K = 10; an .npz's K is its largest label + 1, at
-    most `MAX_CLASSES` and at most its number of training samples, and at least 2.
+    image, K = the largest label + 1. MNIST sources (IDX files, Keras, digits)
+    allow labels 0..9 only; an .npz's K must be at least 2, at most `MAX_CLASSES`
+    and at most its number of training samples.
 
     Args:
         name: ``"mnist"`` or ``"digits"``.
