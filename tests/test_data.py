@@ -7,6 +7,7 @@ tests that need those files skip when the folder is absent.
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 from pathlib import Path
 
@@ -213,3 +214,196 @@ def test_the_keras_cache_is_where_keras_would_look(monkeypatch, tmp_path):
     assert data.keras_mnist_cache() == tmp_path / "home" / "datasets" / "mnist.npz"
     monkeypatch.delenv("KERAS_HOME")
     assert data.keras_mnist_cache() == Path("~/.keras/datasets/mnist.npz").expanduser()
+
+
+# --- Every bad input is a one-line DataError naming it (table-driven) ---------------------------
+
+def _idx_bytes(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims) + payload
+
+
+_VALID_IDX = _idx_bytes(0x803, (3, 2, 2), bytes(range(12)))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is too short to be an IDX file (0 bytes); expected MNIST images (magic 0x00000803)"),
+        (b"PK\x03\x04" + bytes(12), "magic number 0x504b0304 (an IDX file starts with two zero bytes)"),
+        (_idx_bytes(0xD03, (3, 2, 2), bytes(48)),
+         "magic number 0x00000d03 (data type code 0x0d, only 0x08 (unsigned byte) is read)"),
+        (_idx_bytes(0x802, (3, 4), bytes(12)), "magic number 0x00000802 (2 dimensions, only 3 (images) or 1"),
+        (_idx_bytes(0x803, (3,), b""), "is truncated: its header is incomplete (8 of 16 bytes)"),
+        (_VALID_IDX[:-1], "holds 11 data bytes, but its header (3, 2, 2) says 12"),
+        (_VALID_IDX + b"\0", "holds 13 data bytes, but its header (3, 2, 2) says 12"),
+        (_idx_bytes(0x803, (65535, 65535, 65535), bytes(10)),
+         "declares 281,462,092,005,375 data bytes, more than the 2,147,483,648 bytes accepted"),
+        (gzip.compress(_idx_bytes(0x803, (1000, 1000, 1000), bytes(100))),
+         "declares 1,000,000,000 data bytes, more than its"),
+        (gzip.compress(_VALID_IDX)[:-12], "is a damaged or truncated gzip file"),
+        (b"\x1f\x8b" + bytes(30), "is a damaged or truncated gzip file"),
+        (gzip.compress(_VALID_IDX[:-1]), "holds 11 data bytes, but its header (3, 2, 2) says 12"),
+        (gzip.compress(_VALID_IDX + b"\0"), "holds more than 12 data bytes, but its header (3, 2, 2) says 12"),
+    ],
+    ids=["empty", "not-idx", "float-dtype", "2-dims", "short-header", "short-data", "extra-data", "terabytes",
+         "gzip-bomb-header", "gzip-truncated", "gzip-garbage", "gzip-short", "gzip-extra"],
+)
+def test_bad_idx_bytes_raise_one_line_data_error(tmp_path, content, message):
+    bad = tmp_path / "t10k-images-idx3-ubyte"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        read_idx(bad)
+    assert str(err.value).startswith(str(bad)) and "\n" not in str(err.value)
+
+
+def test_valid_idx_bytes_read_plain_and_gzipped(tmp_path):
+    (tmp_path / "plain").write_bytes(_VALID_IDX)
+    (tmp_path / "packed").write_bytes(gzip.compress(_VALID_IDX))
+    for name in ("plain", "packed"):
+        assert read_idx(tmp_path / name).tolist() == np.arange(12).reshape(3, 2, 2).tolist()
+
+
+def test_unreadable_idx_path_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match=f"cannot read {re.escape(str(tmp_path))}: .*directory"):
+        read_idx(tmp_path)
+
+
+def test_idx_labels_beyond_mnist_classes_are_refused(tmp_path):
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", 0x803, np.zeros((10, 2, 2)))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", 0x801, np.array([0, 1, 12, 3, 4, 5, 6, 7, 8, 9]))
+    with pytest.raises(DataError, match=re.escape(
+            "t10k-labels-idx1-ubyte holds 1 labels out of range, e.g. 12 at index 2: the data has 10 classes, "
+            "so labels must be whole numbers 0..9, one per image")):
+        load_dataset(path=tmp_path)
+
+
+def _valid_npz_arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "x_train": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        "y_train": np.arange(20) % 10,
+        "x_test": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "y_test": np.arange(5),
+    }
+
+
+def _nan_at(key: str, count: int, value: float = np.nan) -> np.ndarray:
+    x = _valid_npz_arrays()[key] / 255.0
+    x.reshape(-1)[:count] = value
+    return x
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"x_train": np.full((20, 2), "a")}, "small.npz: x_train has dtype <U1: images must be uint8 0..255"),
+        ({"x_test": np.ones((5, 784), np.complex64)}, "small.npz: x_test has dtype complex64: images must be"),
+        ({"x_train": np.array([[object()]] * 20)}, "small.npz: x_train holds Python objects (a pickled array)"),
+        ({"x_train": np.zeros(20)}, "small.npz: x_train must hold one image per sample (2 or more dimensions), "
+                                    "got shape (20,)"),
+        ({"x_train": np.zeros((0, 28, 28)), "y_train": np.zeros(0, int)}, "small.npz: x_train holds no samples"),
+        ({"x_test": np.zeros((5, 0))}, "small.npz: x_test holds no pixels (shape (5, 0))"),
+        ({"x_train": _nan_at("x_train", 3)}, "small.npz: x_train holds 3 NaN and 0 infinite pixels: pixels must "
+                                             "be finite"),
+        ({"x_test": _nan_at("x_test", 2, np.inf)}, "small.npz: x_test holds 0 NaN and 2 infinite pixels"),
+        ({"x_train": _nan_at("x_train", 1, 1.5)}, "small.npz: x_train holds pixels from 0 to 1.5: float images "
+                                                  "must already be scaled to [0, 1]"),
+        ({"x_train": np.full((20, 4), 300)}, "small.npz: x_train holds integer pixels from 300 to 300: integer "
+                                             "images must be 0..255"),
+        ({"x_test": np.zeros((5, 14, 56))}, "small.npz: x_train holds images of shape 28x28 but small.npz: x_test "
+                                            "of shape 14x56"),
+        ({"y_train": np.arange(19)}, "small.npz: x_train has 20 images but small.npz: y_train 19 labels"),
+        ({"y_test": np.array([0, 1, 25, 3, 4])}, "small.npz: y_test holds label 25, implying 26 classes for "
+                                                 "only 20 training samples"),
+        ({"y_train": np.full(20, 5000)}, "small.npz: y_train holds 20 labels out of range, e.g. 5000 at index 0: "
+                                         "at most 1,000 classes are accepted, so labels must be whole numbers 0..999"),
+        ({"y_train": np.full(20, 2**63 + 5, np.uint64)}, "holds 20 labels out of range, e.g. 9223372036854775813"),
+        ({"y_test": np.array([0, 1, 2, -1, 4])}, "small.npz: y_test holds 1 negative labels, e.g. -1 at index 3"),
+        ({"y_train": np.arange(20) / 2}, "small.npz: y_train holds 10 labels that are not whole numbers, e.g. 0.5 "
+                                         "at index 1"),
+        ({"y_test": np.array([0.0, np.nan, 1, 2, 3])}, "small.npz: y_test holds 1 NaN or infinite labels, e.g. "
+                                                       "nan at index 1"),
+        ({"y_train": np.full(20, "3")}, "small.npz: y_train has dtype <U1: labels must be whole numbers"),
+        ({"y_train": np.ones(20, bool)}, "small.npz: y_train has dtype bool"),
+        ({"y_train": np.ones(20, complex)}, "small.npz: y_train has dtype complex128"),
+        ({"y_train": np.eye(10, dtype=int)[np.arange(20) % 10]}, "small.npz: y_train has shape (20, 10), like "
+                                                                 "one-hot rows"),
+        ({"y_train": np.zeros((20, 1), int)}, "small.npz: y_train has shape (20, 1): labels must be whole numbers "
+                                              "0..999, one per image (a 1-D array)"),
+        ({"y_train": np.zeros(20, int), "y_test": np.zeros(5, int)}, "hold only class 0: labels must be 0..K-1 "
+                                                                     "with at least 2 classes"),
+    ],
+    ids=["str-pixels", "complex-pixels", "object-pixels", "1d-pixels", "no-samples", "no-pixels", "nan-pixels",
+         "inf-pixels", "float-range", "int-range", "shape-mismatch", "length-mismatch", "k-above-samples",
+         "k-above-bound", "uint64-no-wrap", "negative-label", "fractional-label", "nan-label", "str-labels",
+         "bool-labels", "complex-labels", "one-hot", "column-labels", "one-class"],
+)
+def test_bad_npz_arrays_raise_one_line_data_error(tmp_path, changes, message):
+    np.savez(tmp_path / "small.npz", **{**_valid_npz_arrays(), **changes})
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        load_dataset(path=tmp_path / "small.npz")
+    assert "\n" not in str(err.value)
+
+
+def test_whole_float_labels_and_float_pixels_are_accepted(tmp_path):
+    arrays = _valid_npz_arrays()
+    arrays.update(x_train=arrays["x_train"] / 255.0, y_train=arrays["y_train"].astype(np.float32))
+    np.savez(tmp_path / "small.npz", **arrays)
+    ds = load_dataset(path=tmp_path / "small.npz")
+    assert ds.y_train.dtype == np.int64 and ds.y_train.tolist() == (np.arange(20) % 10).tolist()
+    assert ds.num_classes == 10 and ds.x_train.dtype == np.float32
+
+
+def test_npz_label_twelve_is_refused_for_few_samples_but_not_for_many(tmp_path):
+    # K = 13 is absurd for 10 training samples but may be real for 20.
+    arrays = _valid_npz_arrays()
+    np.savez(tmp_path / "few.npz", **{**arrays, "x_train": arrays["x_train"][:10],
+                                     "y_train": np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 12])})
+    with pytest.raises(DataError, match="few.npz: y_train holds label 12, implying 13 classes for only 10"):
+        load_dataset(path=tmp_path / "few.npz")
+    np.savez(tmp_path / "many.npz", **{**arrays, "y_train": np.arange(20) % 13})
+    assert load_dataset(path=tmp_path / "many.npz").num_classes == 13
+
+
+def _npz_with_member(path: Path, member: str, content: bytes) -> None:
+    import zipfile
+
+    np.savez(path, **_valid_npz_arrays())
+    with zipfile.ZipFile(path) as src:
+        kept = {name: src.read(name) for name in src.namelist() if name != member}
+    with zipfile.ZipFile(path, "w") as dst:
+        for name, data_bytes in {**kept, member: content}.items():
+            dst.writestr(name, data_bytes)
+
+
+def _npy_header(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "member, content, message",
+    [
+        ("x_train.npy", _npy_header((10**6, 10**6)) + bytes(64),
+         "small.npz: x_train declares shape (1000000, 1000000) of float64 (8,000,000,000,000 bytes) but holds 64 "
+         "bytes; the file is damaged"),
+        ("y_test.npy", b"not an npy file at all", "cannot read"),
+        ("y_test.npy", _npy_header((5,))[:20], "cannot read"),
+        ("y_test.npy", _npy_header((5,), "|O"), "small.npz: y_test holds Python objects (a pickled array)"),
+    ],
+    ids=["huge-declared-shape", "not-npy", "cut-header", "object-header"],
+)
+def test_damaged_npz_members_raise_data_error(tmp_path, member, content, message):
+    _npz_with_member(tmp_path / "small.npz", member, content)
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        load_dataset(path=tmp_path / "small.npz")
+    assert "\n" not in str(err.value)
+
+
+def test_npz_that_is_not_a_zip_is_a_data_error(tmp_path):
+    (tmp_path / "fake.npz").write_bytes(b"\x93NUMPY not a zip")
+    with pytest.raises(DataError, match=r"fake.npz is not an .npz archive \(not a zip file\)"):
+        load_dataset(path=tmp_path / "fake.npz")
