@@ -75,9 +75,9 @@ class RecordingOptions:
             object.__setattr__(self, name, whole_number(name, getattr(self, name), minimum=1))
         object.__setattr__(self, "activation_stats", bool(self.activation_stats))
         t = self.saturation_threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.5 < t < 1:
-            # Sigmoid counts a <= 1 - t as saturated too: t must lie above 0.5.
-            raise ValueError(f"saturation_threshold must be a number between 0.5 and 1 (e.g. 0.99); got {t!r}")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
+            # |a| of tanh and a of sigmoid lie in (-1, 1): a threshold outside counts nothing.
+            raise ValueError(f"saturation_threshold must be a number between 0 and 1 (e.g. 0.99); got {t!r}")
         object.__setattr__(self, "saturation_threshold", float(t))
         layers = self.layers
         if isinstance(layers, str):

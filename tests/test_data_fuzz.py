@@ -10,20 +10,16 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.extra import numpy as hnp
 
 from gradscope.data import MAX_CLASSES, DataError, Dataset, load_dataset, read_idx
 
-# Hypothesis keeps caches in ./.hypothesis by default: kept out of the repository.
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="gradscope-hypothesis-"))
 # FUZZ_N raises the examples for a longer hunt, e.g. FUZZ_N=3000.
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_N", "100")), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -108,8 +108,8 @@ def test_the_loop_step_is_rebuilt_only_when_what_it_bakes_in_changes():
     ({"weights_every": 0}, ValueError, "weights_every must be a whole number of at least 1"),
     ({"flush_every": 0}, ValueError, "flush_every must be a whole number of at least 1; got 0"),
     ({"every": 10**30}, ValueError, "every must be at most 2,147,483,647"),
-    ({"saturation_threshold": 5}, ValueError, "saturation_threshold must be a number between 0.5 and 1"),
-    ({"saturation_threshold": 0.3}, ValueError, "saturation_threshold must be a number between 0.5 and 1"),
+    ({"saturation_threshold": 5}, ValueError, "saturation_threshold must be a number between 0 and 1"),
+    ({"saturation_threshold": 0.0}, ValueError, "saturation_threshold must be a number between 0 and 1"),
     ({"layers": 3}, TypeError, "layers must be layer names, a function layer -> bool, or None; got int"),
     ({"layers": ["dense", 1]}, TypeError, "layers must be layer names (strings)"),
 ])
