@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gradscope import GradientHistory, load_run
+from gradscope.history import RunFolderError
 
 
 def _history():
@@ -58,8 +59,10 @@ def test_format_is_readable_without_gradscope(tmp_path):
 
 
 def test_load_run_on_a_wrong_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a gradscope run folder"):
+    with pytest.raises(RunFolderError, match="not a gradscope run folder"):
         load_run(tmp_path)
+    with pytest.raises(RunFolderError, match="no such folder"):
+        load_run(tmp_path / "missing")
 
 
 def test_a_version_1_folder_reads_its_nan_norms_as_nonfinite(tmp_path):
