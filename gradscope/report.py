@@ -66,6 +66,7 @@ def save_run(
             record was kept: ``error.rescued``, None if that failed too).
             KeyboardInterrupt and other BaseExceptions propagate as they are,
             after the clean-up.
+        ValueError: the history is empty (nothing to diagnose or keep).
 
     Example:
 
@@ -80,10 +81,12 @@ def save_run(
     try:
         return write_run_folder(folder, lambda tmp: write_run(history, tmp, plots=plots), overwrite=overwrite)
     except Exception as exc:
+        if not len(history) and not isinstance(exc, SaveError):
+            raise  # nothing recorded (diagnose says so): nothing to keep
         # A finished run must survive whatever went wrong, a bug in a plot
         # included: every failure is a SaveError, after the rescue.
         error = exc if isinstance(exc, SaveError) else SaveError(folder, describe_os_error(exc))
-        if rescue:
+        if rescue and len(history):
             try:
                 error.rescued = rescue_history(history)
             except Exception as again:
