@@ -269,8 +269,12 @@ class RunFolderError(ValueError):
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:
         self.path = Path(path)
-        # One line whatever the cause said: the CLI prints it after "error:".
-        super().__init__(f"{path}: {' '.join(problem.split())}")
+        self.problem = " ".join(problem.split())  # one line, whatever the cause said
+        super().__init__(f"{path}: {self.problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from both arguments (the default would pass only the message).
+        return type(self), (self.path, self.problem)
 
 
 def load_run(folder: str | os.PathLike) -> GradientHistory:

@@ -28,6 +28,7 @@ Example:
 >>> _ = write_run_folder(first, lambda tmp: (tmp / "notes.txt").write_text("hello"))
 >>> sorted(p.name for p in first.iterdir())
 ['notes.txt']
+>>> shutil.rmtree(runs.parent)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gradscope.history import COMPARISON_FILE, RUN_FILE, GradientHistory, RunFolderError, current_umask
 
@@ -99,6 +101,10 @@ gradscope report /tmp/gradscope-rescued-k2j4
         self.errno = code
         self.rescued: Path | None = None
         self.rescue_failure: str | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields (the default would pass only the reason).
+        return type(self), (self.folder, self.reason, self.errno, self.where), self.__dict__
 
     def __str__(self) -> str:
         text = f"saving to {self.folder} failed: {self.reason}"
@@ -175,6 +181,7 @@ def claim_run_folder(path: str | os.PathLike | None, default: str | os.PathLike,
 another --out
     >>> claim_run_folder(runs / "taken", runs / "x", overwrite=True) == runs / "taken"
     True
+    >>> shutil.rmtree(runs)
     """
     if path is None and not overwrite:
         return _claim_fresh(_plain(Path(default)))
@@ -196,6 +203,7 @@ def release_run_folder(folder: str | os.PathLike) -> None:
     >>> release_run_folder(folder)
     >>> folder.exists()
     False
+    >>> folder.parent.rmdir()
     """
     try:
         os.rmdir(folder)  # fails, harmlessly, on a folder that is not empty
@@ -237,6 +245,7 @@ def write_run_folder(final: str | os.PathLike, write: Callable[[Path], object], 
     ...
     gradscope.run_folder.SaveError: saving to .../run failed: the folder is not empty (pass overwrite=True to \
 replace it)
+    >>> shutil.rmtree(final.parent)
     """
     final = _plain(Path(final))
     try:
@@ -287,6 +296,7 @@ def rescue_history(history: GradientHistory) -> Path:
     >>> folder = rescue_history(h)
     >>> folder.name.startswith("gradscope-rescued-"), len(load_run(folder))
     (True, 2)
+    >>> shutil.rmtree(folder)
     """
     folder = Path(tempfile.mkdtemp(prefix=RESCUE_PREFIX))
     try:
@@ -399,7 +409,9 @@ def _refuse_enclosing(path: Path, error: type[RunFolderError] | type[SaveError])
 # -- writing ------------------------------------------------------------------
 def _check_target(final: Path, overwrite: bool) -> None:
     """Fails early, before any work, where the switch would fail at the end."""
-    if final.is_symlink() or (final.exists() and not final.is_dir()):
+    if final.is_symlink():
+        raise SaveError(final, "it is a symbolic link; save to the folder it points to", errno.ENOTDIR)
+    if final.exists() and not final.is_dir():
         raise SaveError(final, "it is a file, not a folder", errno.ENOTDIR)
     if final.is_dir():
         _refuse_enclosing(final, SaveError)

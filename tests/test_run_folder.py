@@ -395,3 +395,23 @@ def test_a_save_error_reads_as_one_line():
     error.rescued, error.rescue_failure = None, "the disk is full"
     assert str(error).endswith(f"; keeping the record in {tempfile.gettempdir()} failed too: the disk is full")
     assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+
+
+def test_both_errors_survive_pickling():
+    # Errors cross process boundaries (multiprocessing, pytest-xdist) by pickle.
+    import pickle
+
+    error = SaveError("runs/tanh", "the disk is full", errno.ENOSPC, "runs/tanh/history.npz")
+    error.rescued = Path("/tmp/gradscope-rescued-ab12")
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) and again.errno == errno.ENOSPC and again.rescued == error.rescued
+    refused = pickle.loads(pickle.dumps(RunFolderError(Path("runs/x"), "a file, not a folder")))
+    assert str(refused) == "runs/x: a file, not a folder" and refused.path == Path("runs/x")
+
+
+def test_a_link_in_the_place_of_the_run_is_not_replaced(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "run").symlink_to(tmp_path / "target")
+    with pytest.raises(SaveError, match="it is a symbolic link; save to the folder it points to"):
+        write_run_folder(tmp_path / "run", _fill({"run.json": b"{}"}), overwrite=True)
+    assert (tmp_path / "run").is_symlink() and list((tmp_path / "target").iterdir()) == []
