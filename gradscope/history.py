@@ -58,9 +58,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -68,6 +68,9 @@ import numpy as np
 #    weight norms are read after the step's update.
 FORMAT_VERSION = 2
 RUN_FILE = "run.json"
+RUN_FORMAT = "gradscope-run"
+COMPARISON_FILE = "comparison.json"
+COMPARISON_FORMAT = "gradscope-comparison"
 HISTORY_FILE = "history.npz"
 SUMMARY_FILE = "summary.json"
 PLOTS_DIR = "plots"
@@ -228,7 +231,7 @@ class GradientHistory:
             arrays[f"hist/{moment}/counts"] = np.asarray(h["counts"], np.float64)
         atomic_write(folder / HISTORY_FILE, lambda f: np.savez(f, **arrays), binary=True)
         meta = {
-            "format": "gradscope-run",
+            "format": RUN_FORMAT,
             "version": FORMAT_VERSION,
             "layers": self.layers,
             "variables": self.variables,
@@ -242,8 +245,50 @@ class GradientHistory:
         return folder
 
 
+class RunFolderError(ValueError):
+    """A run or comparison folder that cannot be read, or a place a run cannot go.
+
+    `load_run` and `comparison_runs` raise it for anything that keeps a
+    folder from loading (a missing or unreadable file, a file that is not
+    JSON or not a numpy archive, a field or an array of the wrong type or
+    shape); `gradscope.run_folder.claim_run_folder` raises it for an
+    unusable ``--out``. The message is one line and names the path.
+
+    Attributes:
+        path: the file or folder at fault.
+
+    Example:
+
+    >>> import tempfile
+    >>> try:
+    ...     load_run(tempfile.mkdtemp())
+    ... except RunFolderError as exc:
+    ...     print(str(exc).split(": ", 1)[1])
+    not a gradscope run folder (no run.json)
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = " ".join(problem.split())  # one line, whatever the cause said
+        super().__init__(f"{path}: {self.problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from both arguments (the default would pass only the message).
+        return type(self), (self.path, self.problem)
+
+
 def load_run(folder: str | os.PathLike) -> GradientHistory:
     """Loads a run folder written by `GradientHistory.save`.
+
+    Every field and array is checked first, so a damaged or hand-edited
+    folder gives one `RunFolderError` naming the file and what is wrong,
+    never a traceback from deep inside numpy or the renderers.
+
+    Args:
+        folder: the run folder (``run.json`` and ``history.npz``).
+
+    Raises:
+        RunFolderError: the folder is not a readable run.
 
     Example:
 
@@ -256,27 +301,48 @@ def load_run(folder: str | os.PathLike) -> GradientHistory:
     """
     folder = Path(folder)
     run_file = folder / RUN_FILE
-    if not run_file.is_file():
-        raise FileNotFoundError(f"{folder} is not a gradscope run folder (no {RUN_FILE})")
-    meta = json.loads(run_file.read_text())
-    history = GradientHistory(
-        meta["layers"],
-        variables=meta.get("variables", []),
-        layer_info=meta.get("layer_info"),
-        config=meta.get("config", {}),
-    )
-    with np.load(folder / HISTORY_FILE) as data:
-        steps = data["steps"]
-        series = {k[6:]: data[k] for k in data.files if k.startswith("layer/")}
-        scalars = {k[7:]: data[k] for k in data.files if k.startswith("scalar/")}
-        var_series = {k[9:]: data[k] for k in data.files if k.startswith("variable/")}
-        for moment, step in meta.get("histogram_steps", {}).items():
-            history.histograms[moment] = {
-                "step": step,
-                "ranges": data[f"hist/{moment}/ranges"],
-                "counts": data[f"hist/{moment}/counts"],
-            }
-    if meta.get("version", 1) < 2:
+    if not run_file.exists():
+        if not folder.exists():
+            raise RunFolderError(folder, "no such folder")
+        raise RunFolderError(folder, f"not a gradscope run folder (no {RUN_FILE})")
+    meta = _read_json_object(run_file)
+    _check_format(meta, run_file, RUN_FORMAT)
+    version = meta.get("version", 1)
+    if not _is_int(version) or version < 1:
+        raise RunFolderError(run_file, f"'version' must be a positive integer, not {_kind(version)}")
+    if version > FORMAT_VERSION:
+        raise RunFolderError(
+            run_file, f"written by a newer gradscope (format version {version}; this one reads 1 to {FORMAT_VERSION})"
+        )
+    layers = _string_list(meta, "layers", run_file, required=True)
+    variables = _string_list(meta, "variables", run_file)
+    layer_info = meta.get("layer_info")
+    if layer_info is not None:
+        if not isinstance(layer_info, list) or len(layer_info) != len(layers):
+            raise RunFolderError(run_file, f"'layer_info' must be a list of {len(layers)} objects, one per layer")
+        for i, info in enumerate(layer_info):
+            _check_facts(info, _LAYER_FACTS, f"layer_info[{i}]", run_file)
+    config = meta.get("config", {})
+    _check_facts(config, _CONFIG_FACTS, "config", run_file)
+    moments = meta.get("histogram_steps", {})
+    if not isinstance(moments, dict) or not all(_is_int(s) for s in moments.values()):
+        raise RunFolderError(run_file, "'histogram_steps' must map each moment to an integer step")
+
+    history = GradientHistory(layers, variables=variables, layer_info=layer_info, config=config)
+    arrays = _read_npz(folder / HISTORY_FILE, [f"hist/{m}/{part}" for m in moments for part in ("ranges", "counts")])
+    check = _ArrayCheck(folder / HISTORY_FILE, arrays)
+    steps = check("steps", (None,), "steps", integer=True)
+    n, width, n_vars = len(steps), len(layers), len(variables)
+    series = {k[6:]: check(k, (n, width), "steps x layers") for k in arrays if k.startswith("layer/")}
+    scalars = {k[7:]: check(k, (n,), "steps") for k in arrays if k.startswith("scalar/")}
+    var_series = {k[9:]: check(k, (n, n_vars), "steps x variables") for k in arrays if k.startswith("variable/")}
+    for moment, step in moments.items():
+        history.histograms[moment] = {
+            "step": step,
+            "ranges": check(f"hist/{moment}/ranges", (width, 2), "layers x 2"),
+            "counts": check(f"hist/{moment}/counts", (width, None), "layers x bins"),
+        }
+    if version < 2:
         # Version 1 measured every variable on every step and wrote NaN for
         # a non-finite norm: that is +inf now.
         for name, values in var_series.items():
@@ -285,6 +351,166 @@ def load_run(folder: str | os.PathLike) -> GradientHistory:
     history.append(steps, series, scalars, var_series)
     return history
 
+
+def comparison_runs(folder: str | os.PathLike) -> list[tuple[str, Path]]:
+    """The runs a comparison folder (``gradscope compare``) lists: ``[(label, run folder), ...]``.
+
+    Each run's folder must lie inside the comparison folder: an absolute
+    path, a ``..`` or a symbolic link leading out of it is refused, so a
+    copied or downloaded comparison cannot make ``gradscope report`` read
+    (or draw plots beside) files elsewhere. The run folders themselves are
+    not read: pass each to `load_run`.
+
+    Args:
+        folder: the comparison folder, holding ``comparison.json``.
+
+    Raises:
+        RunFolderError: ``comparison.json`` is missing, not JSON, of the
+            wrong shape, or names a folder outside the comparison.
+
+    Example:
+
+    >>> import json, tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> runs = [{"label": "tanh/glorot_uniform", "folder": "tanh-glorot_uniform"}]
+    >>> _ = (folder / COMPARISON_FILE).write_text(json.dumps({"format": "gradscope-comparison", "runs": runs}))
+    >>> [(label, path.name) for label, path in comparison_runs(folder)]
+    [('tanh/glorot_uniform', 'tanh-glorot_uniform')]
+    """
+    folder = Path(folder)
+    path = folder / COMPARISON_FILE
+    if not path.exists():
+        raise RunFolderError(folder, f"not a gradscope comparison folder (no {COMPARISON_FILE})")
+    meta = _read_json_object(path)
+    _check_format(meta, path, COMPARISON_FORMAT)
+    entries = meta.get("runs")
+    if not isinstance(entries, list):
+        raise RunFolderError(path, f"'runs' must be a list, not {_kind(entries)}")
+    root = os.path.realpath(folder)
+    runs: list[tuple[str, Path]] = []
+    for i, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and isinstance(entry.get("label"), str)
+                and isinstance(entry.get("folder"), str)):
+            raise RunFolderError(path, f"runs[{i}] must be an object with a string 'label' and 'folder'")
+        label, name = entry["label"], entry["folder"]
+        if label in (seen for seen, _ in runs):
+            raise RunFolderError(path, f"the label {label!r} appears twice")
+        relative = Path(name)
+        # realpath also follows symbolic links, so a link inside the folder
+        # that points elsewhere is refused like "../x".
+        inside = "\0" not in name and os.path.realpath(folder / relative)
+        if (relative.is_absolute() or ".." in relative.parts or not inside or inside == root
+                or os.path.commonpath([root, inside]) != root):
+            raise RunFolderError(path, f"run {label!r} names the folder {name!r}, which is not inside {folder}")
+        runs.append((label, folder / relative))
+    return runs
+
+
+# Facts the diagnosis and the renderers read, with the types they need
+# (None allowed where a model may not have the fact); other keys are free.
+_INT_OR_NONE = (int, type(None))
+_STR_OR_NONE = (str, type(None))
+_LAYER_FACTS: dict[str, tuple[type, ...]] = {
+    "name": _STR_OR_NONE, "class": _STR_OR_NONE, "activation": _STR_OR_NONE, "output_shape": _STR_OR_NONE,
+    "units": _INT_OR_NONE, "fan_in": _INT_OR_NONE, "fan_out": _INT_OR_NONE, "params": (int,),
+}
+_CONFIG_FACTS: dict[str, tuple[type, ...]] = {"name": _STR_OR_NONE, "num_classes": _INT_OR_NONE}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunFolderError(path, f"cannot be read ({(exc.strerror or str(exc)).lower()})") from None
+    try:
+        # bytes: json picks UTF-8/16/32 itself; a wrong encoding is a ValueError.
+        # Deep nesting ends in RecursionError, which is just as malformed.
+        meta = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise RunFolderError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise RunFolderError(path, f"not a JSON object but {_kind(meta)}")
+    return meta
+
+
+def _check_format(meta: dict[str, Any], path: Path, expected: str) -> None:
+    found = meta.get("format", expected)  # early files had no "format"
+    if found != expected:
+        shown = repr(found[:40]) if isinstance(found, str) else _kind(found)
+        raise RunFolderError(path, f"not a {expected} file (format {shown})")
+
+
+def _string_list(meta: dict[str, Any], key: str, path: Path, required: bool = False) -> list[str]:
+    if key not in meta and not required:
+        return []
+    value = meta.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RunFolderError(path, f"{key!r} must be a list of strings, not {_kind(value)}")
+    return value
+
+
+def _check_facts(facts: Any, types: dict[str, tuple[type, ...]], where: str, path: Path) -> None:
+    if not isinstance(facts, dict):
+        raise RunFolderError(path, f"{where!r} must be an object, not {_kind(facts)}")
+    for key, allowed in types.items():
+        value = facts.get(key)
+        if key not in facts:
+            continue
+        if isinstance(value, bool) or not isinstance(value, allowed) or (_is_int(value) and value < 0):
+            kinds = " or ".join("null" if t is type(None) else ("a non-negative integer" if t is int else "a string")
+                                for t in allowed)
+            raise RunFolderError(path, f"{where}.{key} must be {kinds}, not {_kind(value)}")
+
+
+def _read_npz(path: Path, required: list[str]) -> dict[str, np.ndarray]:
+    """The arrays of ``history.npz`` that `load_run` reads (unknown names are skipped)."""
+    if not path.exists():
+        raise RunFolderError(path, "missing")
+    wanted = ("steps", "layer/", "scalar/", "variable/")
+    try:
+        # No pickles: a run folder may come from anywhere.
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise RunFolderError(path, "a single numpy array, not a .npz archive")
+        with loaded:
+            arrays = {k: loaded[k] for k in loaded.files if k.startswith(wanted) or k in required}
+    except RunFolderError:
+        raise
+    except Exception as exc:
+        # A damaged archive fails in zipfile, zlib, struct or numpy's header
+        # parser, each with its own exception type; all mean the same here.
+        raise RunFolderError(path, f"not a readable numpy archive ({type(exc).__name__}: {exc})") from None
+    for key in ["steps", *required]:
+        if key not in arrays:
+            raise RunFolderError(path, f"no array {key!r}")
+    return arrays
+
+
+class _ArrayCheck:
+    """Checks one array of ``history.npz`` for shape and dtype, and converts it."""
+
+    def __init__(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        self.path, self.arrays = path, arrays
+
+    def __call__(self, key: str, shape: tuple[int | None, ...], meaning: str, integer: bool = False) -> np.ndarray:
+        arr = self.arrays[key]
+        kinds = "iu" if integer else "biuf"  # no strings, complex numbers, dates or records
+        if arr.dtype.kind not in kinds:
+            wanted = "integers" if integer else "numbers"
+            raise RunFolderError(self.path, f"array {key!r} holds {arr.dtype} values, not {wanted}")
+        if arr.ndim != len(shape) or any(w is not None and g != w for g, w in zip(arr.shape, shape, strict=False)):
+            expected = ", ".join("any" if w is None else str(w) for w in shape)
+            expected = f"({expected},)" if len(shape) == 1 else f"({expected})"
+            raise RunFolderError(self.path, f"array {key!r} has shape {arr.shape}, expected {expected} ({meaning})")
+        return arr.astype(np.int64 if integer else np.float64)
 
 def _rows(value: Any, n: int, width: int, name: str) -> np.ndarray:
     arr = np.asarray(value, np.float64)
@@ -307,13 +533,65 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
-def atomic_write(path: Path, write, binary: bool = False) -> None:
+def current_umask() -> int:
+    """The process's umask, read without a window in which it is changed (where the OS allows).
+
+    Example:
+
+    >>> 0 <= current_umask() <= 0o777
+    True
+    """
+    try:
+        # Linux reports it in /proc (since 4.7): reading it changes nothing.
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # Elsewhere the only way is to set it and set it back. Setting 0o077, not
+    # 0, means a file another thread creates in between is made more
+    # private, never more open, than asked.
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], binary: bool = False) -> None:
+    """Writes one file through ``write(f)`` all or nothing: to a temporary name beside it, then renamed.
+
+    A failed or interrupted write leaves the old file (if any) and no
+    temporary behind. The file gets the permissions ``open()`` would give
+    it (0666 less the umask), not mkstemp's private 0600. An `OSError`
+    that names no file is given ``path`` as its ``filename``.
+
+    Args:
+        path: the file to write.
+        write: called with the open temporary file.
+        binary: open it in binary mode (else text, UTF-8).
+
+    Example:
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "note.txt"
+    >>> atomic_write(target, lambda f: f.write("hello"))
+    >>> target.read_text()
+    'hello'
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            os.chmod(tmp, 0o666 & ~current_umask())
             write(f)
+            # On disk before the rename, so a crash cannot leave the new
+            # name pointing at an empty file.
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # "No space left on device" says where
         raise

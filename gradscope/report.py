@@ -25,20 +25,48 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from gradscope.diagnosis import Diagnosis, diagnose
-from gradscope.history import GradientHistory, load_run
+from gradscope.history import PLOTS_DIR, GradientHistory, load_run
+from gradscope.run_folder import SaveError, describe_os_error, rescue_history, write_run_folder
 
 
-def save_run(history: GradientHistory, folder: str | os.PathLike, plots: bool = True) -> Path:
-    """Saves history, diagnosis and plots into ``folder``; returns the folder.
+def save_run(
+    history: GradientHistory,
+    folder: str | os.PathLike,
+    plots: bool = True,
+    overwrite: bool = False,
+    rescue: bool = True,
+) -> Path:
+    """Saves history, diagnosis and plots as the run folder ``folder``, all or nothing; returns the folder.
+
+    The folder is built beside ``folder`` and renamed into place
+    (`gradscope.run_folder.write_run_folder`): a reader sees the old run or
+    the new one, and a failed save leaves an old run there untouched. A
+    missing or empty ``folder`` is written; one holding anything is replaced
+    only with ``overwrite``, and then nothing of the old one stays (no stale
+    plots). When saving fails, the record is kept instead in a new folder in
+    the system's temporary folder (`gradscope.run_folder.rescue_history`)
+    and the error says where.
 
     Args:
         history: the record.
-        folder: the run folder (made if missing).
+        folder: the run folder.
         plots: draw the PNG plots into ``folder/plots/`` too.
+        overwrite: replace ``folder`` when it is not empty (an earlier run).
+        rescue: on failure, keep the record in ``<tmp>/gradscope-rescued-XXXX``.
+
+    Raises:
+        SaveError: the run folder could not be written, for any reason
+            (``str(error)`` is one line: what failed, where, and where the
+            record was kept: ``error.rescued``, None if that failed too).
+            KeyboardInterrupt and other BaseExceptions propagate as they are,
+            after the clean-up.
+        ValueError: the history is empty (nothing to diagnose or keep).
 
     Example:
 
@@ -50,13 +78,53 @@ def save_run(history: GradientHistory, folder: str | os.PathLike, plots: bool = 
     ...     sorted(p.name for p in save_run(h, folder).iterdir())
     ['history.npz', 'plots', 'run.json', 'summary.json']
     """
+    try:
+        return write_run_folder(folder, lambda tmp: write_run(history, tmp, plots=plots), overwrite=overwrite)
+    except Exception as exc:
+        if not len(history) and not isinstance(exc, SaveError):
+            raise  # nothing recorded (diagnose says so): nothing to keep
+        # A finished run must survive whatever went wrong, a bug in a plot
+        # included: every failure is a SaveError, after the rescue.
+        error = exc if isinstance(exc, SaveError) else SaveError(folder, describe_os_error(exc))
+        if rescue and len(history):
+            try:
+                error.rescued = rescue_history(history)
+            except Exception as again:
+                error.rescue_failure = describe_os_error(again)
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def write_run(history: GradientHistory, folder: str | os.PathLike, plots: bool = True) -> None:
+    """Writes the record, ``summary.json`` and the plots into ``folder``, in place.
+
+    `save_run` calls it on a fresh folder; call it yourself to fill a folder
+    that `gradscope.run_folder.write_run_folder` moves into place, e.g. one
+    run of a comparison.
+
+    Args:
+        history: the record.
+        folder: the folder to write into (made if missing).
+        plots: draw the PNG plots into ``folder/plots/`` too.
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> h = GradientHistory(["dense"])
+    >>> h.append(range(3), {"grad_norm": np.ones((3, 1))})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_run(h, folder, plots=False)
+    ...     sorted(p.name for p in Path(folder).iterdir())
+    ['history.npz', 'run.json', 'summary.json']
+    """
     diagnosis = diagnose(history)
-    folder = history.save(folder, summary=diagnosis.to_dict())
+    history.save(folder, summary=diagnosis.to_dict())
     if plots:
         from gradscope.render.plots import save_run_plots
 
         save_run_plots(history, folder)
-    return folder
 
 
 def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True) -> Diagnosis:
@@ -94,8 +162,53 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
     console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers", highlight=False)
     print_summary(history, diagnosis, console=console)
     if plots:
-        from gradscope.render.plots import save_run_plots
-
-        paths = save_run_plots(history, folder)
-        console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False, soft_wrap=True)
+        try:
+            paths = redraw_plots(history, folder)
+        except OSError as exc:
+            # The summary is shown; a run folder we may not write to (or a
+            # full disk) only costs the fresh plots.
+            console.print(f"plots not redrawn: {describe_os_error(exc)} ({exc.filename or folder})", highlight=False)
+        else:
+            console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False, soft_wrap=True)
     return diagnosis
+
+
+def redraw_plots(history: GradientHistory, folder: str | os.PathLike) -> list[Path]:
+    """Draws a run's plots again into ``folder/plots/``, each PNG replaced whole; returns their paths.
+
+    The plots are drawn in a temporary folder inside ``folder`` and renamed
+    over the old ones, so a failure (a full disk) leaves every old PNG
+    readable, never a truncated one.
+
+    Args:
+        history: the record.
+        folder: the run folder.
+
+    Raises:
+        OSError: the plots could not be drawn or moved (old plots stay).
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> h = GradientHistory(["dense"])
+    >>> h.append(range(3), {"grad_norm": np.ones((3, 1))})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     [p.name for p in redraw_plots(h, folder)]
+    ['grad_norms.png', 'depth_profile.png']
+    """
+    from gradscope.render.plots import save_run_plots
+
+    folder = Path(folder)
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".plots.tmp-"))
+    try:
+        drawn = save_run_plots(history, tmp)
+        plots = folder / PLOTS_DIR
+        plots.mkdir(exist_ok=True)
+        paths = []
+        for path in drawn:
+            os.replace(path, plots / path.name)
+            paths.append(plots / path.name)
+        return paths
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
