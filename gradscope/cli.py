@@ -24,6 +24,7 @@ from typing import Any
 
 from gradscope.signals import Interrupted, StopSignals
 
+EXIT_FAILED = 1  # an internal error, or a run that could not be saved
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 
@@ -122,7 +123,11 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
                       help="a folder of MNIST IDX files (.gz or not) or an .npz with x_train, y_train, x_test, y_test")
     data.add_argument("--limit", type=_positive_int, default=None, help="use at most this many training samples")
     out = p.add_argument_group("output")
-    out.add_argument("--out", metavar="DIR", default=None, help="where to save the run folder (default: runs/<name>)")
+    out.add_argument("--out", metavar="DIR", default=None,
+                     help="where to save the run folder (default: runs/<name>, or runs/<name>-2, -3, ... "
+                     "when that exists: a run is never replaced silently)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace the run or comparison already saved in --out (default: refuse)")
     out.add_argument("--quiet", action="store_true", help="no live display; print only the summary and verdict")
 
 
@@ -206,13 +211,20 @@ def cmd_run(args: argparse.Namespace, stop: StopSignals) -> int:
         args: the parsed flags of ``run``.
         stop: the command's signal handling.
     """
-    from gradscope.experiments import Config, load_data, run_config
+    from gradscope.experiments import Config, check_names, check_size, load_data, run_config
+    from gradscope.run_folder import claim_run_folder, release_run_folder
 
+    config = Config.for_run(args)
+    check_names(config)
     console = _console()
     data = load_data(args, console)
-    config = Config.for_run(args)
-    out = Path(args.out) if args.out else Path("runs") / config.slug
-    run_config(config, data, out, console, live=not args.quiet, stop=stop)
+    check_size(config, data.input_dim)
+    # The output place is checked, and taken, before any step is spent.
+    out = claim_run_folder(Path(args.out) if args.out else None, Path("runs") / config.slug, overwrite=args.overwrite)
+    try:
+        run_config(config, data, out, console, live=not args.quiet, stop=stop, overwrite=args.overwrite)
+    finally:
+        release_run_folder(out)  # removes it only if nothing was saved there
     return 0
 
 
@@ -236,8 +248,8 @@ def cmd_report(args: argparse.Namespace, stop: StopSignals) -> int:
         args: the parsed flags of ``report``.
         stop: the command's signal handling.
     """
-    from gradscope.experiments import COMPARISON_FILE, show_comparison
-    from gradscope.history import RUN_FILE
+    from gradscope.experiments import show_comparison
+    from gradscope.history import COMPARISON_FILE, RUN_FILE, RunFolderError
     from gradscope.report import show_run
 
     folder = Path(args.run_dir)
@@ -253,6 +265,8 @@ def cmd_report(args: argparse.Namespace, stop: StopSignals) -> int:
             raise UsageError(
                 f"{folder} is not a gradscope run or comparison folder (no {RUN_FILE} or {COMPARISON_FILE})"
             )
+    except RunFolderError as exc:
+        raise UsageError(str(exc)) from None
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
         raise UsageError(f"cannot read the run folder {folder}: {type(exc).__name__}: {exc}") from None
     return 0
@@ -315,8 +329,9 @@ COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "deriv
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the exit code.
 
-    0: done. 1: an internal error (one line; ``--debug`` shows the traceback).
-    2: a bad input (one line naming it). 128 + the signal's number when
+    0: done. 1: a run that could not be saved (one line saying why and where
+    the record was kept instead), or an internal error (one line; ``--debug``
+    shows the traceback). 2: a bad input (one line naming it). 128 + the signal's number when
     stopped by a signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP.
 
     Args:
@@ -358,10 +373,16 @@ def _run(command: str, args: argparse.Namespace, stop: StopSignals) -> int:
         _import_tensorflow_quietly()
     from gradscope.data import DataError
     from gradscope.experiments import ConfigError
+    from gradscope.history import RunFolderError
+    from gradscope.run_folder import SaveError
 
     try:
         return COMMANDS[command](args, stop)
-    except (UsageError, ConfigError, DataError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except SaveError as exc:  # the run finished but could not be saved: the message says where it went
+        print(f"gradscope {command}: error: {_one_line(exc, limit=1000)}", file=sys.stderr)
+        return EXIT_FAILED
+    except (UsageError, ConfigError, DataError, RunFolderError, FileNotFoundError, NotADirectoryError,
+            PermissionError) as exc:
         print(f"gradscope {command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 

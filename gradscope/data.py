@@ -256,6 +256,11 @@ class _Splitter:
             if top == 0:
                 raise DataError(f"{y_name} and {yv_name} hold only class 0: labels must be 0..K-1 with "
                                 "at least 2 classes")
+            if yv_name != y_name and int(y_val.max()) > int(y.max()):
+                # A class only the validation data has would widen the output
+                # layer with a unit no training sample ever asks for.
+                raise DataError(f"{yv_name} holds label {int(y_val.max())}, but the training labels "
+                                f"go up to {int(y.max())}: every class must appear in training")
         x = x.reshape(len(x), -1)
         x_val = x_val.reshape(len(x_val), -1)
         return Dataset(name, x, y, x_val, y_val, top + 1)

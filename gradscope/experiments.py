@@ -15,9 +15,9 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,20 @@ from typing import Any
 import numpy as np
 
 from gradscope.diagnosis import Diagnosis, diagnose
-from gradscope.history import PLOTS_DIR, GradientHistory, atomic_write, dumps_json, load_run
+from gradscope.history import (
+    COMPARISON_FILE,
+    PLOTS_DIR,
+    GradientHistory,
+    atomic_write,
+    comparison_runs,
+    dumps_json,
+    load_run,
+)
 from gradscope.models import LECTURE_HIDDEN, default_output_activation
 from gradscope.render.terminal import model_table, print_comparison, print_summary
+from gradscope.run_folder import SaveError, claim_run_folder, release_run_folder, write_run_folder
 from gradscope.signals import StopSignals
 
-COMPARISON_FILE = "comparison.json"
 DEFAULT_STEPS = 400
 DEFAULT_INIT = "random_uniform"  # the lecture's: U(-0.05, 0.05)
 
@@ -289,7 +297,7 @@ def model_summary(model: Any) -> dict[str, Any]:
 
 def run_config(
     config: Config, data: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True,
-    stop: StopSignals | None = None,
+    stop: StopSignals | None = None, overwrite: bool = False,
 ) -> tuple[GradientHistory, Diagnosis]:
     """Builds, trains, diagnoses and saves one configuration, printing as it goes.
 
@@ -302,9 +310,12 @@ def run_config(
         show_summary: print the summary table and verdict at the end.
         stop: the command's signal handling; a signal stops training at the end
             of a step and the recorded steps are saved. Defaults to `None` (none).
+        overwrite: replace a run already saved in ``out``. Defaults to `False`.
 
     Raises:
         gradscope.signals.Interrupted: after a signal, once the recorded steps are saved.
+        gradscope.run_folder.SaveError: the run could not be saved; its message
+            says why and where the record was kept instead.
 
     Example:
 
@@ -347,18 +358,23 @@ def run_config(
         # Every recorded step is kept: save what there is (a second signal
         # cannot cut the save short), then stop.
         if monitor.history is not None and len(monitor.history):
-            with stop.shielded():
-                save_run(monitor.history, out)
-            console.print(f"interrupted: {len(monitor.history)} recorded steps saved to {out}", highlight=False,
-                          markup=False)
+            try:
+                with stop.shielded():
+                    save_run(monitor.history, out, overwrite=overwrite)
+            except SaveError as exc:  # the interrupt still decides the exit code
+                print(f"gradscope: {exc}", file=sys.stderr, flush=True)
+            else:
+                console.print(f"interrupted: {len(monitor.history)} recorded steps saved to {out}",
+                              highlight=False, markup=False, soft_wrap=True)
         raise
     diagnosis = diagnose(history)
     if show_summary and not live:
         print_summary(history, diagnosis, console=console)
     with stop.shielded():
-        save_run(history, out)
+        save_run(history, out, overwrite=overwrite)
+    # soft_wrap: a hint to paste into a shell must stay on one line.
     console.print(f"saved run to {out}  (show it again: {shell_command('gradscope', 'report', out)})",
-                  highlight=False, markup=False)
+                  highlight=False, markup=False, soft_wrap=True)
     stop.check()  # a signal during the save: the run is saved, now stop
     return history, diagnosis
 
@@ -377,13 +393,18 @@ def shell_command(*words: Any) -> str:
 def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
     """Trains every activation x initializer and writes a comparison folder; returns the folder.
 
-    A configuration named twice is trained once. After a signal, the
-    configurations that finished are kept in the comparison folder.
+    A configuration named twice is trained once. The folder is built beside
+    its final place and renamed into place at the end, so an earlier
+    comparison there stays whole until this one is (``--overwrite``). After a
+    signal, the configurations that finished are kept in it.
 
     Args:
         args: the parsed flags of ``gradscope compare``.
         console: where to print.
         stop: the command's signal handling. Defaults to `None` (none).
+
+    Raises:
+        gradscope.run_folder.RunFolderError: ``--out`` cannot be used (before any training).
 
     Example:
 
@@ -391,9 +412,9 @@ def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
     PosixPath('runs/compare-tanh-relu')
     """
     stop = stop or StopSignals()
-    data = load_data(args, console)
-    inits = args.inits or [args.init or DEFAULT_INIT]
+    overwrite = bool(getattr(args, "overwrite", False))
     configs: list[Config] = []
+    inits = args.inits or [args.init or DEFAULT_INIT]
     for config in (Config.from_args(args, a, i) for a in args.activations for i in inits):
         if any(c.label == config.label for c in configs):
             console.print(f"notice: {config.label} is listed twice; it is trained once", highlight=False,
@@ -401,27 +422,49 @@ def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
             continue
         check_names(config)
         configs.append(config)
-    out = Path(args.out) if args.out else Path("runs") / ("compare-" + "-".join(args.activations))
+    default = Path("runs") / ("compare-" + "-".join(dict.fromkeys(args.activations)))
+    out = claim_run_folder(Path(args.out) if args.out else None, default, overwrite=overwrite)
     results: dict[str, tuple[GradientHistory, Diagnosis]] = {}
+    stopped: list[BaseException] = []
+
+    def fill(folder: Path) -> None:
+        try:
+            data = load_data(args, console)
+            for n, config in enumerate(configs, 1):
+                console.rule(f"{n}/{len(configs)}: {config.label}")
+                results[config.label] = run_config(config, data, folder / config.slug, console,
+                                                   live=not args.quiet, show_summary=False, stop=stop)
+        except KeyboardInterrupt as exc:  # keep what finished; the signal is raised again below
+            stopped.append(exc)
+        saved = [c for c in configs if (folder / c.slug).is_dir()]
+        if not saved:
+            return
+        meta = {"format": "gradscope-comparison",
+                "runs": [{"label": c.label, "folder": c.slug, "config": asdict(c)} for c in saved]}
+        atomic_write(folder / COMPARISON_FILE, lambda f: f.write(dumps_json(meta)))
+        if results:
+            plot_comparison_folder(results, folder)
+
     try:
-        for n, config in enumerate(configs, 1):
-            console.rule(f"{n}/{len(configs)}: {config.label}")
-            results[config.label] = run_config(config, data, out / config.slug, console,
-                                               live=not args.quiet, show_summary=False, stop=stop)
-    finally:
-        # Interrupted or not, the comparison lists every configuration that finished.
-        finished = [c for c in configs if c.label in results]
-        if finished:
-            meta = {"format": "gradscope-comparison",
-                    "runs": [{"label": c.label, "folder": c.slug, "config": asdict(c)} for c in finished]}
-            with stop.shielded():
-                atomic_write(out / COMPARISON_FILE, lambda f: f.write(dumps_json(meta)))
+        # Training inside sets its own signal handling (stop at a step's end);
+        # the saving around it cannot be cut short.
+        with stop.shielded():
+            write_run_folder(out, fill, overwrite=overwrite)
+    except BaseException:
+        release_run_folder(out)
+        raise
+    if stopped:
+        release_run_folder(out)  # removed only when nothing was saved
+        if results:
+            console.print(f"interrupted: {len(results)} of {len(configs)} configurations saved to {out}",
+                          highlight=False, markup=False)
+        raise stopped[0]
+    stop.check()  # a signal while the comparison was written: it is written, now stop
     console.rule("comparison")
     print_comparison(results, console)
-    with stop.shielded():
-        path = plot_comparison_folder(results, out)
-    console.print(f"saved comparison to {out} (plots: {path.parent}); "
-                  f"show it again: {shell_command('gradscope', 'report', out)}", highlight=False, markup=False)
+    console.print(f"saved comparison to {out} (plots: {out / PLOTS_DIR}); "
+                  f"show it again: {shell_command('gradscope', 'report', out)}", highlight=False, markup=False,
+                  soft_wrap=True)
     return out
 
 
@@ -466,11 +509,10 @@ def show_comparison(folder: Path, console: Any, plots: bool = True) -> None:
 
     >>> show_comparison(Path("runs/compare-tanh-relu"), console, plots=False)  # doctest: +SKIP
     """
-    meta = json.loads((folder / COMPARISON_FILE).read_text())
     results = {}
-    for entry in meta["runs"]:
-        history = load_run(folder / entry["folder"])
-        results[entry["label"]] = (history, diagnose(history))
+    for label, run in comparison_runs(folder):
+        history = load_run(run)
+        results[label] = (history, diagnose(history))
     print_comparison(results, console)
     if plots:
         path = plot_comparison_folder(results, folder)

@@ -304,11 +304,14 @@ class GradientMonitor(keras.callbacks.Callback):
 
         return plot_grad_norms(self._require_history(), path)
 
-    def save(self, folder: str) -> Any:
-        """Saves the run folder (history, summary, plots); see docs/recording.md."""
+    def save(self, folder: str, overwrite: bool = False) -> Any:
+        """Saves the run folder (history, summary, plots), all or nothing; see docs/recording.md.
+
+        A folder that already holds a run is replaced only with ``overwrite``.
+        """
         from gradscope.report import save_run
 
-        return save_run(self._require_history(), folder)
+        return save_run(self._require_history(), folder, overwrite=overwrite)
 
     def _require_history(self) -> GradientHistory:
         if self.history is None or not len(self.history):

@@ -159,7 +159,8 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
     history = load_run(folder)
     console = console or default_console()
     diagnosis = diagnose(history)
-    console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers", highlight=False)
+    console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers",
+                  highlight=False, markup=False, soft_wrap=True)
     print_summary(history, diagnosis, console=console)
     if plots:
         try:
@@ -167,9 +168,10 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
         except OSError as exc:
             # The summary is shown; a run folder we may not write to (or a
             # full disk) only costs the fresh plots.
-            console.print(f"plots not redrawn: {describe_os_error(exc)} ({exc.filename or folder})", highlight=False)
+            console.print(f"plots not redrawn: {describe_os_error(exc)} ({exc.filename or folder})",
+                          highlight=False, markup=False, soft_wrap=True)
         else:
-            console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False, soft_wrap=True)
+            console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False, markup=False, soft_wrap=True)
     return diagnosis
 
 

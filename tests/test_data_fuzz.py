@@ -152,9 +152,11 @@ def _damage(arrays: dict[str, np.ndarray], kind: str) -> None:
         arrays["x_test"], arrays["y_test"] = arrays["x_test"][:0], arrays["y_test"][:0]
     elif kind == "only class 0":
         arrays["y_train"][:], arrays["y_test"][:] = 0, 0
+    elif kind == "class only in test":
+        arrays["y_test"][0] = int(y.max()) + 1
 
 
-_DAMAGES = ["nan pixel", "inf pixel", "pixel 256", "float pixel 1.5", "negative label", "fractional label",
+_DAMAGES = ["class only in test", "nan pixel", "inf pixel", "pixel 256", "float pixel 1.5", "negative label", "fractional label",
             "nan label", "label beyond samples", "huge label", "one label short", "other test shape",
             "no test samples", "only class 0"]
 
@@ -167,8 +169,9 @@ def _plausible(draw) -> tuple[dict[str, np.ndarray], str | None]:
     x_train = draw(hnp.arrays(np.uint8, (n_train, *image)))
     x_test = draw(hnp.arrays(np.uint8, (n_test, *image)))
     y_train = draw(hnp.arrays(np.int64, n_train, elements=st.integers(0, 3)))
-    y_test = draw(hnp.arrays(np.int64, n_test, elements=st.integers(0, 3)))
     y_train[0] = 1  # at least 2 classes
+    # Every class of the test data appears in training.
+    y_test = draw(hnp.arrays(np.int64, n_test, elements=st.integers(0, int(y_train.max()))))
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     variant = draw(st.sampled_from(["uint8", "int64", "float32 pixels", "float64 labels", "bool pixels"]))
     if variant == "int64":
@@ -200,7 +203,7 @@ def test_npz_with_one_known_defect_is_refused_and_without_one_loads(scratch, cas
     assert defect is None, f"{defect} was accepted"
     _assert_valid(ds)
     assert ds.y_val.tolist() == arrays["y_test"].tolist()
-    assert ds.num_classes == 1 + max(arrays["y_train"].max(), arrays["y_test"].max())
+    assert ds.num_classes == 1 + int(arrays["y_train"].max())
 
 
 _arrays = st.fixed_dictionaries({"x_train": _any_array(4), "y_train": _any_array(2),
