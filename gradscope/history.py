@@ -487,7 +487,11 @@ def _read_npz(path: Path, required: list[str]) -> dict[str, np.ndarray]:
     except Exception as exc:
         # A damaged archive fails in zipfile, zlib, struct or numpy's header
         # parser, each with its own exception type; all mean the same here.
-        raise RunFolderError(path, f"not a readable numpy archive ({type(exc).__name__}: {exc})") from None
+        if "pickle" in str(exc):  # numpy's own text advises loading it unsafely: not advice to pass on
+            raise RunFolderError(path, "not a numpy archive (numpy would read it as pickled Python objects, "
+                                       "which are never loaded)") from None
+        reason = " ".join(str(exc).split())[:200]
+        raise RunFolderError(path, f"not a readable numpy archive ({type(exc).__name__}: {reason})") from None
     for key in ["steps", *required]:
         if key not in arrays:
             raise RunFolderError(path, f"no array {key!r}")
