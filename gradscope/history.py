@@ -487,7 +487,10 @@ def _read_npz(path: Path, required: list[str]) -> dict[str, np.ndarray]:
     except Exception as exc:
         # A damaged archive fails in zipfile, zlib, struct or numpy's header
         # parser, each with its own exception type; all mean the same here.
-        if "pickle" in str(exc):  # numpy's own text advises loading it unsafely: not advice to pass on
+        # numpy's own text advises loading pickles unsafely: not advice to pass on.
+        if "Object arrays" in str(exc):
+            raise RunFolderError(path, "holds an array of Python objects (pickled), which is never loaded") from None
+        if "pickle" in str(exc):
             raise RunFolderError(path, "not a numpy archive (numpy would read it as pickled Python objects, "
                                        "which are never loaded)") from None
         reason = " ".join(str(exc).split())[:200]

@@ -157,8 +157,8 @@ def _damage(arrays: dict[str, np.ndarray], kind: str) -> None:
 
 
 _DAMAGES = ["class only in test", "nan pixel", "inf pixel", "pixel 256", "float pixel 1.5", "negative label",
-            "fractional label", "nan label", "label beyond samples", "huge label", "one label short", "other test shape",
-            "no test samples", "only class 0"]
+            "fractional label", "nan label", "label beyond samples", "huge label", "one label short",
+            "other test shape", "no test samples", "only class 0"]
 
 
 @st.composite
