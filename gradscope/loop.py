@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,7 +70,8 @@ def train(
         validation_data: ``(x_val, y_val)`` (giving ``val_loss`` and
             ``val_accuracy`` logs at each epoch end) or a dataset (``val_loss``).
         callbacks: Keras callbacks. A `GradientMonitor` among them is used
-            for the recording; otherwise one is made.
+            for the recording; otherwise one is made, kept for the model's
+            next call (each call still returns a history of its own).
         shuffle: reshuffle arrays every epoch. Defaults to `True`.
         seed: seed of the shuffling. Defaults to `None`.
         verbose: passed to the monitor that is made here (``1``: live table
@@ -97,7 +99,14 @@ def train(
     callbacks = list(callbacks or [])
     monitor = next((c for c in callbacks if isinstance(c, GradientMonitor)), None)
     if monitor is None:
-        monitor = GradientMonitor(verbose=verbose)
+        # One per model, kept between calls like fit's train_function: its
+        # record restarts each call, but the step traced with it is reused.
+        monitor = _DEFAULT_MONITORS.get(model)
+        if monitor is None:
+            monitor = _DEFAULT_MONITORS[model] = GradientMonitor(continue_history=False)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2; got {verbose!r}")
+        monitor.verbose = verbose
         callbacks.insert(0, monitor)
 
     batches = _Batches(x, y, batch_size, shuffle, seed)
@@ -151,6 +160,10 @@ def train(
         # Ctrl-C or an error still closes the run, so every recorded step is kept.
         cbks.on_train_end(logs)
     return monitor.history
+
+
+#: The monitor `train` makes for a model when given none, kept for its next call.
+_DEFAULT_MONITORS: weakref.WeakKeyDictionary[keras.Model, GradientMonitor] = weakref.WeakKeyDictionary()
 
 
 def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: _Batches, jit_compile: bool):

@@ -323,6 +323,13 @@ class Recorder:
         return weight, _finite_or_inf(update)
 
     # -- on the host -------------------------------------------------------------
+    def restart(self) -> None:
+        """Starts a new record: step 0 next, no pending rows, no histograms yet."""
+        self.count.assign(0)
+        self.schedule.start_at(0)
+        self.histograms.step.assign(-1)
+        self.histograms.flag.assign(0)
+
     def flush(self) -> Rows:
         """Fetches the rows committed since the last flush (one transfer)."""
         count = int(self.count.numpy())

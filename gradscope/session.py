@@ -214,13 +214,18 @@ class RecordingSession:
         # What must match for a new fit() to continue the same record.
         signature = (id(model), tuple((s.name, tuple(tuple(model_vars[i].shape) for i in s.var_indices))
                                       for s in specs))
-        keep = self.options.continue_history and self.recorder is not None and signature == self._signature
-        if not keep and self.options.continue_history and self.history is not None and len(self.history):
+        same = self.recorder is not None and signature == self._signature
+        keep = self.options.continue_history and same
+        if not same and self.options.continue_history and self.history is not None and len(self.history):
             notice(f"gradscope: this fit trains another model (or other layers), so a new history starts; "
                    f"the previous one ({len(self.history)} recorded steps) is dropped: keep it with "
                    "monitor.save(folder) before the next fit, or give each model its own monitor")
-        if not keep:
-            o = self.options
+        o = self.options
+        if same and not keep:
+            # The same model and layers, a fresh record: the recorder, and the
+            # functions traced with it (tracing costs dozens of steps), serve again.
+            self.recorder.restart()
+        elif not keep:
             spe = int(getattr(model, "steps_per_execution", 1) or 1)
             self.recorder = Recorder(
                 [s.activation for s in specs],
@@ -231,6 +236,7 @@ class RecordingSession:
                 saturation_threshold=o.saturation_threshold,
             )
             self._coverage_checked = False
+        if not keep:
             self.history = GradientHistory(
                 [s.name for s in specs],
                 variables=[f"{s.name}/{n}" for s in specs for n in s.var_names],

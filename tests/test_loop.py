@@ -204,3 +204,43 @@ def test_bad_train_arguments_raise_specific_errors(kwargs, error, words):
 def test_train_wants_a_keras_model():
     with pytest.raises(TypeError, match="model must be a keras.Model; got str"):
         gradscope.train("model", np.ones((8, 4)), np.ones((8, 2)), loss="mse")
+
+
+class _TraceCounter(keras.layers.Layer):
+    """Identity whose Python body runs only when a step is traced, not when it runs."""
+
+    traces = 0
+
+    def call(self, x):
+        _TraceCounter.traces += 1
+        return x
+
+
+@pytest.mark.parametrize("given_monitor", [False, True])
+def test_repeated_train_calls_trace_the_step_once(given_monitor):
+    x, y = np.ones((32, 4), "float32"), np.ones((32, 2), "float32")
+    model = keras.Sequential([keras.Input((4,)), _TraceCounter(), keras.layers.Dense(2, activation="tanh")])
+    monitor = [GradientMonitor()] if given_monitor else None
+    _TraceCounter.traces = 0
+    histories = [gradscope.train(model, x, y, loss="mse" if i == 0 else None, batch_size=8, epochs=1,
+                                 shuffle=False, callbacks=monitor) for i in range(3)]
+    traced = _TraceCounter.traces
+    assert traced <= 2  # the symbolic build of the call order may trace once more; never once per call
+    _TraceCounter.traces = 0
+    gradscope.train(model, x, y, batch_size=8, epochs=1, callbacks=monitor)
+    assert _TraceCounter.traces == 0
+    # Each call without a monitor returns a record of its own; a given monitor continues its record.
+    steps = [h.steps.tolist() for h in histories]
+    if given_monitor:
+        assert histories[0] is histories[2] and histories[2].steps.tolist() == list(range(16))  # 4 calls
+    else:
+        assert steps == [[0, 1, 2, 3]] * 3
+
+
+def test_a_recompile_between_train_calls_traces_again():
+    x, y = np.ones((32, 4), "float32"), np.ones((32, 2), "float32")
+    model = keras.Sequential([keras.Input((4,)), _TraceCounter(), keras.layers.Dense(2)])
+    gradscope.train(model, x, y, loss="mse", batch_size=8, epochs=1)
+    _TraceCounter.traces = 0
+    gradscope.train(model, x, y, loss="mae", batch_size=8, epochs=1)  # a new compile: a new trace
+    assert _TraceCounter.traces >= 1
