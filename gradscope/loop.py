@@ -257,7 +257,9 @@ class _Batches:
             return step
 
         def array_step(x, y, order, start, size):
-            idx = tf.slice(order, [start], [size])
+            # Gathered, not tf.slice'd: XLA takes a slice's start as a
+            # compile-time constant and would compile the step once per batch.
+            idx = tf.gather(order, start + tf.range(size))
             return step(tf.gather(x, idx), tf.gather(y, idx))
 
         return array_step
