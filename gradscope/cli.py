@@ -114,7 +114,9 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--weights-every", type=_positive_int, default=1, metavar="N",
                      help="measure weight norms and update ratios on every N-th recorded step only; each is a pass "
                      "over all parameters, so 10 makes recording cheaper on long runs (default: 1)")
-    opt.add_argument("--jit", action="store_true", help="compile the step with XLA")
+    opt.add_argument("--jit", action=argparse.BooleanOptionalAction, default=True,
+                     help="compile the training step with XLA, as Keras does on a GPU; a model XLA cannot compile "
+                     "falls back with a one-line notice. --no-jit turns it off (default: on)")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=["mnist", "digits"], default="mnist",
                       help="mnist through keras.datasets (cache or network; without either it falls back to "

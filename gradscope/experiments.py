@@ -60,7 +60,7 @@ class Config:
     seed: int = 0
     every: int = 1
     weights_every: int = 1
-    jit: bool = False
+    jit: bool = True  # XLA where it compiles (a fallback otherwise): Keras' own default on a GPU
 
     @classmethod
     def from_args(cls, args: Any, activation: str, init: str) -> Config:
@@ -352,7 +352,7 @@ def run_config(
             history = gradscope.train(
                 model, data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, steps=config.steps,
                 validation_data=(data.x_val, y_val), callbacks=[monitor, stop.callback()], seed=config.seed,
-                jit_compile=config.jit,
+                jit_compile="auto" if config.jit else False,
             )
     except KeyboardInterrupt:
         # Every recorded step is kept: save what there is (a second signal

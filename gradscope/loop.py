@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +31,7 @@ import tensorflow as tf
 
 from gradscope.history import GradientHistory
 from gradscope.monitor import GradientMonitor
-from gradscope.session import whole_number
+from gradscope.session import notice, whole_number
 from gradscope.stats import batch_accuracy
 
 
@@ -49,7 +50,7 @@ def train(
     shuffle: bool = True,
     seed: int | None = None,
     verbose: int = 0,
-    jit_compile: bool = False,
+    jit_compile: bool | str = False,
 ) -> GradientHistory:
     """Trains ``model`` and returns the `GradientHistory` of every step.
 
@@ -76,7 +77,9 @@ def train(
         seed: seed of the shuffling. Defaults to `None`.
         verbose: passed to the monitor that is made here (``1``: live table
             and summary). Defaults to `0`.
-        jit_compile: compile the step with XLA. Defaults to `False`.
+        jit_compile: compile the step with XLA: `True`, `False`, or `"auto"`
+            (XLA, unless it cannot compile this model's step: then, with a
+            one-line notice, without). Defaults to `False`.
 
     Raises:
         TypeError: ``model`` is not a Keras model, or a count is not a whole number.
@@ -132,7 +135,10 @@ def train(
 
     cbks.on_train_begin()
     # Traced after on_train_begin, so the trace includes the monitor's hooks.
-    step_fn, sums = _compiled_step(monitor, model, batches, jit_compile)
+    xla = jit_compile == "auto" or bool(jit_compile)
+    step_fn, sums = _compiled_step(monitor, model, batches, xla)
+    if jit_compile == "auto":
+        step_fn = _WithoutXlaIfRefused(step_fn, lambda: _compiled_step(monitor, model, batches, False)[0])
     done = 0
     logs: dict[str, Any] = {}
     try:
@@ -177,6 +183,31 @@ def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: _Batch
 
     step = monitor.session.loop_step(model, (bool(jit_compile), batches.dataset is None), build)
     return step.function, step.state
+
+
+class _WithoutXlaIfRefused:
+    """The XLA step, until XLA refuses to compile it: then, once and with a
+    one-line notice, the same step without XLA (``jit_compile="auto"``)."""
+
+    def __init__(self, xla_step: Any, make_plain: Any) -> None:
+        self.step, self.make_plain, self.checked = xla_step, make_plain, False
+
+    def __call__(self, *inputs: Any) -> Any:
+        if self.checked:
+            return self.step(*inputs)
+        try:
+            result = self.step(*inputs)  # the first call compiles; a refusal changes nothing
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as exc:
+            message = str(exc)
+            if "XLA" not in message and "compile" not in message:
+                raise
+            op = re.search(r"No registered '(\w+)'", message)
+            notice(f"gradscope: XLA cannot compile this model's step{f' ({op.group(1)})' if op else ''}; "
+                   "training without XLA")
+            self.step = self.make_plain()
+            result = self.step(*inputs)
+        self.checked = True
+        return result
 
 
 class _Direct:

@@ -126,3 +126,16 @@ def test_run_config_trains_the_asked_epochs_and_prints_each_layers_parameters(tm
     assert f"total {(64 + 1) * 8 + (8 + 1) * 10:,} parameters" in text
     assert [v.name for v in diagnosis.layers] == ["hidden_1", "output"]
     assert (tmp_path / "run" / "run.json").is_file()
+
+
+@pytest.mark.parametrize("flags, jit", [([], True), (["--no-jit"], False), (["--jit"], True)])
+def test_runs_use_xla_by_default_and_no_jit_turns_it_off(tmp_path, flags, jit):
+    import json
+
+    from rich.console import Console
+
+    data = load_dataset("digits", limit=100)
+    config = Config.for_run(build_parser().parse_args(["run", "--layers", "8", "--steps", "2", *flags]))
+    run_config(config, data, tmp_path / "run", Console(file=io.StringIO()), live=False)
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert saved["jit"] is jit

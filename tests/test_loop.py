@@ -244,3 +244,24 @@ def test_a_recompile_between_train_calls_traces_again():
     _TraceCounter.traces = 0
     gradscope.train(model, x, y, loss="mae", batch_size=8, epochs=1)  # a new compile: a new trace
     assert _TraceCounter.traces >= 1
+
+
+class _NumpyIdentity(keras.layers.Layer):
+    """A layer XLA cannot compile: its value comes from numpy."""
+
+    def call(self, x):
+        return tf.ensure_shape(tf.numpy_function(lambda a: a, [x], tf.float32, stateful=False), x.shape)
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def test_jit_auto_falls_back_with_one_line_when_xla_refuses_the_model(capsys):
+    x, y = np.ones((16, 4), "float32"), np.ones((16, 2), "float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), _NumpyIdentity(), keras.layers.Dense(2)])
+    history = gradscope.train(model, x, y, loss="mse", batch_size=8, epochs=1, jit_compile="auto")
+    assert history.steps.tolist() == [0, 1]
+    lines = [line for line in capsys.readouterr().err.splitlines() if "XLA" in line]
+    assert lines == ["gradscope: XLA cannot compile this model's step (PyFuncStateless); training without XLA"]
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        gradscope.train(model, x, y, batch_size=8, epochs=1, jit_compile=True)  # asked for XLA: no fallback

@@ -766,3 +766,56 @@ def test_a_built_model_with_nothing_to_train_is_not_called_unbuilt(toy, capsys):
     err = capsys.readouterr().err
     assert "not built yet" not in err and "no step was recorded" not in err
     assert "cannot hook this model (the model has no layer with trainable weights)" in err
+
+
+def _hidden_outputs(model, x):
+    """The output of each hidden (non-output) watched layer, and the prediction, computed by hand."""
+    if isinstance(model, Subclassed):
+        h = model.d1(x)
+        return [h], model.d2(h)
+    if isinstance(model, keras.Sequential):
+        outs, h = [], x
+        for layer in model.layers:
+            h = layer(h)
+            outs.append(h)
+        return outs[:-1], h
+    hidden = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:-1]
+    probe = keras.Model(model.inputs, [layer.output for layer in hidden] + [model.output])
+    *outs, pred = probe(x)
+    return outs, pred
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spe", [1, 4])
+@pytest.mark.parametrize("make", [_sequential, _functional, Subclassed], ids=["sequential", "functional", "subclassed"])
+def test_under_xla_step0_matches_a_gradient_tape(make, spe, toy):
+    x, y = toy
+    model = make()
+    model(x[:1])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True, steps_per_execution=spe)
+    monitor = _fit_then_rewind(model, x, y)
+    assert list(monitor.history.steps) == [0, 1, 2]
+    expected, _ = _reference(model, x[:32], y[:32])
+    np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
+    with tf.GradientTape() as tape:
+        outs, pred = _hidden_outputs(model, tf.constant(x[:32]))
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y[:32], pred))
+    rms = [np.sqrt(np.mean(g.numpy().astype(np.float64) ** 2)) for g in tape.gradient(loss, outs)]
+    np.testing.assert_allclose(monitor.history["backprop"][0, :len(rms)], rms, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_loop_under_xla_matches_a_gradient_tape_for_each_model_kind(toy):
+    import gradscope
+
+    x, y = toy
+    for make in (_sequential, _functional, Subclassed):
+        model = make()
+        model(x[:1])
+        weights = [v.numpy() for v in model.trainable_variables]
+        history = gradscope.train(model, x, y, loss="categorical_crossentropy", optimizer="adam", batch_size=32,
+                                  steps=2, shuffle=False, jit_compile=True)
+        for v, w in zip(model.trainable_variables, weights, strict=True):
+            v.assign(w)
+        expected, _ = _reference(model, x[:32], y[:32])
+        np.testing.assert_allclose(history["grad_norm"][0], expected, rtol=1e-5, err_msg=make.__name__)
