@@ -85,9 +85,11 @@ from _bench import BATCH, Results, StepClock, absolute, legend, mnist_like, pars
 from gradscope import GradientMonitor
 from gradscope.models import lecture_mlp
 
+JIT = False  # set by --jit: every model's step compiled with XLA, plain fit included
+
 
 def compiled(model: keras.Model) -> keras.Model:
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse", jit_compile=JIT)
     return model
 
 
@@ -109,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="Dense layers of the deep MLP; 0 drops it (default 50)")
     parser.add_argument("--deep-width", type=int, default=128,
                         help="width of the deep MLP's hidden layers (default 128)")
+    parser.add_argument("--jit", action="store_true",
+                        help="compile every step with XLA (fit(jit_compile=True)), as Keras does on a GPU")
     args = parse(parser, argv)
+    global JIT
+    JIT = args.jit
 
     samples = BATCH * args.steps
     x, y = mnist_like(samples, seed=args.seed)
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench_monitor: lecture_mlp 784-1024-512-512-512-10 tanh"
         + (f" and a {args.deep_layers}-layer x {args.deep_width} tanh MLP" if args.deep_layers > 1 else "")
         + f"; MSE, Adam 1e-3, batch {BATCH}; {args.rounds} rounds x {args.steps} steps per fit call; "
-        f"TF {tf.__version__}, Keras {keras.__version__}",
+        f"TF {tf.__version__}, Keras {keras.__version__}" + ("; XLA (jit_compile=True)" if args.jit else ""),
         flush=True,
     )
     for name in list(variants):  # warm-up: trace once, untimed
@@ -202,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     # Targets: everything on (activation statistics included) >= 0.95x; the
     # monitor as the GradientMonitor issue states it (gradients and
     # back-propagated gradients every step) >= 0.98x.
+    # The same targets with and without XLA (against the plain fit of the same kind).
     final = (
-        f"RATIOS bench_monitor (CPU throughput vs plain fit, median of {args.rounds}): "
+        f"RATIOS bench_monitor{' --jit' if args.jit else ''} "
+        f"(CPU throughput vs plain fit{'(jit_compile=True)' if args.jit else ''}, median of {args.rounds}): "
         f"lecture monitor defaults {ratios('monitor')} "
         f"[stats-on {verdict(results.median_ratio('monitor', 'steady_cpu'), 0.95)} steady]; "
         f"weights_every=10 {ratios('monitor_w10')} "
