@@ -87,20 +87,16 @@ def forward_stats_many(
 ) -> tf.Tensor:
     """`forward_stats` of several layers at once, shape (layers, 7).
 
-    This runs in every training step, so it is written for speed, as
-    measured on the lecture's network (2 CPU cores):
+    Each statistic is the mean of a few elementwise features of the output
+    (a, a^2, a^4, an "is saturated" 0/1, ...), summed over the batch by a
+    matrix product with a row of ones; the algebra from sums to statistics
+    runs once per activation, not per layer. docs/performance.md says why
+    this layout (it runs in every step).
 
-    * each statistic is a mean of a few elementwise features of the output
-      (a, a^2, a^4, an "is saturated" 0/1, ...): the mean, the standard
-      deviation and, by algebra, the mean and RMS of tanh'(s) = 1 - a^2 and
-      sigmoid'(s) = a - a^2 follow from them;
-    * the sums over the batch are matrix products with a row of ones, which
-      oneDNN runs about 3x faster than `tf.reduce_sum` on these shapes;
-    * the 0/1 features are built with arithmetic (floor, sign), not with
-      boolean comparisons, whose kernels are several times slower;
-    * the algebra from sums to statistics runs once for all layers with the
-      same activation, not once per layer: in a step, every small op costs
-      about as much as a pass over a thousand-unit layer.
+    Args:
+        outputs: the layers' outputs.
+        activations: each layer's activation name, or None.
+        saturation_threshold: |a| at or above which a tanh unit counts as saturated.
     """
     groups: dict[str, list[int]] = {}
     for i, act in enumerate(activations):
