@@ -28,9 +28,10 @@ the ratio plain / variant is taken per round, then the median and the
 interquartile range over rounds. Single rounds swing by +-5% or more; use
 30 rounds or more.
 
-Command (about 2 minutes):
+Command (about 2 minutes; ``--jit`` compiles every variant with XLA):
 
     python benchmarks/ablate_recording.py --rounds 40 --steps 10
+    python benchmarks/ablate_recording.py --rounds 30 --steps 10 --jit
 """
 
 from __future__ import annotations
@@ -74,12 +75,12 @@ def _without(parts: set[str]) -> Iterator[None]:
         recorder_module.mean_squares, Staging.gradients = saved
 
 
-def build(name: str, xs: tf.Tensor, ys: tf.Tensor) -> Callable[[], object]:
-    """A traced, warmed-up train step for one variant."""
+def build(name: str, xs: tf.Tensor, ys: tf.Tensor, jit: bool = False) -> Callable[[], object]:
+    """A traced, warmed-up train step for one variant (compiled with XLA with ``jit``)."""
     model = lecture_mlp(seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     model.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0)  # builds the model and the optimizer
-    step = tf.function(lambda: model.train_step((xs, ys)))
+    step = tf.function(lambda: model.train_step((xs, ys)), jit_compile=jit)
     if name == "plain":
         step()
         return step
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds (default 40)")
     parser.add_argument("--steps", type=int, default=10, help="steps per variant per round (default 10)")
+    parser.add_argument("--jit", action="store_true", help="compile every variant's step with XLA")
     parser.add_argument("variants", nargs="*", default=list(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
     names = ["plain"] + [v for v in args.variants if v != "plain"]
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     x, y = mnist_like(BATCH)
     xs, ys = tf.constant(x), tf.constant(y)
-    steps = {name: build(name, xs, ys) for name in names}
+    steps = {name: build(name, xs, ys, args.jit) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
         order = names[:]
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append((time.process_time() - t0) / args.steps)
 
     print(f"ablate_recording: lecture_mlp, batch {BATCH}, {args.rounds} rounds x {args.steps} steps; "
-          f"TF {tf.__version__}, Keras {keras.__version__}")
+          f"TF {tf.__version__}, Keras {keras.__version__}" + ("; XLA" if args.jit else ""))
     print(f"{'variant':10s} {'ratio':>7s}  {'IQR':>13s}   "
           "(plain CPU time per step / the variant's, median over rounds)")
     for name in names:
