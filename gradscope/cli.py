@@ -344,8 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["report", "no/such/folder"])
     2
     """
-    # What the error lines need, kept outside the handlers' reach.
-    state = {"command": "?", "debug": False}
+    # What the error lines need, kept outside the handlers' reach; the
+    # command's name is guessed before parsing, for a signal that comes first.
+    words = list(sys.argv[1:] if argv is None else argv)
+    state = {"command": next((w for w in words if w in COMMANDS), "?"), "debug": "--debug" in words}
     try:
         with StopSignals() as stop:
             parser = build_parser()
