@@ -61,6 +61,26 @@ class FitSteps:
         return self.total is not None and self.done + steps >= self.total
 
 
+@dataclass(frozen=True)
+class NonFinitePolicy:
+    """What a monitor does when its record first goes NaN or Inf: `"warn"`, `"stop"` or `"raise"`."""
+
+    action: str = "warn"
+
+    def __post_init__(self) -> None:
+        if self.action not in _POLICIES:
+            raise ValueError(f"on_nonfinite must be one of {', '.join(_POLICIES)}; got {self.action!r}")
+
+    def apply(self, report: NonFinite, monitor: GradientMonitor) -> None:
+        """Says where it started, and stops training or raises as the policy says."""
+        if self.action == "raise":
+            monitor.detach()  # Keras skips on_train_end when a callback raises
+            raise NonFiniteGradientError(report)
+        notice("gradscope: " + report.sentence())
+        if self.action == "stop" and monitor.model is not None:
+            monitor.model.stop_training = True
+
+
 class GradientMonitor(keras.callbacks.Callback):
     """Records the gradients `fit` applies, for every layer, at every step.
 
@@ -70,10 +90,8 @@ class GradientMonitor(keras.callbacks.Callback):
     reaches each layer's output, reduced to a few numbers per layer inside
     the compiled step and fetched in batches.
 
-    At each epoch end it adds ``grad_norm/<layer>`` (the epoch's mean) to the
-    epoch logs, so `History`, `CSVLogger` and Keras' `TensorBoard` carry
-    them; put the monitor *before* those callbacks. One instance survives
-    several ``fit`` calls.
+    Each epoch end adds ``grad_norm/<layer>`` (the epoch's mean) to the logs
+    for `History`, `CSVLogger` and `TensorBoard`: put the monitor before them.
 
     Args:
         every: record every N-th step. Defaults to `1`.
@@ -125,8 +143,6 @@ class GradientMonitor(keras.callbacks.Callback):
         console: Any = None,
     ) -> None:
         super().__init__()
-        if on_nonfinite not in _POLICIES:
-            raise ValueError(f"on_nonfinite must be one of {', '.join(_POLICIES)}; got {on_nonfinite!r}")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2; got {verbose!r}")
         #: The recording this callback drives: hooks, recorder and history.
@@ -135,8 +151,10 @@ class GradientMonitor(keras.callbacks.Callback):
             saturation_threshold=saturation_threshold, flush_every=flush_every,
             layers=layers, continue_history=continue_history,
         ))
+        #: Facts about the run for the history's config (the CLI's flags, say); set before ``fit``.
+        self.config: dict[str, Any] = {}
         self.verbose = int(verbose)
-        self.on_nonfinite = on_nonfinite
+        self.on_nonfinite = NonFinitePolicy(on_nonfinite)
         self.console = console
         #: The clock of the live view's refreshes; a test may put a fake one here.
         self.clock: Callable[[], float] = time.monotonic
@@ -155,21 +173,13 @@ class GradientMonitor(keras.callbacks.Callback):
         """Where this ``fit`` first went NaN or Inf, if it did."""
         return self.session.nonfinite
 
-    @property
-    def config(self) -> dict[str, Any]:
-        """Facts about the run that the history's config keeps (set before ``fit``)."""
-        return self.session.config
-
-    @config.setter
-    def config(self, value: dict[str, Any]) -> None:
-        self.session.config = dict(value)
-
     # -- Keras' callback methods ------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         # State of one fit() call is reset here; the history survives. A fit
         # interrupted by Ctrl-C or an error (Keras then skips on_train_end)
         # may have left hooks and unfetched rows behind: keep the rows.
         self.detach()
+        self.session.config = dict(self.config)
         p = self.params or {}
         self._deferred = not getattr(self.model, "built", False)
         if self._deferred:
@@ -206,7 +216,8 @@ class GradientMonitor(keras.callbacks.Callback):
         if not self.session.attached:
             return
         self._fit.since_flush += steps
-        due = self._fit.since_flush >= self.session.options.flush_every or self.on_nonfinite != "warn"
+        # "stop" and "raise" act on the step that went bad: they look at every step.
+        due = self._fit.since_flush >= self.session.options.flush_every or self.on_nonfinite.action != "warn"
         # The live view wants fresh rows a few times a second, not every step.
         if self._view is not None and self.clock() - self._last_flush > self._view.refresh_seconds:
             due = True
@@ -231,13 +242,8 @@ class GradientMonitor(keras.callbacks.Callback):
         if not self.session.attached:
             return
         self.flush()
-        rows = slice(self._fit.epoch_first_row, len(self.history))
-        if logs is not None and rows.stop > rows.start:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a layer not measured
-                means = np.nanmean(self.history["grad_norm"][rows], axis=0)
-            for name, value in zip(self.history.layers, means, strict=True):
-                logs[f"grad_norm/{name}"] = float(value)
+        if logs is not None:
+            logs.update(epoch_grad_norms(self.history, self._fit.epoch_first_row))
         if self._view is not None:
             self._view.epoch_end(self._progress())
 
@@ -246,8 +252,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if self._view is not None:
             self._view.stop(self._progress())
             self._view = None
-        applied = self.session.recorder is not None and self.session.recorder.stage.seen_gradients
-        if self._fit.attached and len(self.history) == self._fit.start_rows and not applied:
+        if self._fit.attached and len(self.history) == self._fit.start_rows and not self.session.saw_apply:
             notice("gradscope: no step was recorded: the model's train_step never called "
                    "optimizer.apply / apply_gradients")
         if self.verbose == 1 and self.history is not None and len(self.history):
@@ -260,13 +265,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._fit.since_flush = 0
         self._last_flush = self.clock()
         if flushed.nonfinite is not None:
-            report = flushed.nonfinite
-            if self.on_nonfinite == "raise":
-                self.detach()  # Keras skips on_train_end when a callback raises
-                raise NonFiniteGradientError(report)
-            notice("gradscope: " + report.sentence())
-            if self.on_nonfinite == "stop" and self.model is not None:
-                self.model.stop_training = True
+            self.on_nonfinite.apply(flushed.nonfinite, self)
         return flushed.rows
 
     def detach(self) -> None:
@@ -317,3 +316,22 @@ class GradientMonitor(keras.callbacks.Callback):
         if self.history is None or not len(self.history):
             raise RuntimeError("GradientMonitor has recorded nothing yet: pass it to fit(callbacks=[...]) first")
         return self.history
+
+
+def epoch_grad_norms(history: GradientHistory, first_row: int) -> dict[str, float]:
+    """``{"grad_norm/<layer>": mean}`` over the rows from ``first_row`` on: an epoch's logs.
+
+    Example:
+
+    >>> h = GradientHistory(["dense"])
+    >>> h.append([0, 1, 2], {"grad_norm": np.array([[9.0], [1.0], [3.0]])})
+    >>> epoch_grad_norms(h, first_row=1)
+    {'grad_norm/dense': 2.0}
+    """
+    if len(history) <= first_row:  # no row this epoch (and maybe no series yet)
+        return {}
+    rows = history["grad_norm"][first_row:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a layer not measured
+        means = np.nanmean(rows, axis=0)
+    return {f"grad_norm/{name}": float(value) for name, value in zip(history.layers, means, strict=True)}

@@ -166,6 +166,11 @@ class RecordingSession:
     def attached(self) -> bool:
         return self.hooks is not None
 
+    @property
+    def saw_apply(self) -> bool:
+        """The optimizer's apply handed gradients over at least once."""
+        return self.recorder is not None and self.recorder.stage.seen_gradients
+
     # -- attach ------------------------------------------------------------------------
     def attach(self, model: Any, first_step: int | None = None) -> bool:
         """Hooks ``model`` and makes its next ``fit`` step record.
@@ -206,7 +211,7 @@ class RecordingSession:
         every_layer = watched_layers(model)
         if not every_layer:
             raise HookError("the model has no layer with trainable weights")
-        specs = self._select(every_layer)
+        specs = select_layers(every_layer, self.options.layers)
         if not specs:
             raise HookError("the layers option selected none of the model's layers ("
                             + ", ".join(s.name for s in every_layer) + ")")
@@ -245,21 +250,6 @@ class RecordingSession:
             )
         self._signature = signature
         self._specs = specs
-
-    def _select(self, specs: list[LayerSpec]) -> list[LayerSpec]:
-        f = self.options.layers
-        if f is None:
-            return specs
-        if callable(f):
-            return [s for s in specs if f(s.layer)]
-        names = set(f)
-        unknown = names - {s.name for s in specs}
-        if unknown:
-            raise ValueError(
-                f"GradientMonitor(layers=...) names unknown layers: {', '.join(sorted(unknown))}; "
-                f"the model's weighted layers are: {', '.join(s.name for s in specs)}"
-            )
-        return [s for s in specs if s.name in names]
 
     def _swap_train_function(self, model: Any) -> None:
         """fit() built its train function before the hooks were on. Swap in
@@ -383,6 +373,26 @@ class RecordingSession:
         if self._loop_step is None or not self._loop_step.fits(owners, options):
             self._loop_step = LoopStep(owners, options, *build())
         return self._loop_step
+
+
+def select_layers(specs: list[LayerSpec], chosen: Iterable[str] | Callable[[Any], bool] | None) -> list[LayerSpec]:
+    """The watched layers the ``layers`` option picks: names, a predicate, or None for all.
+
+    Raises:
+        ValueError: a name that is not one of the model's weighted layers.
+    """
+    if chosen is None:
+        return specs
+    if callable(chosen):
+        return [s for s in specs if chosen(s.layer)]
+    names = set(chosen)
+    unknown = names - {s.name for s in specs}
+    if unknown:
+        raise ValueError(
+            f"GradientMonitor(layers=...) names unknown layers: {', '.join(sorted(unknown))}; "
+            f"the model's weighted layers are: {', '.join(s.name for s in specs)}"
+        )
+    return [s for s in specs if s.name in names]
 
 
 #: The largest step interval accepted; the device's step counter is an int64.
