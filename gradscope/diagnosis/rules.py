@@ -38,6 +38,10 @@ OUTPUT_SATURATED_REMEDY = (
     "(--output-activation softmax --loss crossentropy), or smaller initial weights there, or a lower learning rate"
 )
 
+#: The cause the vanishing, exploding and saturated findings name when the
+#: diverged rule fired: their symptoms are its consequences.
+DIVERGED_CAUSE = "training diverged: the weights grew during training (see the diverged finding)"
+
 # The markers around the generated rule table in docs/diagnosis.md.
 RULES_TABLE_BEGIN = "<!-- rules:begin -->"
 RULES_TABLE_END = "<!-- rules:end -->"
@@ -196,7 +200,7 @@ class VanishingRule(Rule):
         saturated, dead = context.flagged("saturated"), context.flagged("dead_relu")
         dprod, wprod = context.derivative_product, context.weight_product
         if context.flagged("diverged"):
-            return "training diverged: the weights grew during training (see the diverged finding)"
+            return DIVERGED_CAUSE
         if saturated:
             return f"saturated units in {', '.join(saturated)}: tanh'(s) and sigmoid'(s) are near 0 there"
         if dead:
@@ -226,7 +230,7 @@ class ExplodingRule(Rule):
         if not layers:
             return []
         if context.flagged("diverged"):
-            cause = "training diverged: the weights grew during training (see the diverged finding)"
+            cause = DIVERGED_CAUSE
         elif context.flagged("large_weights"):
             cause = "initial weights too large"
         else:
@@ -254,7 +258,7 @@ class SaturatedRule(Rule):
             f"(threshold {self.threshold:.0%})."
         )
         if context.flagged("diverged"):
-            cause = "training diverged: the weights grew during training (see the diverged finding)"
+            cause = DIVERGED_CAUSE
         elif context.flagged("large_weights"):
             cause = "weights too large for tanh/sigmoid"
         else:
