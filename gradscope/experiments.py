@@ -297,7 +297,7 @@ def model_summary(model: Any) -> dict[str, Any]:
 
 def run_config(
     config: Config, data: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True,
-    stop: StopSignals | None = None, overwrite: bool = False,
+    stop: StopSignals | None = None, overwrite: bool = False, shown_as: Path | None = None,
 ) -> tuple[GradientHistory, Diagnosis]:
     """Builds, trains, diagnoses and saves one configuration, printing as it goes.
 
@@ -311,6 +311,8 @@ def run_config(
         stop: the command's signal handling; a signal stops training at the end
             of a step and the recorded steps are saved. Defaults to `None` (none).
         overwrite: replace a run already saved in ``out``. Defaults to `False`.
+        shown_as: the path to print for the saved run, when ``out`` is a
+            temporary place that will be renamed. Defaults to ``out``.
 
     Raises:
         gradscope.signals.Interrupted: after a signal, once the recorded steps are saved.
@@ -336,6 +338,7 @@ def run_config(
     from gradscope.report import save_run
 
     stop = stop or StopSignals()
+    shown = shown_as or out
     model = build_model(config, data)
     console.print(model_table(model_summary(model)))
     # verbose=1 also prints the summary at the end; 2 is the live view only.
@@ -364,7 +367,7 @@ def run_config(
             except SaveError as exc:  # the interrupt still decides the exit code
                 print(f"gradscope: {exc}", file=sys.stderr, flush=True)
             else:
-                console.print(f"interrupted: {len(monitor.history)} recorded steps saved to {out}",
+                console.print(f"interrupted: {len(monitor.history)} recorded steps saved to {shown}",
                               highlight=False, markup=False, soft_wrap=True)
         raise
     diagnosis = diagnose(history)
@@ -373,7 +376,7 @@ def run_config(
     with stop.shielded():
         save_run(history, out, overwrite=overwrite)
     # soft_wrap: a hint to paste into a shell must stay on one line.
-    console.print(f"saved run to {out}  (show it again: {shell_command('gradscope', 'report', out)})",
+    console.print(f"saved run to {shown}  (show it again: {shell_command('gradscope', 'report', shown)})",
                   highlight=False, markup=False, soft_wrap=True)
     stop.check()  # a signal during the save: the run is saved, now stop
     return history, diagnosis
@@ -433,7 +436,8 @@ def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
             for n, config in enumerate(configs, 1):
                 console.rule(f"{n}/{len(configs)}: {config.label}")
                 results[config.label] = run_config(config, data, folder / config.slug, console,
-                                                   live=not args.quiet, show_summary=False, stop=stop)
+                                                   live=not args.quiet, show_summary=False, stop=stop,
+                                                   shown_as=out / config.slug)
         except KeyboardInterrupt as exc:  # keep what finished; the signal is raised again below
             stopped.append(exc)
         saved = [c for c in configs if (folder / c.slug).is_dir()]

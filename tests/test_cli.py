@@ -212,6 +212,9 @@ def test_compare_runs_each_configuration_and_report_shows_it(tmp_path):
     for label in ("tanh/random_uniform", "tanh/he_normal", "relu/random_uniform", "relu/he_normal"):
         assert f"{label}: layer 1 gets" in proc.stdout, label
         assert (out / label.replace("/", "-") / "run.json").is_file()
+        # Each run is named by where it ends up, not by the folder it is built in.
+        assert f"saved run to {out / label.replace('/', '-')}  (show it again" in proc.stdout
+    assert ".tmp-" not in proc.stdout and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert (out / "plots" / "comparison.png").stat().st_size > 1000
     assert (out / "plots" / "activations_tanh-random_uniform.png").stat().st_size > 1000
     # The side-by-side table: its columns, and one [final] row per configuration.
