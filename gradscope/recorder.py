@@ -280,9 +280,11 @@ class Recorder:
         zero = [c for c, g in grads if g is None]
         if zero:
             grad = _placed([V], zero, tf.zeros([len(zero)]), base=grad)
-        weight, update = self.schedule.when_weighing(
-            lambda: self._weights_and_updates(b, weights), lambda: (tf.fill([V], _NAN), tf.fill([V], _NAN))
-        )
+        def not_measured() -> tuple[tf.Tensor, tf.Tensor]:
+            nan = tf.fill([V], _NAN)  # one op for both: each op costs in every step
+            return nan, nan
+
+        weight, update = self.schedule.when_weighing(lambda: self._weights_and_updates(b, weights), not_measured)
         # Pending values (the slow path) are the base the staged ones go onto.
         idx = sorted(b.forward)
         stats = forward_stats_many([b.forward[i] for i in idx], [self.activations[i] for i in idx],
