@@ -128,6 +128,7 @@ def test_run_config_trains_the_asked_epochs_and_prints_each_layers_parameters(tm
     assert (tmp_path / "run" / "run.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, jit", [([], True), (["--no-jit"], False), (["--jit"], True)])
 def test_runs_use_xla_by_default_and_no_jit_turns_it_off(tmp_path, flags, jit):
     import json

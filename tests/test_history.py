@@ -436,6 +436,7 @@ def test_any_bytes_as_run_json_load_or_are_refused(saved_run, content):
     _load_or_refuse(saved_run, run_json=content)
 
 
+@pytest.mark.slow
 @_PROPERTY
 @given(field=st.sampled_from(_FIELDS), value=_JSON, extra=st.dictionaries(st.text(max_size=6), _JSON, max_size=2))
 def test_any_json_value_in_a_run_json_field_loads_or_is_refused(saved_run, field, value, extra):

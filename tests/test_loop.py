@@ -256,6 +256,7 @@ class _NumpyIdentity(keras.layers.Layer):
         return shape
 
 
+@pytest.mark.slow
 def test_jit_auto_falls_back_with_one_line_when_xla_refuses_the_model(capsys):
     x, y = np.ones((16, 4), "float32"), np.ones((16, 2), "float32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), _NumpyIdentity(), keras.layers.Dense(2)])

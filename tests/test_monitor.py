@@ -741,6 +741,7 @@ def test_saturation_threshold_is_honoured(toy):
     assert monitor.history.config["recording"]["saturation_threshold"] == 0.5
 
 
+@pytest.mark.slow
 def test_a_monitor_reused_on_another_model_says_so_and_no_false_notice(toy, capsys):
     x, y = toy
     monitor = GradientMonitor()

@@ -266,6 +266,7 @@ def test_diagnose_applies_the_rules_it_is_given():
     assert [f.rule for f in diagnose(h, rules=[rule]).findings] == ["loss_rose"]
 
 
+@pytest.mark.slow
 def test_a_run_diverged_by_its_learning_rate_is_told_so_not_blamed_on_its_initialisation(digits):
     import keras
 
