@@ -95,8 +95,8 @@ class GradientMonitor(keras.callbacks.Callback):
 
     Args:
         every: record every N-th step. Defaults to `1`.
-        layers: names of the layers to watch, or a function ``layer -> bool``.
-            Defaults to `None`, every layer that owns trainable weights.
+        layers: names of the layers to watch (one name may be a string), or a
+            function ``layer -> bool``. Defaults to `None`, every layer with trainable weights.
         verbose: `0` silent; `1` a live per-layer table while training and
             the summary with its verdict at the end; `2` the live view only. Defaults to `0`.
         on_nonfinite: on NaN/Inf, `"warn"` says where it started, `"stop"` also
