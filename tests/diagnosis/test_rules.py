@@ -175,3 +175,8 @@ def test_large_weights_names_the_relu_threshold_for_relu_layers():
     h = _case("large_weights", 3.5, activation="relu")
     (finding,) = RULES["large_weights"].check(DiagnosisContext(h))
     assert finding.message == "Initial weight gains above 3: a 3.50."
+
+
+def test_the_readme_names_every_rule():
+    readme = (ROOT / "README.md").read_text()
+    assert [name for name in RULES if f"`{name}`" not in readme] == []
