@@ -68,3 +68,25 @@ def tape_layer_grad_norms(model, x, y, loss_fn, var_groups):
         float(np.sqrt(sum(np.sum(np.square(grads[i].numpy().astype(np.float64))) for i in group)))
         for group in var_groups
     ], float(loss)
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file's bytes (None for a folder), by path inside ``folder``."""
+    return {str(p.relative_to(folder)): (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def umask():
+    """Sets the process umask for one test, and restores it."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+@pytest.fixture
+def system_tmp(tmp_path, monkeypatch):
+    """The system temporary folder, moved inside the test's own (where rescued records go)."""
+    folder = tmp_path / "system-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder

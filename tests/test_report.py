@@ -14,14 +14,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from conftest import snapshot
 from gradscope.history import GradientHistory, RunFolderError, load_run
 from gradscope.report import redraw_plots, save_run, show_run, write_run
 from gradscope.run_folder import SaveError
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every file's bytes (None for a folder), by path inside ``folder``."""
-    return {str(p.relative_to(folder)): (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
 
 
 def make_history(histograms: bool = True, scale: float = 1.0) -> GradientHistory:
@@ -32,23 +28,6 @@ def make_history(histograms: bool = True, scale: float = 1.0) -> GradientHistory
         h.histograms["start"] = {"step": 0, "ranges": np.array([[-1.0, 1.0], [-2.0, 2.0]]), "counts": np.ones((2, 4))}
         h.histograms["end"] = {"step": 2, "ranges": np.array([[-1.0, 1.0], [-2.0, 2.0]]), "counts": np.ones((2, 4))}
     return h
-
-
-@pytest.fixture
-def system_tmp(tmp_path, monkeypatch):
-    """The system temporary folder, moved inside the test's own (where rescued records go)."""
-    folder = tmp_path / "system-tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
-
-
-@pytest.fixture
-def umask():
-    """Sets the process umask for one test, and restores it."""
-    old = os.umask(0o022)
-    yield lambda mask: os.umask(mask)
-    os.umask(old)
 
 
 @pytest.fixture

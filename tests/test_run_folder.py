@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import snapshot
 from gradscope.history import GradientHistory, load_run
 from gradscope.run_folder import (
     RunFolderError,
@@ -21,11 +22,6 @@ from gradscope.run_folder import (
     rescue_history,
     write_run_folder,
 )
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every file's bytes (None for a folder), by path inside ``folder``."""
-    return {str(p.relative_to(folder)): (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
 
 
 def old_run(folder: Path) -> Path:
@@ -40,23 +36,6 @@ def old_run(folder: Path) -> Path:
 def leftovers(parent: Path) -> list[str]:
     """Temporary or set-aside folders left beside the runs."""
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
-
-
-@pytest.fixture
-def umask():
-    """Sets the process umask for one test, and restores it."""
-    old = os.umask(0o022)
-    yield lambda mask: os.umask(mask)
-    os.umask(old)
-
-
-@pytest.fixture
-def system_tmp(tmp_path, monkeypatch):
-    """The system temporary folder, moved inside the test's own (where rescued records go)."""
-    folder = tmp_path / "system-tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def _history() -> GradientHistory:
