@@ -154,7 +154,8 @@ class GradientMonitor(keras.callbacks.Callback):
         #: Facts about the run for the history's config (the CLI's flags, say); set before ``fit``.
         self.config: dict[str, Any] = {}
         self.verbose = int(verbose)
-        self.on_nonfinite = NonFinitePolicy(on_nonfinite)
+        self.on_nonfinite = on_nonfinite
+        self.nonfinite_policy = NonFinitePolicy(on_nonfinite)
         self.console = console
         #: The clock of the live view's refreshes; a test may put a fake one here.
         self.clock: Callable[[], float] = time.monotonic
@@ -217,7 +218,7 @@ class GradientMonitor(keras.callbacks.Callback):
             return
         self._fit.since_flush += steps
         # "stop" and "raise" act on the step that went bad: they look at every step.
-        due = self._fit.since_flush >= self.session.options.flush_every or self.on_nonfinite.action != "warn"
+        due = self._fit.since_flush >= self.session.options.flush_every or self.on_nonfinite != "warn"
         # The live view wants fresh rows a few times a second, not every step.
         if self._view is not None and self.clock() - self._last_flush > self._view.refresh_seconds:
             due = True
@@ -265,7 +266,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._fit.since_flush = 0
         self._last_flush = self.clock()
         if flushed.nonfinite is not None:
-            self.on_nonfinite.apply(flushed.nonfinite, self)
+            self.nonfinite_policy.apply(flushed.nonfinite, self)
         return flushed.rows
 
     def detach(self) -> None:

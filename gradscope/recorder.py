@@ -230,7 +230,6 @@ class Recorder:
         self.var_layer = list(var_layer)
         self.layout = RowLayout(len(self.activations), len(self.var_layer))
         self.capacity = int(capacity)
-        self.saturation_threshold = float(saturation_threshold)
         self.schedule = Schedule(every, weights_every)
         #: Where the hooks hand their tensors over.
         self.stage = Staging(self.activations, len(self.var_layer), self.schedule,
@@ -288,7 +287,7 @@ class Recorder:
         # Pending values (the slow path) are the base the staged ones go onto.
         idx = sorted(b.forward)
         stats = forward_stats_many([b.forward[i] for i in idx], [self.activations[i] for i in idx],
-                                   self.saturation_threshold) if idx else None
+                                   stage.saturation_threshold) if idx else None
         pending = tf.convert_to_tensor(stage.pending_forward) if b.slow else None
         forward = _placed([L, len(FORWARD_STATS)], idx, stats, pending)
         idx = sorted(b.backprop)

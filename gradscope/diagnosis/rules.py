@@ -247,7 +247,7 @@ class SaturatedRule(Rule):
     """Layers whose median share of outputs in the flat tails is above `threshold`."""
 
     def flags(self, context: DiagnosisContext) -> list[str]:
-        return [name for name, share in zip(context.layers, context.saturation, strict=True) if share > self.threshold]
+        return _above(context, context.saturation, self.threshold)
 
     def check(self, context: DiagnosisContext) -> list[Finding]:
         layers = self.flags(context)
@@ -271,7 +271,7 @@ class DeadReluRule(Rule):
     """Layers whose median share of units that output 0 for the whole batch is above `threshold`."""
 
     def flags(self, context: DiagnosisContext) -> list[str]:
-        return [name for name, share in zip(context.layers, context.dead, strict=True) if share > self.threshold]
+        return _above(context, context.dead, self.threshold)
 
     def check(self, context: DiagnosisContext) -> list[Finding]:
         layers = self.flags(context)
@@ -493,6 +493,11 @@ def _layers_get(names: list[str]) -> str:
 
 def _list_ratios(context: DiagnosisContext, names: list[str]) -> str:
     return ", ".join(fmt_ratio(float(context.ratios[context.layers.index(n)])) for n in names)
+
+
+def _above(context: DiagnosisContext, shares: np.ndarray, threshold: float) -> list[str]:
+    """The layers whose share (saturated outputs, dead units) is above ``threshold``."""
+    return [name for name, share in zip(context.layers, shares, strict=True) if share > threshold]
 
 
 def _list_shares(context: DiagnosisContext, names: list[str], shares: np.ndarray) -> str:
