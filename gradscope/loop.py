@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import re
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,9 +103,13 @@ def train(
     if monitor is None:
         # One per model, kept between calls like fit's train_function: its
         # record restarts each call, but the step traced with it is reused.
-        monitor = _DEFAULT_MONITORS.get(model)
+        monitor = model.__dict__.get(_DEFAULT_MONITOR)
         if monitor is None:
-            monitor = _DEFAULT_MONITORS[model] = GradientMonitor(continue_history=False)
+            monitor = GradientMonitor(continue_history=False)
+            # Kept on the model itself, so it lives and dies with it (a weak
+            # mapping would not let go: the monitor refers to its model).
+            # object.__setattr__ skips Keras' attribute tracking.
+            object.__setattr__(model, _DEFAULT_MONITOR, monitor)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2; got {verbose!r}")
         monitor.verbose = verbose
@@ -168,8 +171,8 @@ def train(
     return monitor.history
 
 
-#: The monitor `train` makes for a model when given none, kept for its next call.
-_DEFAULT_MONITORS: weakref.WeakKeyDictionary[keras.Model, GradientMonitor] = weakref.WeakKeyDictionary()
+#: The attribute that keeps, on a model, the monitor `train` made for it when given none.
+_DEFAULT_MONITOR = "_gradscope_default_monitor"
 
 
 def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: _Batches, jit_compile: bool):

@@ -266,3 +266,15 @@ def test_jit_auto_falls_back_with_one_line_when_xla_refuses_the_model(capsys):
     assert lines == ["gradscope: XLA cannot compile this model's step (PyFuncStateless); training without XLA"]
     with pytest.raises(tf.errors.InvalidArgumentError):
         gradscope.train(model, x, y, batch_size=8, epochs=1, jit_compile=True)  # asked for XLA: no fallback
+
+
+def test_the_monitor_kept_for_the_next_call_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    gradscope.train(model, np.ones((8, 4), "float32"), np.ones((8, 2), "float32"), loss="mse", batch_size=4)
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
