@@ -23,6 +23,7 @@ from gradscope.render.tensorboard import (
     VERDICT_TAG,
     TensorBoardWriter,
     layer_tags,
+    open_record_file,
 )
 from gradscope.report import save_run
 
@@ -174,6 +175,22 @@ def test_writer_adds_only_new_rows_and_keeps_infinities():
     assert read["grad_norm/a_b_2"] == {0: np.inf, 1: 3.0, 2: 6.0}
     assert read["loss"] == {0: 0.5, 2: 0.25}
     assert set(read) == {"grad_norm/a_b", "grad_norm/a_b_2", "grad_norm/a.b-c", "loss"}
+
+
+def test_plain_and_tensorflow_record_files_hold_the_same_bytes(tmp_path):
+    import tensorflow  # noqa: F401 (its writer is used only where it is imported)
+
+    files = {}
+    for native in (False, True):
+        path = tmp_path / f"events.out.tfevents.{native}"
+        records = open_record_file(path, native=native)
+        for payload in (b"", b"x" * 1000, bytes(range(256))):
+            records.write(payload)
+        records.close()
+        files[native] = path.read_bytes()
+    assert files[False] == files[True] and len(files[False]) == 3 * 16 + 1256
+    with pytest.raises(FileExistsError):
+        open_record_file(path, native=True)
 
 
 def test_a_new_history_is_written_from_its_first_row(tmp_path):
