@@ -478,6 +478,10 @@ def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
     console.print(f"saved comparison to {out} (plots: {out / PLOTS_DIR}); "
                   f"show it again: {shell_command('gradscope', 'report', out)}", highlight=False, markup=False,
                   soft_wrap=True)
+    if getattr(args, "tensorboard", None):
+        console.print(f"TensorBoard files: one folder per configuration in {args.tensorboard}  (view them side by "
+                      f"side: {shell_command('tensorboard', '--logdir', args.tensorboard)})", highlight=False,
+                      markup=False, soft_wrap=True)
     return out
 
 
