@@ -170,6 +170,10 @@ class GradientMonitor(keras.callbacks.Callback):
         if tensorboard is not None:
             from gradscope.render.tensorboard import TensorBoardWriter
 
+            if not isinstance(tensorboard, (str, os.PathLike)):
+                raise TypeError(f"tensorboard must be a folder path (e.g. 'logs/run1') or None; "
+                                f"got {type(tensorboard).__name__} {tensorboard!r}")
+
             self.tensorboard = TensorBoardWriter(tensorboard)
         #: The clock of the live view's refreshes; a test may put a fake one here.
         self.clock: Callable[[], float] = time.monotonic

@@ -219,6 +219,23 @@ def test_export_of_a_comparison_gives_one_run_per_configuration(tmp_path, capsys
         assert VERDICT_TAG in board.text
 
 
+def test_monitor_refuses_a_folder_it_cannot_use_before_training(tmp_path):
+    import keras
+
+    from gradscope import GradientMonitor
+
+    with pytest.raises(TypeError, match="tensorboard must be a folder path"):
+        GradientMonitor(tensorboard=True)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    monitor = GradientMonitor(tensorboard=blocker / "tb")
+    with pytest.raises(OSError):
+        model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0, callbacks=[monitor])
+    assert monitor.history is None or not len(monitor.history)  # no step was spent
+
+
 def test_tensorboard_flags(tmp_path, capsys):
     parser = build_parser()
     for command in (["run"], ["compare"], ["report", "somewhere"]):
