@@ -528,9 +528,9 @@ def show_comparison(folder: Path, console: Any, plots: bool = True, tensorboard:
 
     >>> show_comparison(Path("runs/compare-tanh-relu"), console, plots=False)  # doctest: +SKIP
     """
-    results = {}
     from gradscope.report import export_tensorboard
 
+    results = {}
     for label, run in comparison_runs(folder):
         history = load_run(run)
         results[label] = (history, diagnose(history))

@@ -168,11 +168,10 @@ class GradientMonitor(keras.callbacks.Callback):
         #: The TensorBoard writer of ``tensorboard=``, or None.
         self.tensorboard = None
         if tensorboard is not None:
-            from gradscope.render.tensorboard import TensorBoardWriter
-
             if not isinstance(tensorboard, (str, os.PathLike)):
                 raise TypeError(f"tensorboard must be a folder path (e.g. 'logs/run1') or None; "
                                 f"got {type(tensorboard).__name__} {tensorboard!r}")
+            from gradscope.render.tensorboard import TensorBoardWriter
 
             self.tensorboard = TensorBoardWriter(tensorboard)
         #: The clock of the live view's refreshes; a test may put a fake one here.
@@ -315,13 +314,17 @@ class GradientMonitor(keras.callbacks.Callback):
                 from gradscope.diagnosis import diagnose
 
                 board.write_verdict(history, diagnose(history))
-        except OSError as exc:
-            # The record is whole in memory: training goes on, without TensorBoard.
+        except Exception as exc:
+            # A full disk, say (TensorFlow's record writer raises its own error
+            # types, not OSError). The record is whole in memory: training goes
+            # on, without TensorBoard.
             self.tensorboard = None
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(Exception):
                 board.close()
-            notice(f"gradscope: TensorBoard files are no longer written ({exc.strerror or exc}: "
-                   f"{exc.filename or board.logdir}); the record itself is kept")
+            from gradscope.run_folder import describe_os_error
+
+            notice(f"gradscope: TensorBoard files in {board.logdir} are no longer written "
+                   f"({' '.join(describe_os_error(exc).split())[:200]}); the record itself is kept")
 
     def _progress(self) -> Progress:
         history = self.history if self.history is not None else GradientHistory([])

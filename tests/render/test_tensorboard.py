@@ -236,6 +236,30 @@ def test_monitor_refuses_a_folder_it_cannot_use_before_training(tmp_path):
     assert monitor.history is None or not len(monitor.history)  # no step was spent
 
 
+class FullDisk(TensorBoardWriter):
+    """A writer on a disk that is full."""
+
+    def write(self, history: GradientHistory) -> int:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.slow  # trains
+def test_a_write_that_fails_stops_the_files_not_training(tmp_path, capsys):
+    import keras
+
+    from gradscope import GradientMonitor
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    monitor = GradientMonitor(flush_every=2)
+    monitor.tensorboard = FullDisk(tmp_path)
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, verbose=0, callbacks=[monitor])
+    assert len(monitor.history) == 4 and monitor.tensorboard is None
+    err = capsys.readouterr().err
+    assert err.count("TensorBoard files") == 1
+    assert f"TensorBoard files in {tmp_path} are no longer written (the disk is full)" in err
+
+
 def test_tensorboard_flags(tmp_path, capsys):
     parser = build_parser()
     for command in (["run"], ["compare"], ["report", "somewhere"]):
