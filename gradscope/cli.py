@@ -131,6 +131,11 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--overwrite", action="store_true",
                      help="replace the run or comparison already saved in --out (default: refuse)")
     out.add_argument("--quiet", action="store_true", help="no live display; print only the summary and verdict")
+    out.add_argument("--tensorboard", metavar="DIR", default=None,
+                     help="also write TensorBoard event files into DIR while training: every recorded step's "
+                     "grad_norm, backprop, saturation, dead and update_ratio per layer, the loss, activation "
+                     "histograms and the verdict (compare: one subfolder per configuration). "
+                     "View them with: tensorboard --logdir DIR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "from the saved record only: TensorFlow is not needed.")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'gradscope run' or 'gradscope compare'")
     rep.add_argument("--no-plots", action="store_true", help="do not redraw the PNG plots")
+    rep.add_argument("--tensorboard", metavar="DIR", default=None,
+                     help="also export the saved record as TensorBoard event files into DIR (a comparison: one "
+                     "subfolder per run), the same files 'run --tensorboard' writes; TensorFlow is not needed")
 
     der = sub.add_parser("derivatives", parents=[common],
                          help="tanh'(s), sigmoid'(s) and ReLU'(s) at a few points, in float64",
@@ -221,10 +229,12 @@ def cmd_run(args: argparse.Namespace, stop: StopSignals) -> int:
     console = _console()
     data = load_data(args, console)
     check_size(config, data.input_dim)
+    tensorboard = _tensorboard_dir(args)
     # The output place is checked, and taken, before any step is spent.
     out = claim_run_folder(Path(args.out) if args.out else None, Path("runs") / config.slug, overwrite=args.overwrite)
     try:
-        run_config(config, data, out, console, live=not args.quiet, stop=stop, overwrite=args.overwrite)
+        run_config(config, data, out, console, live=not args.quiet, stop=stop, overwrite=args.overwrite,
+                   tensorboard=tensorboard)
     finally:
         release_run_folder(out)  # removes it only if nothing was saved there
     return 0
@@ -239,6 +249,7 @@ def cmd_compare(args: argparse.Namespace, stop: StopSignals) -> int:
     """
     from gradscope.experiments import compare
 
+    _tensorboard_dir(args)
     compare(args, _console(), stop=stop)
     return 0
 
@@ -257,12 +268,13 @@ def cmd_report(args: argparse.Namespace, stop: StopSignals) -> int:
     folder = Path(args.run_dir)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
+    tensorboard = _tensorboard_dir(args)
     console = _console()
     try:
         if (folder / COMPARISON_FILE).is_file():
-            show_comparison(folder, console, plots=not args.no_plots)
+            show_comparison(folder, console, plots=not args.no_plots, tensorboard=tensorboard)
         elif (folder / RUN_FILE).is_file():
-            show_run(folder, console=console, plots=not args.no_plots)
+            show_run(folder, console=console, plots=not args.no_plots, tensorboard=tensorboard)
         else:
             raise UsageError(
                 f"{folder} is not a gradscope run or comparison folder (no {RUN_FILE} or {COMPARISON_FILE})"
@@ -272,6 +284,23 @@ def cmd_report(args: argparse.Namespace, stop: StopSignals) -> int:
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
         raise UsageError(f"cannot read the run folder {folder}: {type(exc).__name__}: {exc}") from None
     return 0
+
+
+def _tensorboard_dir(args: argparse.Namespace) -> Path | None:
+    """``--tensorboard DIR``, made now if missing, so that a folder that cannot be written to
+    is a one-line error before any work; None without the flag."""
+    if args.tensorboard is None:
+        return None
+    from gradscope.run_folder import describe_os_error
+
+    path = Path(args.tensorboard)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--tensorboard {path}: cannot make the folder ({describe_os_error(exc)})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--tensorboard {path}: the folder is not writable")
+    return path
 
 
 def cmd_derivatives(args: argparse.Namespace, stop: StopSignals) -> int:
