@@ -174,7 +174,8 @@ def _mpl() -> tuple[Any, Any, Any]:
 def _new_figure(size: tuple[float, float] = _SIZE, **kwargs: Any) -> tuple[Any, Any]:
     Figure, FigureCanvasAgg, _ = _mpl()
     _show_inline_in_notebooks()
-    fig = Figure(figsize=size, dpi=_DPI)
+    # Constrained layout lays the figure out whenever it is drawn: saved, or shown inline in a notebook.
+    fig = Figure(figsize=size, dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)  # attaches itself to fig; savefig then renders with Agg
     return fig, (fig.subplot_mosaic(kwargs["mosaic"]) if "mosaic" in kwargs else fig.subplots(**kwargs))
 
@@ -196,7 +197,8 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a Figure made elsewhere
+        fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
     return path
 
@@ -282,18 +284,18 @@ def _layer_colours(n_layers: int) -> list[Any]:
     return [cmap(i / max(n_layers - 1, 1)) for i in range(n_layers)]
 
 
-def _smoothing_legend(ax: Any, weight: float) -> Any:
-    """A small legend that says how the lines were drawn: smoothed over faint raw values."""
-    from matplotlib.legend import Legend
+def _legend(ax: Any, weight: float, name_lines: bool = True, **kwargs: Any) -> Any:
+    """The axes' legend: its labelled lines (unless a colour bar names them), then, when smoothed, two
+    grey entries that say how the lines were drawn. One legend, so it never sits on top of another.
+    None when there is nothing to say."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color="0.2", linewidth=1.6),
-               Line2D([], [], color="0.2", linewidth=1.0, alpha=_RAW_ALPHA)]
-    labels = [f"smoothed: moving average, weight {weight:.2f}", "faint: raw, every recorded step"]
-    # An artist of its own, not the axes' legend: the layer legend (or none) stays ax.get_legend().
-    legend = Legend(ax, handles, labels, fontsize="x-small", loc="lower left", framealpha=0.8)
-    ax.add_artist(legend)
-    return legend
+    handles, labels = ax.get_legend_handles_labels() if name_lines else ([], [])
+    if weight > 0 and ax.lines:
+        handles += [Line2D([], [], color="0.3", linewidth=1.6),
+                    Line2D([], [], color="0.3", linewidth=1.0, alpha=_RAW_ALPHA)]
+        labels += [f"smoothed (moving average, weight {weight:.2f})", "faint: raw, every recorded step"]
+    return ax.legend(handles, labels, **kwargs) if handles else None
 
 
 def _draw_over_steps(
@@ -342,10 +344,12 @@ def grad_norms_figure(history: GradientHistory, series: str = "grad_norm", smoot
     has_data = _draw_layers_over_steps(ax, history, series, weight)
     ax.set_title(_title(history, f"{_short_label(series)} per layer"))
     if has_data and n_layers <= _MAX_LEGEND:
-        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5), title="layer (input first)")
+        _legend(ax, weight, fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5),
+                title="layer (input first)")
     elif has_data:
         # Dozens of legend entries would hide the plot; the colour order says enough.
         _layer_colour_bar(ax, history.layers)
+        _legend(ax, weight, name_lines=False, fontsize="small")
     return fig
 
 
@@ -364,8 +368,6 @@ def _draw_layers_over_steps(ax: Any, history: GradientHistory, series: str, weig
     ax.set_xlabel("step")
     ax.set_ylabel(series_label(series))
     ax.grid(True, which="major", alpha=0.3)
-    if has_data and weight > 0:
-        _smoothing_legend(ax, weight)
     return has_data
 
 
@@ -727,11 +729,17 @@ def comparison_figure(
         _log_or_empty(ax, has_data, " / ".join(sorted(used)) or series)
         ax.set_ylabel(ylabel)
         ax.grid(True, which="major", alpha=0.3)
-        if has_data:
-            ax.legend(fontsize="small")
-    if has_data and weight > 0:
-        _smoothing_legend(step_ax, weight)
-    depth_ax.set_xlabel("layer index (input \u2192 output)")
+    if has_data:
+        depth_ax.legend(fontsize="small")
+        _legend(step_ax, weight, fontsize="small")
+    names = {tuple(h.layers) for h in histories.values()}
+    if len(names) == 1:  # the same network: name its layers
+        _depth_axis(depth_ax, list(names.pop()))
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        depth_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        depth_ax.set_xlabel("layer index (input \u2192 output)")
     depth_ax.set_title("against depth, last step")
     step_ax.set_xlabel("step")
     step_ax.set_title("first layer over steps")
@@ -789,14 +797,15 @@ def overview_figure(history: GradientHistory, series: str = "backprop", smoothin
     weight = default_smoothing(len(history)) if smoothing is None else float(smoothing)
     many = len(history.layers) >= HEATMAP_LAYERS
     mosaic = [["depth"], ["heat"]] if many else [["steps", "depth"], ["heat", "heat"]]
-    fig, axes = _new_figure((13.0, 9.0), mosaic=mosaic)
+    fig, axes = _new_figure((12.0, 8.0), mosaic=mosaic)
     if not many:
         ax = axes["steps"]
         if _draw_layers_over_steps(ax, history, series, weight):
             if len(history.layers) <= _MAX_OVERVIEW_LEGEND:
-                ax.legend(fontsize="x-small", loc="upper right", title="layer", title_fontsize="x-small")
+                _legend(ax, weight, fontsize="x-small", title="layer", title_fontsize="x-small")
             else:
                 _layer_colour_bar(ax, history.layers)
+                _legend(ax, weight, name_lines=False, fontsize="x-small")
         ax.set_title("over the steps")
     rows = [_row_of(history.steps, step) for step in default_moments(history.steps)]
     _draw_depth(axes["depth"], history, series, sorted(set(rows)))

@@ -169,16 +169,20 @@ def test_grad_norms_figure_draws_a_smoothed_line_over_the_faint_raw_series() -> 
         assert raw.get_color() == smoothed.get_color()
         # Smoothing removes noise: the smoothed line moves less from step to step.
         assert np.std(np.diff(np.log(smoothed.get_ydata()))) < 0.5 * np.std(np.diff(np.log(raw.get_ydata())))
-    # The legend names the layers; a second one says how the lines were drawn.
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == h.layers
-    (style,) = [a for a in ax.artists if a is not ax.get_legend()]
-    assert [t.get_text() for t in style.get_texts()] == [
-        "smoothed: moving average, weight 0.80", "faint: raw, every recorded step",
-    ]
+    # The legend names the layers, then says how the lines were drawn.
+    assert legend_texts(ax) == [*h.layers, "smoothed (moving average, weight 0.80)", "faint: raw, every recorded step"]
     # An explicit weight is used, and said.
     ax = grad_norms_figure(h, smoothing=0.5).axes[0]
     np.testing.assert_allclose(ax.lines[1].get_ydata(), tensorboard_ema(h["grad_norm"][:, 0].tolist(), 0.5))
-    assert ax.artists[0].get_texts()[0].get_text() == "smoothed: moving average, weight 0.50"
+    assert "smoothed (moving average, weight 0.50)" in legend_texts(ax)
+    # 25 to 99 layers: a colour bar names the layers, the legend only says how they are drawn.
+    ax = grad_norms_figure(noisy_history(n_layers=30)).axes[0]
+    assert legend_texts(ax) == ["smoothed (moving average, weight 0.80)", "faint: raw, every recorded step"]
+    assert len(ax.lines) == 60
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_comparison_figure_smooths_each_runs_first_layer_over_the_steps() -> None:
@@ -190,7 +194,8 @@ def test_comparison_figure_smooths_each_runs_first_layer_over_the_steps() -> Non
     np.testing.assert_allclose(step_ax.lines[3].get_ydata(),
                                tensorboard_ema(runs["relu"]["backprop"][:, 0].tolist(), 0.9))
     assert step_ax.get_ylabel() == "back-propagated gradient (RMS of dL/da)"
-    assert step_ax.artists[0].get_texts()[0].get_text() == "smoothed: moving average, weight 0.90"
+    assert legend_texts(step_ax) == ["tanh: dense_0", "relu: dense_0", "smoothed (moving average, weight 0.90)",
+                                     "faint: raw, every recorded step"]
 
 
 def heatmap_of(ax):
