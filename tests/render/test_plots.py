@@ -274,15 +274,25 @@ def test_save_figure_keeps_the_figure(tmp_path: Path) -> None:
 
 def test_a_figure_shows_inline_in_ipython() -> None:
     # An in-process IPython shell: with no pyplot imported it would print "<Figure size ...>".
-    from IPython.core.interactiveshell import InteractiveShell
+    # (A real Jupyter kernel shows it too: see the notebook's test in tests/test_examples.py.)
+    import builtins
 
-    shell = InteractiveShell.instance()
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database, no thread
+    names = set(vars(builtins))
+    shell = InteractiveShell.instance(config=config)
     try:
         fig = grad_norms_figure(make_history())
         data, _ = shell.display_formatter.format(fig)
         assert base64.b64decode(data["image/png"])[:8] == PNG_MAGIC
     finally:
         InteractiveShell.clear_instance()
+        # IPython leaves __IPYTHON__ and display behind: later tests must not think they run in IPython.
+        for name in set(vars(builtins)) - names:
+            delattr(builtins, name)
 
 
 def test_depth_profile_figure_draws_grad_norm_and_backprop_against_depth() -> None:
