@@ -12,6 +12,7 @@ The measured data flows one way:
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -301,7 +302,7 @@ class GradientMonitor(keras.callbacks.Callback):
         print_summary(self.history, diagnosis, console=console or self.console)
         return diagnosis
 
-    def plot(self, path: str | None = None, series: str = "backprop") -> Any:
+    def plot(self, path: str | os.PathLike | None = None, series: str = "backprop") -> Any:
         """Returns the overview Figure of the record; a notebook shows it inline.
 
         The gradient that reaches each layer's output, over the steps

@@ -181,7 +181,7 @@ def _new_figure(size: tuple[float, float] = _SIZE, **kwargs: Any) -> tuple[Any, 
 
 
 def save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    """Saves a Figure as a PNG at ``path`` (making its folder), laid out tight; returns the path.
+    """Saves a Figure as a PNG at ``path`` (making its folder); returns the path. The Figure is kept.
 
     Args:
         fig: a Figure, e.g. from `overview_figure`.
