@@ -335,7 +335,10 @@ class GradientMonitor(keras.callbacks.Callback):
 
     # -- showing ---------------------------------------------------------------------
     def summary(self, console: Any = None) -> Diagnosis:
-        """Prints the per-layer summary table and the verdict; returns the diagnosis."""
+        """Prints the per-layer summary table and the verdict; returns the diagnosis.
+
+        In a Jupyter notebook the table is drawn as HTML in the cell's output.
+        """
         from gradscope.diagnosis import diagnose
         from gradscope.render.terminal import print_summary
 
@@ -343,11 +346,24 @@ class GradientMonitor(keras.callbacks.Callback):
         print_summary(self.history, diagnosis, console=console or self.console)
         return diagnosis
 
-    def plot(self, path: str = "grads.png") -> Any:
-        """Saves the per-layer gradient norms over the steps as a PNG."""
-        from gradscope.render.plots import plot_grad_norms
+    def plot(self, path: str | os.PathLike | None = None, series: str = "backprop") -> Any:
+        """Returns the overview Figure of the record; a notebook shows it inline.
 
-        return plot_grad_norms(self._require_history(), path)
+        The gradient that reaches each layer's output, over the steps
+        (smoothed), against depth and as a layer x step heat map: see
+        `gradscope.render.plots.overview_figure`.
+
+        Args:
+            path: also save the Figure as a PNG there. Defaults to `None`, not saved.
+            series: the per-layer series to draw (grad_norm where the run has
+                no back-propagated gradient). Defaults to `"backprop"`.
+        """
+        from gradscope.render.plots import overview_figure, save_figure
+
+        fig = overview_figure(self._require_history(), series)
+        if path is not None:
+            save_figure(fig, path)
+        return fig
 
     def save(self, folder: str, overwrite: bool = False) -> Any:
         """Saves the run folder (history, summary, plots), all or nothing; see docs/recording.md.

@@ -847,3 +847,23 @@ def test_the_loop_under_xla_matches_a_gradient_tape_for_each_model_kind(toy):
             v.assign(w)
         expected, _ = _reference(model, x[:32], y[:32])
         np.testing.assert_allclose(history["grad_norm"][0], expected, rtol=1e-5, err_msg=make.__name__)
+
+
+@pytest.mark.slow
+def test_plot_returns_the_overview_figure_of_the_record(toy, tmp_path):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = GradientMonitor()
+    with pytest.raises(RuntimeError, match="recorded nothing yet"):
+        monitor.plot()
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    fig = monitor.plot()
+    steps_ax, depth_ax, heat_ax = fig.axes[:3]
+    backprop = monitor.history["backprop"]
+    np.testing.assert_allclose(steps_ax.lines[0].get_ydata(), backprop[:, 0])  # 6 steps: raw lines, no smoothing
+    np.testing.assert_allclose(depth_ax.lines[-1].get_ydata(), backprop[-1])
+    np.testing.assert_allclose(heat_ax.collections[0].get_array(), backprop.T)
+    saved = monitor.plot(tmp_path / "overview.png", series="grad_norm")
+    assert saved.axes[0].get_ylabel() == "weight gradient (L2 norm of dL/dW)"
+    assert (tmp_path / "overview.png").read_bytes()[:4] == b"\x89PNG"
