@@ -1,0 +1,578 @@
+"""Inspecting any Keras model: its gradients at its own weights, or over a few training steps.
+
+`inspect` is the Python side of ``gradscope inspect MODEL.keras``. With
+``steps=0`` it records the gradients of a few batches at the model's weights,
+which stay as they are (a copy is stepped by a zero learning rate, so nothing
+moves); with ``steps=N`` it trains a copy for N steps. Either way the
+recording is gradscope's own (a `GradientMonitor` under `gradscope.train`),
+so the record, the verdict and the tables are those of any other run.
+
+The model's compile config gives the loss and the optimizer; arguments
+override them. Data that does not fit the model is refused before any step,
+with one line naming the expected shape and the given one (`InspectError`).
+
+Example:
+
+>>> import numpy as np, keras
+>>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh", name="hidden"),
+...                           keras.layers.Dense(2, name="out")])
+>>> model.compile(loss="mse")
+>>> history = inspect(model, np.ones((32, 4)), np.zeros((32, 2)), batch_size=8)
+>>> history.layers, len(history)
+(['hidden', 'out'], 4)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradscope.history import GradientHistory
+
+#: Batches whose gradients ``steps=0`` records (fewer when the data has fewer).
+DEFAULT_BATCHES = 4
+
+#: The length given to an input dimension the model leaves open (a sequence's), for synthetic data.
+SYNTHETIC_OPEN_DIM = 16
+
+#: What synthetic data says and does not say, printed with it.
+SYNTHETIC_NOTICE = ("synthetic data: random inputs and targets shaped like the model's; the gradients show "
+                    "the model's weights on noise and say nothing about how it trains on your data")
+
+
+class InspectError(ValueError):
+    """A model, loss or data that cannot be inspected together; the message is one line."""
+
+
+def load_model(path: str | Path) -> Any:
+    """A saved Keras model (``.keras``, or a legacy ``.h5``) with its compile config, or `InspectError`.
+
+    Args:
+        path: the file written by ``model.save``.
+
+    Example:
+
+    >>> load_model("no/such/model.keras")
+    Traceback (most recent call last):
+    ...
+    gradscope.inspection.InspectError: no/such/model.keras does not exist
+    """
+    import keras
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InspectError(f"{path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            # An optimizer saved before its first step restores fewer variables
+            # than it builds; Keras warns about it, and the state is empty anyway.
+            warnings.simplefilter("ignore")
+            model = keras.saving.load_model(path)
+    except Exception as exc:  # Keras raises ValueError, OSError, zip and JSON errors alike
+        # Keras' first sentence says what it found; the rest is advice for another case.
+        reason = " ".join(str(exc).split()).split(". ")[0][:200] or type(exc).__name__
+        raise InspectError(f"{path} is not a saved Keras model ({reason}); expected a .keras file "
+                           "written by model.save()") from None
+    if not isinstance(model, keras.Model):
+        raise InspectError(f"{path} holds a {type(model).__name__}, not a model; expected a .keras file "
+                           "written by model.save()")
+    return model
+
+
+def inspect(
+    model: Any,
+    x: Any,
+    y: Any,
+    steps: int = 0,
+    *,
+    loss: Any = None,
+    optimizer: Any = None,
+    learning_rate: float | None = None,
+    batch_size: int = 32,
+    batches: int = DEFAULT_BATCHES,
+    seed: int = 0,
+    verbose: int = 0,
+    console: Any = None,
+    copy: bool = True,
+    callbacks: Sequence[Any] | None = None,
+) -> GradientHistory:
+    """Records ``model``'s gradients on ``x, y``: at its weights (``steps=0``), or over ``steps`` training steps.
+
+    ``model`` itself is not changed: its weights, optimizer and compile state
+    stay as they are. Class labels (one whole number per sample) are turned
+    into one-hot rows when the model has several outputs per sample and the
+    loss is not a sparse one; flattened inputs are reshaped to the model's
+    input shape when the sizes agree.
+
+    Args:
+        model: a Keras model with one input and one output.
+        x: the inputs, samples first.
+        y: the targets, samples first.
+        steps: `0` records ``batches`` batches at the model's weights without
+            changing them; N trains a copy N steps. Defaults to `0`.
+        loss: a Keras loss or its name. Defaults to the compiled one.
+        optimizer: a Keras optimizer or its name, for ``steps > 0``. Defaults
+            to the compiled one, else `"adam"`.
+        learning_rate: the optimizer's learning rate. Defaults to the
+            compiled optimizer's, else `0.001`.
+        batch_size: samples per batch. Defaults to `32`.
+        batches: how many batches ``steps=0`` records, in order from the
+            first sample. Defaults to `4`.
+        seed: seed of the data order for ``steps > 0``. Defaults to `0`.
+        verbose: `1` shows a live table while training and the summary at
+            the end; `0` nothing. Defaults to `0`.
+        console: a `rich.console.Console` for ``verbose``. Defaults to standard output.
+        copy: work on a copy of ``model``. `False` works on ``model`` itself,
+            for a model that is a copy already (just loaded from a file, say). Defaults to `True`.
+        callbacks: more Keras callbacks for the steps. Defaults to `None`.
+
+    Returns:
+        The `GradientHistory`: one row per recorded batch.
+
+    Raises:
+        InspectError: the model has no trainable weights, no loss, several
+            inputs or outputs, or the data does not fit it (the message gives
+            the expected shape and the given one).
+    """
+    from gradscope.loop import train
+    from gradscope.monitor import GradientMonitor
+    from gradscope.session import whole_number
+
+    steps = whole_number("steps", steps, minimum=0)
+    batch_size, batches = whole_number("batch_size", batch_size), whole_number("batches", batches)
+    check_model(model)
+    work = _copy(model) if copy else model
+    resolved_loss = resolve_loss(model, loss)
+    work.compile(loss=resolved_loss, optimizer=_optimizer(model, optimizer, learning_rate, steps, copy))
+    x, y = fit_data(work, x, y)
+    if steps == 0:
+        trained = 0
+        steps = min(batches, math.ceil(len(x) / batch_size))
+        x, y = x[: steps * batch_size], y[: steps * batch_size]
+    else:
+        trained = steps
+    monitor = GradientMonitor(verbose=verbose, console=console)
+    monitor.config = {"inspected": model.name, "batch_size": batch_size, "trained_steps": trained}
+    # At the weights, the batches are taken in order (the first is x[:batch_size]).
+    return train(work, x, y, batch_size=batch_size, steps=steps, shuffle=bool(trained), seed=seed,
+                 callbacks=[monitor, *(callbacks or [])])
+
+
+def check_model(model: Any) -> None:
+    """Refuses, in one line, a model without trainable weights or with several inputs.
+
+    Args:
+        model: the model to inspect.
+
+    Example:
+
+    >>> import keras
+    >>> frozen = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, trainable=False)], name="frozen")
+    >>> check_model(frozen)
+    Traceback (most recent call last):
+    ...
+    gradscope.inspection.InspectError: model 'frozen' has no trainable weights (2 weights, none trainable): \
+there is no gradient to inspect
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"inspect(model, ...): model must be a keras.Model; got {type(model).__name__}")
+    if model.built and not model.trainable_variables:
+        raise InspectError(f"model {model.name!r} has no trainable weights ({len(model.weights)} weights, none "
+                           "trainable): there is no gradient to inspect")
+    if model.built and len(_inputs(model) or [None]) > 1:
+        raise InspectError(f"model {model.name!r} has {len(_inputs(model))} inputs; inspect feeds one input array")
+
+
+def _copy(model: Any) -> Any:
+    """A model like ``model`` with its own variables, holding the same values."""
+    import keras
+
+    try:
+        clone = keras.models.clone_model(model)
+    except Exception as exc:
+        raise InspectError(f"model {model.name!r} cannot be copied by keras.models.clone_model "
+                           f"({type(exc).__name__}); pass copy=False to inspect the model itself") from None
+    if model.built:
+        clone.set_weights(model.get_weights())
+    return clone
+
+
+def resolve_loss(model: Any, loss: Any = None) -> Any:
+    """The loss to use: ``loss`` if given (a name is checked), else the model's compiled one.
+
+    Args:
+        model: the model.
+        loss: a Keras loss, its name, or None.
+
+    Raises:
+        InspectError: an unknown loss name, or no loss anywhere.
+
+    Example:
+
+    >>> import keras
+    >>> resolve_loss(keras.Sequential([keras.layers.Dense(1)]))
+    Traceback (most recent call last):
+    ...
+    gradscope.inspection.InspectError: the model has no loss (it was saved or made without compile): give one, \
+e.g. --loss mse (loss="mse" in Python)
+    """
+    import keras
+
+    if loss is None:
+        loss = getattr(model, "loss", None)
+        if loss is None and type(model).compute_loss is keras.Model.compute_loss:
+            raise InspectError("the model has no loss (it was saved or made without compile): give one, "
+                               'e.g. --loss mse (loss="mse" in Python)')
+        return loss
+    if isinstance(loss, str):
+        try:
+            keras.losses.get(loss)
+        except (ValueError, TypeError):
+            raise InspectError(f"unknown Keras loss {loss!r}; e.g. mse, categorical_crossentropy, "
+                               "sparse_categorical_crossentropy, binary_crossentropy") from None
+    return loss
+
+
+def _optimizer(model: Any, optimizer: Any, learning_rate: float | None, steps: int, copied: bool) -> Any:
+    import keras
+
+    if steps == 0:
+        # The gradients are recorded where the optimizer applies them; a zero
+        # learning rate makes that apply leave every weight as it is.
+        return keras.optimizers.SGD(learning_rate=0.0)
+    own = getattr(model, "optimizer", None)
+    if optimizer is None and own is not None:
+        if not copied and learning_rate is None:
+            return own  # the saved optimizer, with its state
+        config = keras.optimizers.serialize(own)  # the model's own optimizer stays the model's
+        if learning_rate is not None:
+            config["config"]["learning_rate"] = learning_rate
+        return keras.optimizers.deserialize(config)
+    if optimizer is None or isinstance(optimizer, str):
+        name = optimizer or "adam"
+        try:
+            return keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate or 1e-3}})
+        except (ValueError, TypeError):
+            raise InspectError(f"unknown Keras optimizer {name!r}; e.g. adam, sgd, rmsprop") from None
+    if learning_rate is not None:
+        optimizer.learning_rate = learning_rate
+    return optimizer
+
+
+def _inputs(model: Any) -> list[Any] | None:
+    """The model's symbolic inputs, or None when it has none (a subclassed model)."""
+    try:
+        return list(model.inputs or []) or None
+    except (AttributeError, ValueError):
+        return None
+
+
+def _outputs(model: Any) -> list[Any] | None:
+    try:
+        return list(model.outputs or []) or None
+    except (AttributeError, ValueError):
+        return None
+
+
+def shape_text(shape: Any) -> str:
+    """A per-sample shape as people write it: ``(28, 28, 1)``, ``(None,)`` for an open dimension.
+
+    Example:
+
+    >>> shape_text((None, 28, 28, 1)[1:]), shape_text([10])
+    ('(28, 28, 1)', '(10,)')
+    """
+    return str(tuple(None if d is None else int(d) for d in shape))
+
+
+def _fits(expected: tuple, given: tuple) -> bool:
+    return len(expected) == len(given) and all(e is None or e == g for e, g in zip(expected, given, strict=True))
+
+
+def fit_data(model: Any, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``x, y`` made to fit ``model``, or `InspectError` naming the mismatch.
+
+    The model must be compiled (its loss decides the targets' form). Inputs
+    are reshaped when only the layout differs (784 values for a 28x28x1
+    input), cast to the input's dtype (whole numbers only, for an integer
+    input) and class labels turned into one-hot rows for a non-sparse loss.
+    One small batch is then passed through the model and its loss, so any
+    other mismatch shows up here, not in the middle of a compiled step.
+
+    Args:
+        model: a compiled model with one input and one output.
+        x: the inputs, samples first.
+        y: the targets, samples first.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    >>> model.compile(loss="mse")
+    >>> fit_data(model, np.ones((3, 5)), np.ones((3, 2)))
+    Traceback (most recent call last):
+    ...
+    gradscope.inspection.InspectError: the model expects inputs of shape (6,) per sample; the data gives (5,)
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0 or len(x) == 0:
+        raise InspectError(f"expected inputs and targets with samples first; got shapes {x.shape} and {y.shape}")
+    if len(x) != len(y):
+        raise InspectError(f"x has {len(x):,} samples but y {len(y):,}: they must match one to one")
+    inputs = _inputs(model)
+    if inputs is not None:
+        expected, dtype = tuple(inputs[0].shape[1:]), str(inputs[0].dtype)
+        given = x.shape[1:]
+        if not _fits(expected, given):
+            if None in expected or math.prod(expected) != math.prod(given):
+                raise InspectError(f"the model expects inputs of shape {shape_text(expected)} per sample; "
+                                   f"the data gives {shape_text(given)}")
+            x = x.reshape((len(x), *expected))  # the same values, laid out as the model takes them
+        if "int" in dtype and x.dtype.kind == "f":
+            if not np.array_equal(x, np.floor(x)):
+                raise InspectError(f"the model expects {dtype} inputs (token ids); the data gives "
+                                   f"{x.dtype} values that are not whole numbers")
+        x = x.astype(dtype if ("int" in dtype or "float" in dtype) else np.float32)
+    elif x.dtype.kind == "f":
+        x = x.astype(np.float32)
+    y = _targets(model, y)
+    _probe(model, x, y)
+    return x, y
+
+
+def _loss_kind(loss: Any) -> str:
+    """'sparse', 'onehot', 'binary' or 'real': the form of targets a loss takes."""
+    name = loss if isinstance(loss, str) else (getattr(loss, "name", None) or getattr(loss, "__name__", ""))
+    name = str(name).lower().replace("_", "")
+    if "sparse" in name:
+        return "sparse"
+    if "categorical" in name or name in ("kld", "kldivergence", "kullbackleiblerdivergence", "poisson"):
+        return "onehot"
+    if "binary" in name or "hinge" in name:
+        return "binary"
+    return "real"
+
+
+def _output_shape(model: Any) -> tuple | None:
+    outputs = _outputs(model)
+    if outputs is None:
+        return None
+    if len(outputs) > 1:
+        raise InspectError(f"the model has {len(outputs)} outputs; inspect feeds one target array")
+    return tuple(outputs[0].shape[1:])
+
+
+def _targets(model: Any, y: np.ndarray) -> np.ndarray:
+    out = _output_shape(model)
+    kind = _loss_kind(getattr(model, "loss", None))
+    labels = y.ndim == 1 and y.dtype.kind in "iu"
+    if out is not None and labels and kind != "sparse" and len(out) == 1 and out[0] and out[0] > 1:
+        units = int(out[0])
+        if y.min() < 0 or y.max() >= units:
+            raise InspectError(f"the targets are class labels {int(y.min())}..{int(y.max())}, but the model has "
+                               f"outputs of shape {shape_text(out)}: expected labels 0..{units - 1}")
+        return np.eye(units, dtype=np.float32)[y]
+    if kind == "sparse" or y.dtype.kind not in "f":
+        return y if y.dtype.kind in "iuf" else y.astype(np.float32)
+    return y.astype(np.float32)
+
+
+def _probe(model: Any, x: np.ndarray, y: np.ndarray) -> None:
+    """Passes two samples through the model and its loss: a mismatch fails here, in words."""
+    inputs = _inputs(model)
+    expected = shape_text(inputs[0].shape[1:]) if inputs else "its own"
+    try:
+        pred = model(x[:2], training=False)
+    except Exception as exc:
+        raise InspectError(f"the model cannot take inputs of shape {shape_text(x.shape[1:])} per sample "
+                           f"(expected {expected}): {_first_line(exc)}") from None
+    try:
+        loss = model.compute_loss(x=x[:2], y=y[:2], y_pred=pred, training=False)
+        float(loss)
+    except Exception as exc:
+        raise InspectError(f"the loss cannot compare targets of shape {shape_text(y.shape[1:])} per sample "
+                           f"with outputs of shape {shape_text(tuple(pred.shape[1:]))}: {_first_line(exc)}"
+                           ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:160] + "...") if len(text) > 160 else (text or type(exc).__name__)
+
+
+def synthetic_data(model: Any, samples: int, loss: Any = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random inputs and targets shaped like ``model``'s: for a quick look at its weights, not at any data.
+
+    Inputs have the model's input shape and dtype (an open dimension, a
+    sequence's length, gets `SYNTHETIC_OPEN_DIM`): integer token ids below
+    the vocabulary size when an `Embedding` reads the input, else standard
+    normal numbers. Targets match the output and the loss: class numbers
+    (sparse losses), one-hot rows (categorical), 0/1 (binary, hinge), else
+    standard normal numbers.
+
+    Args:
+        model: a built model with one input and one output.
+        samples: how many samples.
+        loss: the loss the targets are for. Defaults to the model's.
+        seed: seed of the draw. Defaults to `0`.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(20, 4),
+    ...                           keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    >>> x, y = synthetic_data(model, 8, loss="categorical_crossentropy")
+    >>> x.shape, str(x.dtype), bool(x.max() < 20), y.shape, y.sum(axis=1).tolist() == [1.0] * 8
+    ((8, 5), 'int32', True, (8, 3), True)
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    inputs = _inputs(model)
+    if inputs is None:
+        raise InspectError(f"model {model.name!r} has no known input shape (give it a keras.Input); "
+                           "synthetic data needs one")
+    if len(inputs) > 1:
+        raise InspectError(f"model {model.name!r} has {len(inputs)} inputs; inspect feeds one input array")
+    shape = tuple(SYNTHETIC_OPEN_DIM if d is None else int(d) for d in inputs[0].shape[1:])
+    dtype = str(inputs[0].dtype)
+    vocabulary = _first_embedding_vocabulary(model)
+    if vocabulary is not None or "int" in dtype:
+        x = rng.integers(0, vocabulary or 10, size=(samples, *shape)).astype("int32" if "float" in dtype else dtype)
+    else:
+        x = rng.standard_normal((samples, *shape)).astype(dtype if "float" in dtype else np.float32)
+    out = _output_shape(model)
+    if out is None:
+        out = tuple(keras.ops.convert_to_numpy(model(x[:1])).shape[1:])
+    out = tuple(SYNTHETIC_OPEN_DIM if d is None else int(d) for d in out)
+    kind = _loss_kind(loss if loss is not None else getattr(model, "loss", None))
+    units = out[-1] if out else 1
+    if kind == "sparse":
+        y = rng.integers(0, max(units, 2), size=(samples, *out[:-1]))
+    elif kind == "onehot":
+        y = np.eye(units, dtype=np.float32)[rng.integers(0, units, size=(samples, *out[:-1]))]
+    elif kind == "binary":
+        y = rng.integers(0, 2, size=(samples, *out)).astype(np.float32)
+    else:
+        y = rng.standard_normal((samples, *out)).astype(np.float32)
+    return x, y
+
+
+def _first_embedding_vocabulary(model: Any) -> int | None:
+    """The input size of the Embedding that reads the model's input first, if that layer is one."""
+    import keras
+
+    from gradscope.model_layers import watched_layers
+
+    specs = watched_layers(model)
+    if specs and isinstance(specs[0].layer, keras.layers.Embedding):
+        return int(specs[0].layer.input_dim)
+    return None
+
+
+def read_data(path: str | Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Inputs, targets and notices from ``--data PATH``.
+
+    An ``.npz`` with arrays ``x`` and ``y`` is read as saved (any shape);
+    anything else as ``gradscope run`` reads it (`gradscope.data.load_dataset`:
+    MNIST IDX files, or an ``.npz`` with ``x_train, y_train, x_test, y_test``),
+    whose training images and labels are used.
+
+    Args:
+        path: the file or folder.
+        seed: seeds the split of a source without a validation set.
+
+    Raises:
+        gradscope.data.DataError: unreadable or bad data, in one line.
+
+    Example:
+
+    >>> x, y, notices = read_data("pairs.npz")  # doctest: +SKIP
+    """
+    from gradscope.data import DataError, load_dataset, load_xy, npz_keys
+
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix == ".npz":
+        keys = npz_keys(path)
+        if {"x", "y"} <= keys:
+            x, y = load_xy(path)
+            return x, y, []
+        if not {"x_train", "y_train", "x_test", "y_test"} <= keys:
+            raise DataError(f"{path.name} holds {', '.join(sorted(keys)) or 'nothing'}; expected arrays x and y, "
+                            "or x_train, y_train, x_test, y_test")
+    data = load_dataset("mnist", path, seed=seed)
+    return data.x_train, data.y_train, list(data.notices)
+
+
+def show_inspection(args: Any, console: Any, stop: Any = None) -> GradientHistory:
+    """``gradscope inspect``: loads the model and the data, records, prints the tables and the verdict.
+
+    Args:
+        args: the parsed flags of ``gradscope inspect``.
+        console: where to print.
+        stop: the command's `gradscope.signals.StopSignals`. Defaults to `None` (none).
+
+    Returns:
+        The record.
+
+    Raises:
+        InspectError: a file that is not a model, or a model and data that do not fit, in one line.
+
+    Example:
+
+    >>> show_inspection(build_parser().parse_args(["inspect", "model.keras", "--synthetic"]), console)  # doctest: +SKIP
+    """
+    from gradscope.diagnosis import diagnose
+    from gradscope.experiments import model_summary, shell_command
+    from gradscope.render.terminal import model_table, print_summary
+    from gradscope.report import save_run
+    from gradscope.run_folder import claim_run_folder, release_run_folder
+    from gradscope.signals import StopSignals
+
+    stop = stop or StopSignals()
+    model = load_model(args.model)
+    check_model(model)
+    loss = resolve_loss(model, args.loss)
+    console.print(model_table(model_summary(model)))
+    if args.synthetic:
+        samples = args.batch_size * (DEFAULT_BATCHES if args.steps == 0 else min(args.steps, 16))
+        x, y = synthetic_data(model, samples, loss, seed=args.seed)
+        notices = [SYNTHETIC_NOTICE]
+    else:
+        x, y, notices = read_data(args.data, seed=args.seed)
+    for notice in notices:
+        console.print(f"notice: {notice}", highlight=False, soft_wrap=True, markup=False)
+    out = claim_run_folder(args.out, args.out, overwrite=args.overwrite) if args.out else None
+    try:
+        if args.steps == 0:
+            batches = min(DEFAULT_BATCHES, math.ceil(len(x) / args.batch_size))
+            console.print(f"gradients of {batches} batches of {args.batch_size} at the saved weights "
+                          "(the weights do not change)", highlight=False, markup=False)
+        else:
+            console.print(f"training a copy of {model.name} for {args.steps} steps, batch {args.batch_size} "
+                          "(the saved file does not change)", highlight=False, markup=False)
+        live = args.steps > 0 and not args.quiet
+        with stop.training():
+            history = inspect(model, x, y, args.steps, loss=loss, optimizer=args.optimizer,
+                              learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
+                              verbose=1 if live else 0, console=console, copy=False,
+                              callbacks=[stop.callback()])
+        if not live:
+            print_summary(history, diagnose(history), console=console)
+        if out is not None:
+            with stop.shielded():
+                save_run(history, out, overwrite=args.overwrite)
+            console.print(f"saved run to {out}  (show it again: {shell_command('gradscope', 'report', out)})",
+                          highlight=False, markup=False, soft_wrap=True)
+    finally:
+        if out is not None:
+            release_run_folder(out)  # removes it only if nothing was saved there
+    stop.check()
+    return history
