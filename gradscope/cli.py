@@ -39,13 +39,13 @@ class UsageError(Exception):
 _MAX_COUNT = 2**31 - 1
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, minimum: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= _MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {_MAX_COUNT:,}, got {value}")
+    if not minimum <= value <= _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from {minimum} to {_MAX_COUNT:,}, got {value}")
     return value
 
 
@@ -332,9 +332,7 @@ COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "deriv
 
 # -- gradscope inspect ---------------------------------------------------------------------
 def _count_from_0(text: str) -> int:
-    if text.strip() == "0":
-        return 0
-    return _positive_int(text)
+    return _positive_int(text, minimum=0)
 
 
 def add_inspect_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -358,10 +356,11 @@ def add_inspect_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     source.add_argument("--synthetic", action="store_true",
                         help="random inputs and targets shaped like the model's: a quick look at its weights, "
                         "which says nothing about your data")
-    ins.add_argument("--steps", type=_count_from_0, default=0,
+    ins.add_argument("--steps", type=_count_from_0, default=0, metavar="N",
                      help="0: the gradients of a few batches at the saved weights, unchanged; N: train a copy "
                      "N steps and show how the gradients move (default: 0)")
-    ins.add_argument("--batch-size", type=_positive_int, default=32, help="samples per batch (default: 32)")
+    ins.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+                     help="samples per batch (default: 32)")
     ins.add_argument("--loss", default=None, metavar="NAME",
                      help="any Keras loss name: mse, categorical_crossentropy, ... (default: the compiled one)")
     ins.add_argument("--optimizer", default=None, metavar="NAME",

@@ -150,6 +150,7 @@ def inspect(
     resolved_loss = resolve_loss(model, loss)
     work.compile(loss=resolved_loss, optimizer=_optimizer(model, optimizer, learning_rate, steps, copy))
     x, y = fit_data(work, x, y)
+    check_model(work)  # built by now, if it was not before
     if steps == 0:
         trained = 0
         steps = min(batches, math.ceil(len(x) / batch_size))
@@ -342,9 +343,19 @@ def fit_data(model: Any, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         x = x.astype(dtype if ("int" in dtype or "float" in dtype) else np.float32)
     elif x.dtype.kind == "f":
         x = x.astype(np.float32)
+    _check_token_ids(model, x)
     y = _targets(model, y)
     _probe(model, x, y)
     return x, y
+
+
+def _check_token_ids(model: Any, x: np.ndarray) -> None:
+    """An Embedding that reads the input takes ids below its vocabulary size; TensorFlow
+    would fail mid-step on another (on a CPU) or read zeros (on a GPU)."""
+    vocabulary = _first_embedding_vocabulary(model) if model.built else None
+    if vocabulary is not None and x.dtype.kind in "iu" and (x.min() < 0 or x.max() >= vocabulary):
+        raise InspectError(f"the model's Embedding takes token ids 0..{vocabulary - 1}; the data holds ids "
+                           f"from {int(x.min())} to {int(x.max())}")
 
 
 def _loss_kind(loss: Any) -> str:
@@ -379,8 +390,8 @@ def _targets(model: Any, y: np.ndarray) -> np.ndarray:
             raise InspectError(f"the targets are class labels {int(y.min())}..{int(y.max())}, but the model has "
                                f"outputs of shape {shape_text(out)}: expected labels 0..{units - 1}")
         return np.eye(units, dtype=np.float32)[y]
-    if kind == "sparse" or y.dtype.kind not in "f":
-        return y if y.dtype.kind in "iuf" else y.astype(np.float32)
+    if kind == "sparse" and y.dtype.kind in "iu":
+        return y  # class numbers, as a sparse loss takes them
     return y.astype(np.float32)
 
 
@@ -547,6 +558,8 @@ def show_inspection(args: Any, console: Any, stop: Any = None) -> GradientHistor
         notices = [SYNTHETIC_NOTICE]
     else:
         x, y, notices = read_data(args.data, seed=args.seed)
+    if args.steps == 0 and (args.optimizer or args.lr):
+        notices.append("--optimizer and --lr apply to --steps N only: at --steps 0 no step changes the weights")
     for notice in notices:
         console.print(f"notice: {notice}", highlight=False, soft_wrap=True, markup=False)
     out = claim_run_folder(args.out, args.out, overwrite=args.overwrite) if args.out else None
