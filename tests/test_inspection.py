@@ -68,6 +68,12 @@ def saved(tmp_path_factory):
     np.savez(folder / "digits.npz", x_train=images[:64], y_train=digits.target[:64], x_test=images[64:96],
              y_test=digits.target[64:96])
     (folder / "not_a_model.keras").write_text("hello")
+    tokens = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(20, 4),
+                               keras.layers.Flatten(), keras.layers.Dense(3)])
+    tokens.compile(loss="mse")
+    tokens.save(folder / "tokens.keras")
+    np.savez(folder / "ids.npz", x=rng.integers(0, 26, (40, 5)), y=rng.normal(size=(40, 3)))
+    np.savez(folder / "other.npz", a=x, b=y)
     return folder
 
 
@@ -113,9 +119,10 @@ def test_cnn_from_the_command_line_reads_what_run_reads(capsys, saved):
 
 def test_an_uncompiled_model_takes_the_loss_from_the_flag(capsys, saved):
     args = ["inspect", str(saved / "uncompiled.keras"), "--data", str(saved / "xy.npz"), "--batch-size", "8"]
-    code, out, err = run_main(capsys, *args, "--loss", "categorical_crossentropy")
+    code, out, err = run_main(capsys, *args, "--loss", "categorical_crossentropy", "--lr", "0.1")
     assert code == 0, err
     assert summary_rows(out) == ["hidden", "middle", "out"] and "Diagnosis" in out
+    assert "notice: --optimizer and --lr apply to --steps N only" in out
 
 
 @pytest.mark.parametrize("model, data, words", [
@@ -128,6 +135,9 @@ def test_an_uncompiled_model_takes_the_loss_from_the_flag(capsys, saved):
     ("uncompiled.keras", "xy.npz", "the model has no loss (it was saved or made without compile): give one, "
                                    "e.g. --loss mse"),
     ("functional.keras", "digits.npz", "the model expects inputs of shape (6,) per sample; the data gives (64,)"),
+    ("tokens.keras", "ids.npz", "the model's Embedding takes token ids 0..19; the data holds ids from 0 to 25"),
+    ("functional.keras", "other.npz", "other.npz holds a, b; expected arrays x and y, or x_train, y_train, x_test"),
+    ("functional.keras", "missing.npz", "data path"),
 ])
 def test_bad_input_is_one_line_naming_the_mismatch(capsys, saved, model, data, words):
     code, out, err = run_main(capsys, "inspect", str(saved / model), "--data", str(saved / data))
