@@ -322,7 +322,12 @@ def fit_data(model: Any, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     ...
     gradscope.inspection.InspectError: the model expects inputs of shape (6,) per sample; the data gives (5,)
     """
+    if not all(hasattr(a, "shape") or isinstance(a, (list, tuple)) for a in (x, y)):
+        raise InspectError(f"expected arrays x and y, samples first; got {type(x).__name__} and {type(y).__name__} "
+                           "(a tf.data.Dataset trains under gradscope.train or GradientMonitor instead)")
     x, y = np.asarray(x), np.asarray(y)
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise InspectError(f"expected numeric arrays x and y; got dtypes {x.dtype} and {y.dtype}")
     if x.ndim == 0 or y.ndim == 0 or len(x) == 0:
         raise InspectError(f"expected inputs and targets with samples first; got shapes {x.shape} and {y.shape}")
     if len(x) != len(y):
@@ -551,7 +556,10 @@ def show_inspection(args: Any, console: Any, stop: Any = None) -> GradientHistor
     model = load_model(args.model)
     check_model(model)
     loss = resolve_loss(model, args.loss)
-    console.print(model_table(model_summary(model)))
+    try:
+        console.print(model_table(model_summary(model)))
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic layer outputs to show
+        console.print(f"model {model.name}: {model.count_params():,} parameters", highlight=False, markup=False)
     if args.synthetic:
         samples = args.batch_size * (DEFAULT_BATCHES if args.steps == 0 else min(args.steps, 16))
         x, y = synthetic_data(model, samples, loss, seed=args.seed)
