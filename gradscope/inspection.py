@@ -151,16 +151,13 @@ def inspect(
     work.compile(loss=resolved_loss, optimizer=_optimizer(model, optimizer, learning_rate, steps, copy))
     x, y = fit_data(work, x, y)
     check_model(work)  # built by now, if it was not before
-    if steps == 0:
-        trained = 0
-        steps = min(batches, math.ceil(len(x) / batch_size))
-        x, y = x[: steps * batch_size], y[: steps * batch_size]
-    else:
-        trained = steps
+    recorded = steps or min(batches, math.ceil(len(x) / batch_size))
+    if not steps:
+        x, y = x[: recorded * batch_size], y[: recorded * batch_size]
     monitor = GradientMonitor(verbose=verbose, console=console)
-    monitor.config = {"inspected": model.name, "batch_size": batch_size, "trained_steps": trained}
+    monitor.config = {"inspected": model.name, "batch_size": batch_size, "trained_steps": steps}
     # At the weights, the batches are taken in order (the first is x[:batch_size]).
-    return train(work, x, y, batch_size=batch_size, steps=steps, shuffle=bool(trained), seed=seed,
+    return train(work, x, y, batch_size=batch_size, steps=recorded, shuffle=steps > 0, seed=seed,
                  callbacks=[monitor, *(callbacks or [])])
 
 
