@@ -129,7 +129,9 @@ def inspect(
         console: a `rich.console.Console` for ``verbose``. Defaults to standard output.
         copy: work on a copy of ``model``. `False` works on ``model`` itself,
             for a model that is a copy already (just loaded from a file, say). Defaults to `True`.
-        callbacks: more Keras callbacks for the steps. Defaults to `None`.
+        callbacks: more Keras callbacks for the steps. A `GradientMonitor`
+            among them records (``verbose`` and ``console`` are then its own),
+            so its record outlives an interruption. Defaults to `None`.
 
     Returns:
         The `GradientHistory`: one row per recorded batch.
@@ -154,11 +156,15 @@ def inspect(
     recorded = steps or min(batches, math.ceil(len(x) / batch_size))
     if not steps:
         x, y = x[: recorded * batch_size], y[: recorded * batch_size]
-    monitor = GradientMonitor(verbose=verbose, console=console)
-    monitor.config = {"inspected": model.name, "batch_size": batch_size, "trained_steps": steps}
+    callbacks = list(callbacks or [])
+    monitor = next((c for c in callbacks if isinstance(c, GradientMonitor)), None)
+    if monitor is None:
+        monitor = GradientMonitor(verbose=verbose, console=console)
+        callbacks.insert(0, monitor)
+    monitor.config = {**monitor.config, "inspected": model.name, "batch_size": batch_size, "trained_steps": steps}
     # At the weights, the batches are taken in order (the first is x[:batch_size]).
     return train(work, x, y, batch_size=batch_size, steps=recorded, shuffle=steps > 0, seed=seed,
-                 callbacks=[monitor, *(callbacks or [])])
+                 callbacks=callbacks)
 
 
 def check_model(model: Any) -> None:
@@ -544,6 +550,7 @@ def show_inspection(args: Any, console: Any, stop: Any = None) -> GradientHistor
     """
     from gradscope.diagnosis import diagnose
     from gradscope.experiments import model_summary, shell_command
+    from gradscope.monitor import GradientMonitor
     from gradscope.render.terminal import model_table, print_summary
     from gradscope.report import save_run
     from gradscope.run_folder import claim_run_folder, release_run_folder
@@ -577,11 +584,20 @@ def show_inspection(args: Any, console: Any, stop: Any = None) -> GradientHistor
             console.print(f"training a copy of {model.name} for {args.steps} steps, batch {args.batch_size} "
                           "(the saved file does not change)", highlight=False, markup=False)
         live = args.steps > 0 and not args.quiet
-        with stop.training():
-            history = inspect(model, x, y, args.steps, loss=loss, optimizer=args.optimizer,
-                              learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
-                              verbose=1 if live else 0, console=console, copy=False,
-                              callbacks=[stop.callback()])
+        monitor = GradientMonitor(verbose=1 if live else 0, console=console)
+        try:
+            with stop.training():
+                history = inspect(model, x, y, args.steps, loss=loss, optimizer=args.optimizer,
+                                  learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
+                                  copy=False, callbacks=[monitor, stop.callback()])
+        except KeyboardInterrupt:
+            # Stopped at a step's end: every recorded step is kept, as `gradscope run` keeps them.
+            if out is not None and monitor.history is not None and len(monitor.history):
+                with stop.shielded():
+                    save_run(monitor.history, out, overwrite=args.overwrite)
+                console.print(f"interrupted: {len(monitor.history)} recorded steps saved to {out}",
+                              highlight=False, markup=False, soft_wrap=True)
+            raise
         if not live:
             print_summary(history, diagnose(history), console=console)
         if out is not None:

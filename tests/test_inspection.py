@@ -182,3 +182,35 @@ def test_data_and_synthetic_are_either_or(capsys, saved):
     assert code == 2 and "not allowed with argument" in err
     code, _, err = run_main(capsys, "inspect", str(saved / "functional.keras"))
     assert code == 2 and "one of the arguments --data --synthetic is required" in err
+
+
+@pytest.mark.slow  # a process of its own, stopped by a signal
+def test_a_signal_stops_training_at_a_step_end_and_keeps_the_record(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="tanh", name="hidden"),
+                              keras.layers.Dense(2, name="out")])
+    model.compile(loss="mse", optimizer="sgd")
+    model.save(tmp_path / "tiny.keras")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradscope", "inspect", str(tmp_path / "tiny.keras"),
+                             "--synthetic", "--steps", "2000000000", "--quiet", "--out", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith("training a copy"):
+                break
+        time.sleep(3)  # long enough to trace the step and run some
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: " in out and "recorded steps saved to" in out
+    assert err.strip() == "gradscope inspect: interrupted (SIGINT)"
+    history = load_run(tmp_path / "run")
+    assert len(history) > 0 and np.isfinite(history["grad_norm"]).all()
