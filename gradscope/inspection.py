@@ -260,11 +260,15 @@ def _optimizer(model: Any, optimizer: Any, learning_rate: float | None, steps: i
             config["config"]["learning_rate"] = learning_rate
         return keras.optimizers.deserialize(config)
     if optimizer is None or isinstance(optimizer, str):
-        name = optimizer or "adam"
+        from gradscope.experiments import Config, ConfigError, check_names
+
+        name, lr = optimizer or "adam", learning_rate or 1e-3
         try:
-            return keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate or 1e-3}})
-        except (ValueError, TypeError):
-            raise InspectError(f"unknown Keras optimizer {name!r}; e.g. adam, sgd, rmsprop") from None
+            # The checks `gradscope run` makes: a known name that can take one tiny step.
+            check_names(Config(optimizer=name, lr=lr))
+        except ConfigError as exc:
+            raise InspectError(str(exc)) from None
+        return keras.optimizers.get({"class_name": name, "config": {"learning_rate": lr}})
     if learning_rate is not None:
         optimizer.learning_rate = learning_rate
     return optimizer

@@ -177,6 +177,19 @@ def test_synthetic_data_for_an_embedding_and_the_notice(capsys, tmp_path):
     assert "training a copy of tokens for 3 steps" in out and summary_rows(out) == ["emb", "out"]
 
 
+@pytest.mark.parametrize("flags, words", [
+    (["--loss", "msee"], "unknown Keras loss 'msee'"),
+    (["--optimizer", "adamm", "--steps", "2"], "unknown Keras optimizer 'adamm'"),
+    (["--optimizer", "Optimizer", "--steps", "2"], "the Keras optimizer 'Optimizer' cannot update a weight"),
+    (["--steps", "-1"], "argument --steps: expected a whole number from 0 to 2,147,483,647, got -1"),
+])
+def test_a_bad_flag_is_one_line_naming_it(capsys, saved, flags, words):
+    code, out, err = run_main(capsys, "inspect", str(saved / "functional.keras"), "--synthetic", *flags)
+    assert code == 2, err
+    assert [line for line in err.splitlines() if "error:" in line] == [err.splitlines()[-1]] and words in err, err
+    assert "Traceback" not in out + err
+
+
 def test_data_and_synthetic_are_either_or(capsys, saved):
     code, _, err = run_main(capsys, "inspect", str(saved / "functional.keras"), "--synthetic", "--data", "x.npz")
     assert code == 2 and "not allowed with argument" in err
