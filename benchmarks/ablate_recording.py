@@ -15,7 +15,10 @@ its trace, and with the monitor's parts switched off one at a time:
   -nothing  the hooks, the row and the weights every 10th step only
 
 Variants whose name ends in ``@1`` measure weights and updates on every
-step (``weights_every=1``) instead.
+step (``weights_every=1``) instead. A ``+tf`` suffix (``all+tf``,
+``all@1+tf``) traces the step with the reductions gradscope uses without
+XLA (``l2_loss``, a row of ones times the features), to show what the
+XLA-specific ones (`gradscope.stats.in_xla_context`) save under ``--jit``.
 
 It is an ablation, so it reaches into gradscope: it replaces the
 recorder's reductions with trivial stand-ins while a variant's step is
@@ -49,11 +52,12 @@ import tensorflow as tf
 from _bench import BATCH, mnist_like
 
 import gradscope.recorder as recorder_module
+import gradscope.stats as stats_module
 from gradscope import GradientMonitor
 from gradscope.models import lecture_mlp
 from gradscope.staging import Staging
 
-VARIANTS = ("plain", "all", "-forward", "-backprop", "-grads", "-nothing", "all@1")
+VARIANTS = ("plain", "all", "-forward", "-backprop", "-grads", "-nothing", "all@1", "all+tf", "all@1+tf")
 
 
 def _stand_in(tensors) -> tf.Tensor:
@@ -62,9 +66,12 @@ def _stand_in(tensors) -> tf.Tensor:
 
 
 @contextmanager
-def _without(parts: set[str]) -> Iterator[None]:
-    """Replaces the recorder's reductions for ``parts`` while a step is traced."""
-    saved = (recorder_module.mean_squares, Staging.gradients)
+def _without(parts: set[str], tf_reductions: bool = False) -> Iterator[None]:
+    """Replaces the recorder's reductions for ``parts`` while a step is traced
+    (and, with ``tf_reductions``, the XLA-specific reductions by the others)."""
+    saved = (recorder_module.mean_squares, Staging.gradients, stats_module.in_xla_context)
+    if tf_reductions:
+        stats_module.in_xla_context = lambda: False
     if "backprop" in parts:
         recorder_module.mean_squares = _stand_in
     if "grads" in parts:
@@ -72,7 +79,7 @@ def _without(parts: set[str]) -> Iterator[None]:
     try:
         yield
     finally:
-        recorder_module.mean_squares, Staging.gradients = saved
+        recorder_module.mean_squares, Staging.gradients, stats_module.in_xla_context = saved
 
 
 def build(name: str, xs: tf.Tensor, ys: tf.Tensor, jit: bool = False) -> Callable[[], object]:
@@ -84,14 +91,15 @@ def build(name: str, xs: tf.Tensor, ys: tf.Tensor, jit: bool = False) -> Callabl
     if name == "plain":
         step()
         return step
-    base, _, every = name.partition("@")
+    variant, plus, _ = name.partition("+")
+    base, _, every = variant.partition("@")
     parts = {"-forward": {"forward"}, "-backprop": {"backprop"}, "-grads": {"grads"},
              "-nothing": {"forward", "backprop", "grads"}}.get(base, set())
     monitor = GradientMonitor(weights_every=int(every or 10), activation_stats="forward" not in parts)
     monitor.set_model(model)
     monitor.set_params({"verbose": 0, "epochs": 1, "steps": 1})
     monitor.on_train_begin()  # installs the hooks; the step below is traced with them
-    with _without(parts):
+    with _without(parts, tf_reductions=bool(plus)):
         step()
     step()
     return step

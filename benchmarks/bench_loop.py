@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         run(StepClock())
         print(f"  warm-up {name}: {time.perf_counter() - t0:.1f}s wall", file=sys.stderr, flush=True)
 
-    results = Results(baseline={name: "fit" for name in variants}, steps=args.steps)
+    results = Results(baseline={name: "fit" for name in variants}, steps=args.steps * epochs)
     for r in range(args.rounds):
         for name, run in variants.items():
             results.add(name, timed(run, samples * epochs, args.skip))
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results, labels))
     print()
-    print(legend(args.rounds, args.steps, args.skip))
+    print(legend(args.rounds, args.steps * epochs, args.skip))
     print("absolute CPU per step, medians (context only; they swing with the machine):")
     print(absolute(results, labels))
     gs_call = results.median_ratio("gradscope", "call_cpu")
