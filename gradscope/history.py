@@ -398,7 +398,7 @@ class GradientHistory:
         folder.mkdir(parents=True, exist_ok=True)
         if self.stream is not None:
             self.sync()
-            if not _same_folder(folder, self.stream.folder):
+            if not same_folder(folder, self.stream.folder):
                 _copy_chunks(self.stream.folder, folder)
             self._write_histograms(folder)
         else:
@@ -455,7 +455,8 @@ class Spread:
         return f"Spread(buckets={len(self.sizes)}, rows={self.rows})"
 
 
-def _same_folder(a: Path, b: Path) -> bool:
+def same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """``a`` and ``b`` are the same folder (links followed)."""
     return os.path.realpath(a) == os.path.realpath(b)
 
 
@@ -592,6 +593,26 @@ def load_run(folder: str | os.PathLike, buckets: int | None = None) -> GradientH
     for block in blocks:
         history.append_arrays(block)
     return history
+
+
+def load_overview(folder: str | os.PathLike) -> GradientHistory:
+    """The run at ``folder`` as `GradientHistory.overview` gives it: whole, or down-sampled when long.
+
+    What the summary and the plots of a saved run read; a long streamed run
+    is read a chunk at a time.
+
+    Example:
+
+    >>> import tempfile
+    >>> h = GradientHistory(["dense"])
+    >>> h.append(range(3), {"grad_norm": np.ones((3, 1))})
+    >>> len(load_overview(h.save(tempfile.mkdtemp())))
+    3
+    """
+    chunks = chunk_files(folder)
+    if not chunks:
+        return load_run(folder).overview()
+    return load_run(folder, buckets=OVERVIEW_BUCKETS if chunks[-1].end > OVERVIEW_ROWS else None)
 
 
 def _checked_block(path: Path, arrays: dict[str, np.ndarray], width: int, n_vars: int,

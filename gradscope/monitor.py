@@ -12,6 +12,7 @@ The measured data flows one way:
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -110,6 +111,12 @@ class GradientMonitor(keras.callbacks.Callback):
         saturation_threshold: |a| at or above which a tanh unit counts as
             saturated (sigmoid: a >= it or a <= 1 - it). Defaults to `0.99`.
         flush_every: steps between two fetches from the device. Defaults to `256`.
+        stream_to: a run folder to write the record to while training, in
+            chunks of ``flush_every`` rows, keeping only the newest rows in
+            memory: memory stays flat however long the run, and a crash
+            keeps every chunk written (`load_run` reads the folder). It
+            must not hold a run already. Defaults to `None`, the whole
+            record in memory.
         console: a `rich.console.Console` for the output. Defaults to standard output.
 
     Raises:
@@ -141,6 +148,7 @@ class GradientMonitor(keras.callbacks.Callback):
         saturation_threshold: float = 0.99,
         flush_every: int = 256,
         console: Any = None,
+        stream_to: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if verbose not in (0, 1, 2):
@@ -149,7 +157,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self.session = RecordingSession(RecordingOptions(
             every=every, weights_every=weights_every, activation_stats=activation_stats,
             saturation_threshold=saturation_threshold, flush_every=flush_every,
-            layers=layers, continue_history=continue_history,
+            layers=layers, continue_history=continue_history, stream_to=stream_to,
         ))
         #: Facts about the run for the history's config (the CLI's flags, say); set before ``fit``.
         self.config: dict[str, Any] = {}
@@ -294,15 +302,16 @@ class GradientMonitor(keras.callbacks.Callback):
         from gradscope.diagnosis import diagnose
         from gradscope.render.terminal import print_summary
 
-        diagnosis = diagnose(self._require_history())
-        print_summary(self.history, diagnosis, console=console or self.console)
+        history = self._require_history().overview()  # a long run: down-sampled
+        diagnosis = diagnose(history)
+        print_summary(history, diagnosis, console=console or self.console)
         return diagnosis
 
     def plot(self, path: str = "grads.png") -> Any:
         """Saves the per-layer gradient norms over the steps as a PNG."""
         from gradscope.render.plots import plot_grad_norms
 
-        return plot_grad_norms(self._require_history(), path)
+        return plot_grad_norms(self._require_history().overview(), path)
 
     def save(self, folder: str, overwrite: bool = False) -> Any:
         """Saves the run folder (history, summary, plots), all or nothing; see docs/recording.md.
@@ -331,7 +340,7 @@ def epoch_grad_norms(history: GradientHistory, first_row: int) -> dict[str, floa
     """
     if len(history) <= first_row:  # no row this epoch (and maybe no series yet)
         return {}
-    rows = history["grad_norm"][first_row:]
+    rows = history.rows("grad_norm", first_row)  # of a streamed record, the epoch's rows only
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a layer not measured
         means = np.nanmean(rows, axis=0)

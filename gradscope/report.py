@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gradscope.diagnosis import Diagnosis, diagnose
-from gradscope.history import PLOTS_DIR, GradientHistory, load_run
+from gradscope.history import PLOTS_DIR, GradientHistory, load_overview, same_folder
 from gradscope.run_folder import SaveError, describe_os_error, rescue_history, write_run_folder
 
 
@@ -79,6 +79,10 @@ def save_run(
     ['history.npz', 'plots', 'run.json', 'summary.json']
     """
     try:
+        if history.stream is not None and same_folder(folder, history.stream.folder):
+            # Streamed there already: finished in place, the chunks stay.
+            write_run(history, folder, plots=plots)
+            return Path(folder)
         return write_run_folder(folder, lambda tmp: write_run(history, tmp, plots=plots), overwrite=overwrite)
     except Exception as exc:
         if not len(history) and not isinstance(exc, SaveError):
@@ -119,12 +123,13 @@ def write_run(history: GradientHistory, folder: str | os.PathLike, plots: bool =
     ...     sorted(p.name for p in Path(folder).iterdir())
     ['history.npz', 'run.json', 'summary.json']
     """
-    diagnosis = diagnose(history)
+    view = history.overview()  # a long run: down-sampled, read a chunk at a time
+    diagnosis = diagnose(view)
     history.save(folder, summary=diagnosis.to_dict())
     if plots:
         from gradscope.render.plots import save_run_plots
 
-        save_run_plots(history, folder)
+        save_run_plots(view, folder)
 
 
 def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True) -> Diagnosis:
@@ -156,7 +161,7 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
     """
     from gradscope.render.terminal import default_console, print_summary
 
-    history = load_run(folder)
+    history = load_overview(folder)
     console = console or default_console()
     diagnosis = diagnose(history)
     console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers",
