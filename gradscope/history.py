@@ -214,6 +214,19 @@ class GradientHistory:
         """The series, or None where this run did not record it."""
         return self[name] if name in self._parts[0] else None
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays this history holds in memory (rows of a streamed history on disk not counted).
+
+        Example:
+
+        >>> h = GradientHistory(["dense"])
+        >>> h.append([0], {"grad_norm": np.ones((1, 1))})
+        >>> h.nbytes  # room for 64 rows: steps and one series of one layer
+        1024
+        """
+        return self._steps.nbytes + sum(a.nbytes for part in self._parts for a in part.values())
+
     def rows(self, name: str, start: int = 0) -> np.ndarray:
         """One per-layer series from row ``start`` on; of a streamed history, only its chunks from there are read.
 
