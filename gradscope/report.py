@@ -92,7 +92,8 @@ def save_run(
         error = exc if isinstance(exc, SaveError) else SaveError(folder, describe_os_error(exc))
         if rescue and len(history):
             try:
-                error.rescued = rescue_history(history)
+                # A streamed record is in its folder already, chunk by chunk.
+                error.rescued = history.stream.folder if history.stream is not None else rescue_history(history)
             except Exception as again:
                 error.rescue_failure = describe_os_error(again)
         if error is exc:
@@ -164,7 +165,10 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
     history = load_overview(folder)
     console = console or default_console()
     diagnosis = diagnose(history)
-    console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers",
+    steps = f"{len(history)} recorded steps"
+    if history.spread is not None:
+        steps = f"{history.spread.rows} recorded steps, down-sampled to {len(history)}"
+    console.print(f"run {folder}: {steps}, {len(history.layers)} layers",
                   highlight=False, markup=False, soft_wrap=True)
     print_summary(history, diagnosis, console=console)
     if plots:
