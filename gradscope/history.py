@@ -237,7 +237,8 @@ class GradientHistory:
         >>> h.rows("grad_norm", 1).tolist()
         [[2.0], [1.0]]
         """
-        self[name]  # the KeyError naming what there is
+        if name not in self._parts[0]:
+            self[name]  # the KeyError naming what there is
         return self._column(0, name, min(max(int(start), 0), len(self)))
 
     def since(self, row: int) -> GradientHistory:

@@ -67,6 +67,16 @@ def test_memory_stays_flat_however_many_rows(tmp_path):
     np.testing.assert_array_equal(streamed.rows("grad_norm", 3190), in_memory["grad_norm"][3190:])
 
 
+def test_the_newest_rows_are_read_without_the_older_chunks(tmp_path):
+    h, plain = _streamed(tmp_path / "run", appends=6, per_append=4, chunk_rows=4)
+    for chunk in chunk_files(tmp_path / "run")[:3]:
+        chunk.path.unlink()  # rows 0 to 11 gone: reading from row 12 on must not touch them
+    np.testing.assert_array_equal(h.rows("grad_norm", 12), plain["grad_norm"][12:])
+    _assert_same(h.since(14), plain.since(14))
+    with pytest.raises(FileNotFoundError):
+        h.rows("grad_norm", 11)
+
+
 def test_a_series_that_starts_later_is_nan_before(tmp_path):
     h = GradientHistory(["a"])
     h.stream_to(tmp_path / "run", chunk_rows=2)
