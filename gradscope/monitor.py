@@ -12,6 +12,7 @@ The measured data flows one way:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -93,6 +94,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
     Each epoch end adds ``grad_norm/<layer>`` (the epoch's mean) to the logs
     for `History`, `CSVLogger` and `TensorBoard`: put the monitor before them.
+    For every step in TensorBoard, give it a log folder (``tensorboard=``).
 
     Args:
         every: record every N-th step. Defaults to `1`.
@@ -111,13 +113,17 @@ class GradientMonitor(keras.callbacks.Callback):
         saturation_threshold: |a| at or above which a tanh unit counts as
             saturated (sigmoid: a >= it or a <= 1 - it). Defaults to `0.99`.
         flush_every: steps between two fetches from the device. Defaults to `256`.
+        console: a `rich.console.Console` for the output. Defaults to standard output.
+        tensorboard: a folder to write TensorBoard event files into, e.g. `"logs/run1"`:
+            every recorded step's scalars per layer, the activation histograms and
+            the verdict, written from the record each time rows are fetched (tags
+            in docs/ecosystem.md). Defaults to `None`, none.
         stream_to: a run folder to write the record to while training, in
             chunks of ``flush_every`` rows, keeping only the newest rows in
             memory: memory stays flat however long the run, and a crash
             keeps every chunk written (`load_run` reads the folder). It
             must not hold a run already. Defaults to `None`, the whole
             record in memory.
-        console: a `rich.console.Console` for the output. Defaults to standard output.
 
     Raises:
         TypeError: an argument of the wrong kind, e.g. ``every=None``.
@@ -148,6 +154,7 @@ class GradientMonitor(keras.callbacks.Callback):
         saturation_threshold: float = 0.99,
         flush_every: int = 256,
         console: Any = None,
+        tensorboard: str | os.PathLike | None = None,
         stream_to: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
@@ -165,6 +172,15 @@ class GradientMonitor(keras.callbacks.Callback):
         self.on_nonfinite = on_nonfinite
         self.nonfinite_policy = NonFinitePolicy(on_nonfinite)
         self.console = console
+        #: The TensorBoard writer of ``tensorboard=``, or None.
+        self.tensorboard = None
+        if tensorboard is not None:
+            if not isinstance(tensorboard, (str, os.PathLike)):
+                raise TypeError(f"tensorboard must be a folder path (e.g. 'logs/run1') or None; "
+                                f"got {type(tensorboard).__name__} {tensorboard!r}")
+            from gradscope.render.tensorboard import TensorBoardWriter
+
+            self.tensorboard = TensorBoardWriter(tensorboard)
         #: The clock of the live view's refreshes; a test may put a fake one here.
         self.clock: Callable[[], float] = time.monotonic
         self._view: LiveView | None = None
@@ -189,6 +205,8 @@ class GradientMonitor(keras.callbacks.Callback):
         # may have left hooks and unfetched rows behind: keep the rows.
         self.detach()
         self.session.config = dict(self.config)
+        if self.tensorboard is not None:
+            self.tensorboard.open()  # an unwritable folder fails here, before any step is spent
         p = self.params or {}
         self._deferred = not getattr(self.model, "built", False)
         if self._deferred:
@@ -271,6 +289,8 @@ class GradientMonitor(keras.callbacks.Callback):
     def flush(self, check: bool = True) -> int:
         """Fetches pending rows from the device into `history`; returns how many."""
         flushed = self.session.flush(self._fit.epoch, check=check)
+        if flushed.rows:
+            self._write_tensorboard()
         self._fit.since_flush = 0
         self._last_flush = self.clock()
         if flushed.nonfinite is not None:
@@ -288,6 +308,31 @@ class GradientMonitor(keras.callbacks.Callback):
                 self.flush(check=False)
             finally:
                 self.session.detach()
+            # The end histograms are read at detach; the verdict is the whole fit's.
+            self._write_tensorboard(verdict=True)
+
+    def _write_tensorboard(self, verdict: bool = False) -> None:
+        board, history = self.tensorboard, self.history
+        if board is None or history is None or not len(history):
+            return
+        try:
+            board.write(history)
+            if verdict:
+                from gradscope.diagnosis import diagnose
+
+                view = history.overview()  # a long run: down-sampled
+                board.write_verdict(view, diagnose(view))
+        except Exception as exc:
+            # A full disk, say (TensorFlow's record writer raises its own error
+            # types, not OSError). The record is whole in memory: training goes
+            # on, without TensorBoard.
+            self.tensorboard = None
+            with contextlib.suppress(Exception):
+                board.close()
+            from gradscope.run_folder import describe_os_error
+
+            notice(f"gradscope: TensorBoard files in {board.logdir} are no longer written "
+                   f"({' '.join(describe_os_error(exc).split())[:200]}); the record itself is kept")
 
     def _progress(self) -> Progress:
         history = self.history if self.history is not None else GradientHistory([])
@@ -298,7 +343,10 @@ class GradientMonitor(keras.callbacks.Callback):
 
     # -- showing ---------------------------------------------------------------------
     def summary(self, console: Any = None) -> Diagnosis:
-        """Prints the per-layer summary table and the verdict; returns the diagnosis."""
+        """Prints the per-layer summary table and the verdict; returns the diagnosis.
+
+        In a Jupyter notebook the table is drawn as HTML in the cell's output.
+        """
         from gradscope.diagnosis import diagnose
         from gradscope.render.terminal import print_summary
 
@@ -307,11 +355,24 @@ class GradientMonitor(keras.callbacks.Callback):
         print_summary(history, diagnosis, console=console or self.console)
         return diagnosis
 
-    def plot(self, path: str = "grads.png") -> Any:
-        """Saves the per-layer gradient norms over the steps as a PNG."""
-        from gradscope.render.plots import plot_grad_norms
+    def plot(self, path: str | os.PathLike | None = None, series: str = "backprop") -> Any:
+        """Returns the overview Figure of the record; a notebook shows it inline.
 
-        return plot_grad_norms(self._require_history().overview(), path)
+        The gradient that reaches each layer's output, over the steps
+        (smoothed), against depth and as a layer x step heat map: see
+        `gradscope.render.plots.overview_figure`.
+
+        Args:
+            path: also save the Figure as a PNG there. Defaults to `None`, not saved.
+            series: the per-layer series to draw (grad_norm where the run has
+                no back-propagated gradient). Defaults to `"backprop"`.
+        """
+        from gradscope.render.plots import overview_figure, save_figure
+
+        fig = overview_figure(self._require_history().overview(), series)
+        if path is not None:
+            save_figure(fig, path)
+        return fig
 
     def save(self, folder: str, overwrite: bool = False) -> Any:
         """Saves the run folder (history, summary, plots), all or nothing; see docs/recording.md.
