@@ -44,6 +44,14 @@ NaN means "not measured at that step" (``weights_every``) and +inf means
 "the tensor held NaN or Inf".
 Scalars: ``loss``, ``accuracy``, ``epoch``, ``loss_scale``.
 
+A long run streams (`GradientHistory.stream_to`): its rows are written to
+the run folder in chunks as they arrive and only the newest stay in
+memory, so memory stays flat however long the run; reading a whole series
+then reads the chunks back. `GradientHistory.overview` and
+``load_run(folder, buckets=N)`` give a long run down-sampled to ``N`` rows
+(the median of each bucket of steps, with the minimum and maximum in
+``history.spread``), for the summary and the plots.
+
 Example:
 
 >>> import numpy as np
@@ -58,20 +66,32 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from gradscope.history_chunks import CHUNKS_DIR, ChunkStore, chunk_files
+
 # 2: in the variable series, NaN means "not measured" and +inf "non-finite";
 #    weight norms are read after the step's update.
-FORMAT_VERSION = 2
+# 3: the history may be streamed: chunk files in history/ (run.json says
+#    "history": "chunks"), histograms in histograms.npz. Folders with
+#    history.npz are still written as version 2.
+FORMAT_VERSION = 3
+_NPZ_VERSION = 2
 RUN_FILE = "run.json"
 RUN_FORMAT = "gradscope-run"
 COMPARISON_FILE = "comparison.json"
 COMPARISON_FORMAT = "gradscope-comparison"
 HISTORY_FILE = "history.npz"
+HISTOGRAMS_FILE = "histograms.npz"
+#: Rows a history keeps whole before `GradientHistory.overview` down-samples it, and the buckets it then makes.
+OVERVIEW_ROWS = 20_000
+OVERVIEW_BUCKETS = 1_000
+# The three kinds of series and their keys in a saved archive.
+_PREFIXES = ("layer/", "scalar/", "variable/")
 SUMMARY_FILE = "summary.json"
 PLOTS_DIR = "plots"
 
@@ -94,10 +114,16 @@ class GradientHistory:
         )
         self.config: dict[str, Any] = dict(config or {})
         self.histograms: dict[str, dict[str, Any]] = {}
+        #: Where the rows stream to, or None while they all stay in memory (`stream_to`).
+        self.stream: ChunkStore | None = None
+        #: The bucket minima and maxima of a down-sampled history (`overview`), else None.
+        self.spread: Spread | None = None
         # Rows live in preallocated arrays that double when full, so an
         # append costs O(rows appended) and reading returns views: a long run
-        # flushed every few steps never re-copies its whole past.
+        # flushed every few steps never re-copies its whole past. A streamed
+        # history keeps only rows from `_offset` on; those before are on disk.
         self._n = 0
+        self._offset = 0
         self._steps = np.zeros(0, np.int64)
         self._parts: tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {}, {})
 
@@ -117,6 +143,8 @@ class GradientHistory:
         n = len(steps)
         if n == 0:
             return
+        if self.stream is not None:
+            self._forget_written()
         widths = (len(self.layers), None, len(self.variables))
         chunks = (
             {k: _rows(v, n, widths[0], k) for k, v in series.items()},
@@ -134,6 +162,8 @@ class GradientHistory:
             for key in part.keys() - chunk.keys():
                 part[key][lo:hi] = np.nan
         self._n = hi
+        if self.stream is not None and len(self) - self.stream.rows >= self.stream.chunk_rows:
+            self._write_pending()
 
     def _reserve(self, rows: int) -> None:
         if rows <= len(self._steps):
@@ -153,7 +183,7 @@ class GradientHistory:
     # -- reading ------------------------------------------------------------
     @property
     def steps(self) -> np.ndarray:
-        return self._steps[: self._n]
+        return self._column(-1, "steps")
 
     @property
     def names(self) -> list[str]:
@@ -162,30 +192,57 @@ class GradientHistory:
 
     @property
     def scalars(self) -> dict[str, np.ndarray]:
-        return {k: v[: self._n] for k, v in self._parts[1].items()}
+        return {k: self._column(1, k) for k in self._parts[1]}
 
     @property
     def variable_series(self) -> dict[str, np.ndarray]:
-        return {k: v[: self._n] for k, v in self._parts[2].items()}
+        return {k: self._column(2, k) for k in self._parts[2]}
 
     def __getitem__(self, name: str) -> np.ndarray:
         series = self._parts[0]
         if name not in series:
             raise KeyError(f"no per-layer series {name!r}; available: {', '.join(sorted(series))}")
-        return series[name][: self._n]
+        return self._column(0, name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._parts[0]
 
     def __len__(self) -> int:
-        return self._n
+        return self._offset + self._n
 
     def get(self, name: str) -> np.ndarray | None:
         """The series, or None where this run did not record it."""
         return self[name] if name in self._parts[0] else None
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays this history holds in memory (rows of a streamed history on disk not counted).
+
+        Example:
+
+        >>> h = GradientHistory(["dense"])
+        >>> h.append([0], {"grad_norm": np.ones((1, 1))})
+        >>> h.nbytes  # room for 64 rows: steps and one series of one layer
+        1024
+        """
+        return self._steps.nbytes + sum(a.nbytes for part in self._parts for a in part.values())
+
+    def rows(self, name: str, start: int = 0) -> np.ndarray:
+        """One per-layer series from row ``start`` on; of a streamed history, only its chunks from there are read.
+
+        Example:
+
+        >>> h = GradientHistory(["dense"])
+        >>> h.append([0, 1, 2], {"grad_norm": np.array([[3.0], [2.0], [1.0]])})
+        >>> h.rows("grad_norm", 1).tolist()
+        [[2.0], [1.0]]
+        """
+        if name not in self._parts[0]:
+            self[name]  # the KeyError naming what there is
+        return self._column(0, name, min(max(int(start), 0), len(self)))
+
     def since(self, row: int) -> GradientHistory:
-        """The rows from ``row`` on, as a history of their own (views, no copy).
+        """The rows from ``row`` on, as a history of their own (views where they are in memory).
 
         Example:
 
@@ -194,14 +251,84 @@ class GradientHistory:
         >>> h.since(1).steps.tolist()
         [1, 2]
         """
-        start, stop = min(max(int(row), 0), self._n), self._n
+        start = min(max(int(row), 0), len(self))
         view = GradientHistory(self.layers, variables=self.variables, layer_info=self.layer_info, config=self.config)
-        view._n = stop - start
-        view._steps = self._steps[start:stop]
+        view._n = len(self) - start
+        view._steps = self._column(-1, "steps", start)
         # Each array is exactly as long as its rows, so an append to the view
         # grows (copies) it first and never writes into this history.
-        view._parts = tuple({k: v[start:stop] for k, v in part.items()} for part in self._parts)
+        view._parts = tuple({k: self._column(i, k, start) for k in part} for i, part in enumerate(self._parts))
         return view
+
+    def _column(self, part: int, key: str, start: int = 0) -> np.ndarray:
+        """Rows ``start`` on of one array (``part`` -1: the steps): a view of memory, plus chunks read back."""
+        memory = (self._steps if part < 0 else self._parts[part][key])[: self._n]
+        if start >= self._offset:
+            return memory[start - self._offset:]
+        name = "steps" if part < 0 else _PREFIXES[part] + key
+        pieces = [_chunk_rows(c.path, name, memory.shape[1:], max(start - c.first, 0), self._offset - c.first)
+                  for c in self.stream.covering(start, self._offset)]
+        return np.concatenate([*pieces, memory]).astype(memory.dtype, copy=False)
+
+    def blocks(self) -> Iterator[dict[str, np.ndarray]]:
+        """The rows in blocks (streamed chunks, then memory), named as in ``history.npz``: one pass over a run."""
+        for chunk in self.stream.covering(0, self._offset) if self._offset else ():
+            with np.load(chunk.path, allow_pickle=False) as loaded:
+                arrays = {k: loaded[k] for k in loaded.files}
+            yield {k: v[: self._offset - chunk.first] for k, v in arrays.items()}
+        if self._n:
+            yield self._arrays(0, self._n)
+
+    def overview(self, max_rows: int = OVERVIEW_ROWS, buckets: int = OVERVIEW_BUCKETS) -> GradientHistory:
+        """The history to summarise and plot: itself when short, else down-sampled to ``buckets`` rows.
+
+        A streamed history of up to ``max_rows`` rows is read back whole;
+        a longer one (streamed or not) is read in one pass, a block at a
+        time, into the median of each bucket of steps (`gradscope.downsample`).
+
+        Args:
+            max_rows: the most rows kept whole. Defaults to `20_000`.
+            buckets: rows of the down-sampled history. Defaults to `1_000`.
+
+        Example:
+
+        >>> h = GradientHistory(["dense"])
+        >>> h.append(range(10), {"grad_norm": np.arange(10.0).reshape(10, 1)})
+        >>> small = h.overview(max_rows=4, buckets=2)
+        >>> small["grad_norm"].ravel().tolist(), small.spread.high["grad_norm"].ravel().tolist()
+        ([2.0, 7.0], [4.0, 9.0])
+        """
+        if len(self) > max_rows:
+            from gradscope.downsample import downsample
+
+            return downsample(self.blocks(), len(self), buckets, like=self)
+        if not self._offset:
+            return self
+        whole = self._empty_like()
+        for block in self.blocks():
+            whole.append_arrays(block)
+        return whole
+
+    def _empty_like(self) -> GradientHistory:
+        h = GradientHistory(self.layers, variables=self.variables, layer_info=self.layer_info, config=self.config)
+        h.histograms = self.histograms
+        return h
+
+    def append_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Appends rows given as ``history.npz`` names them (``steps``, ``layer/grad_norm``, ...)."""
+        parts: list[dict[str, np.ndarray]] = [{}, {}, {}]
+        for key, value in arrays.items():
+            for i, prefix in enumerate(_PREFIXES):
+                if key.startswith(prefix):
+                    parts[i][key[len(prefix):]] = value
+        self.append(arrays["steps"], *parts)
+
+    def _arrays(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Memory rows ``lo`` to ``hi - 1`` as ``history.npz`` names them."""
+        arrays: dict[str, np.ndarray] = {"steps": self._steps[lo:hi]}
+        for prefix, part in zip(_PREFIXES, self._parts, strict=True):
+            arrays.update({prefix + k: v[lo:hi] for k, v in part.items()})
+        return arrays
 
     def info(self, key: str) -> list[Any]:
         """One field of ``layer_info`` for every layer, None where absent."""
@@ -213,36 +340,155 @@ class GradientHistory:
             f"series={self.names}, scalars={sorted(self.scalars)})"
         )
 
+    # -- streaming --------------------------------------------------------------
+    def stream_to(self, folder: str | os.PathLike, chunk_rows: int = 256) -> Path:
+        """From now on, writes rows to the run folder ``folder`` in chunks and keeps only the newest in memory.
+
+        ``run.json`` is written at once, so the folder loads (`load_run`)
+        whatever happens next; each `chunk_rows` rows appended are written
+        as a chunk and then dropped from memory. `sync` writes the rows
+        still pending, `save` finishes the folder. Reading a whole series
+        reads the chunks back: prefer `since`, `rows` and `overview`.
+
+        Args:
+            folder: the run folder (made if missing; it should hold no other run).
+            chunk_rows: rows per chunk. Defaults to `256`.
+
+        Example:
+
+        >>> import tempfile
+        >>> h = GradientHistory(["dense"])
+        >>> folder = h.stream_to(tempfile.mkdtemp(), chunk_rows=2)
+        >>> h.append(range(5), {"grad_norm": np.ones((5, 1))})
+        >>> h.sync()
+        >>> len(h), len(load_run(folder))
+        (5, 5)
+        """
+        self.stream = ChunkStore(folder, chunk_rows)
+        self._write_meta(self.stream.folder, in_progress=True)
+        return self.stream.folder
+
+    def sync(self) -> None:
+        """Writes the rows not yet in a chunk, the histograms and ``run.json`` to the stream's folder."""
+        if self.stream is None:
+            return
+        if len(self) > self.stream.rows:
+            self._write_pending()
+        self._write_histograms(self.stream.folder)
+        self._write_meta(self.stream.folder, in_progress=True)
+
+    def _write_pending(self) -> None:
+        lo = self.stream.rows - self._offset
+        self.stream.write(self.stream.rows, self._arrays(lo, self._n))
+
+    def _forget_written(self) -> None:
+        """Drops the rows already in chunks from memory, into new arrays (views handed out stay valid)."""
+        written = self.stream.rows - self._offset
+        if written <= 0:
+            return
+        keep = self._n - written
+        capacity = max(keep, 64)
+
+        def tail(a: np.ndarray) -> np.ndarray:
+            out = np.full((capacity,) + a.shape[1:], 0 if a.dtype.kind == "i" else np.nan, dtype=a.dtype)
+            out[:keep] = a[written: self._n]
+            return out
+
+        self._steps = tail(self._steps)
+        self._parts = tuple({k: tail(v) for k, v in part.items()} for part in self._parts)
+        self._offset += written
+        self._n = keep
+
     # -- the run folder -------------------------------------------------------
     def save(self, folder: str | os.PathLike, summary: dict[str, Any] | None = None) -> Path:
         """Writes ``run.json`` and ``history.npz`` (and ``summary.json``) into ``folder``.
 
-        Each file is written to a temporary name and renamed, so a crash never
-        leaves a half-written file behind.
+        A streamed history writes its pending rows and copies its chunks
+        (nothing to copy when ``folder`` is the one it streams to) instead
+        of ``history.npz``. Each file is written to a temporary name and
+        renamed, so a crash never leaves a half-written file behind.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {"steps": self.steps}
-        arrays.update({f"layer/{k}": self[k] for k in self.names})
-        arrays.update({f"scalar/{k}": v for k, v in self.scalars.items()})
-        arrays.update({f"variable/{k}": v for k, v in self.variable_series.items()})
+        if self.stream is not None:
+            self.sync()
+            if not same_folder(folder, self.stream.folder):
+                _copy_chunks(self.stream.folder, folder)
+            self._write_histograms(folder)
+        else:
+            arrays = self._arrays(0, self._n)
+            arrays.update(self._histogram_arrays())
+            atomic_write(folder / HISTORY_FILE, lambda f: np.savez(f, **arrays), binary=True)
+        self._write_meta(folder)
+        if summary is not None:
+            atomic_write(folder / SUMMARY_FILE, lambda f: f.write(dumps_json(summary)))
+        return folder
+
+    def _histogram_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {}
         for moment, h in self.histograms.items():
             arrays[f"hist/{moment}/ranges"] = np.asarray(h["ranges"], np.float64)
             arrays[f"hist/{moment}/counts"] = np.asarray(h["counts"], np.float64)
-        atomic_write(folder / HISTORY_FILE, lambda f: np.savez(f, **arrays), binary=True)
+        return arrays
+
+    def _write_histograms(self, folder: Path) -> None:
+        arrays = self._histogram_arrays()
+        atomic_write(folder / HISTOGRAMS_FILE, lambda f: np.savez(f, **arrays), binary=True)
+
+    def _write_meta(self, folder: Path, in_progress: bool = False) -> None:
         meta = {
             "format": RUN_FORMAT,
-            "version": FORMAT_VERSION,
+            "version": _NPZ_VERSION if self.stream is None else FORMAT_VERSION,
             "layers": self.layers,
             "variables": self.variables,
             "layer_info": self.layer_info,
             "config": self.config,
             "histogram_steps": {m: int(h["step"]) for m, h in self.histograms.items()},
         }
+        if self.stream is not None:
+            # A folder still "in_progress" is a run that was still training
+            # (or crashed): every chunk in it loads.
+            meta.update({"history": "chunks", "in_progress": in_progress})
         atomic_write(folder / RUN_FILE, lambda f: f.write(dumps_json(meta)))
-        if summary is not None:
-            atomic_write(folder / SUMMARY_FILE, lambda f: f.write(dumps_json(summary)))
-        return folder
+
+
+class Spread:
+    """The minimum and maximum of each bucket of a down-sampled history.
+
+    Attributes:
+        low: the bucket minima, a history of the same layers and steps.
+        high: the bucket maxima.
+        sizes: rows in each bucket.
+        rows: the rows of the history that was down-sampled.
+    """
+
+    def __init__(self, low: GradientHistory, high: GradientHistory, sizes: np.ndarray, rows: int) -> None:
+        self.low, self.high, self.sizes, self.rows = low, high, sizes, int(rows)
+
+    def __repr__(self) -> str:
+        return f"Spread(buckets={len(self.sizes)}, rows={self.rows})"
+
+
+def same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """``a`` and ``b`` are the same folder (links followed)."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _copy_chunks(source: Path, target: Path) -> None:
+    import shutil
+
+    (target / CHUNKS_DIR).mkdir(parents=True, exist_ok=True)
+    for chunk in chunk_files(source):
+        shutil.copyfile(chunk.path, target / CHUNKS_DIR / chunk.path.name)
+
+
+def _chunk_rows(path: Path, name: str, tail: tuple[int, ...], lo: int, hi: int) -> np.ndarray:
+    """Rows ``lo`` to ``hi - 1`` of one array of a chunk; NaN where the chunk lacks the series."""
+    with np.load(path, allow_pickle=False) as loaded:
+        if name in loaded.files:
+            return loaded[name][lo:hi]
+        rows = len(loaded["steps"][lo:hi])
+    return np.full((rows,) + tail, np.nan)
 
 
 class RunFolderError(ValueError):
@@ -277,15 +523,21 @@ class RunFolderError(ValueError):
         return type(self), (self.path, self.problem)
 
 
-def load_run(folder: str | os.PathLike) -> GradientHistory:
-    """Loads a run folder written by `GradientHistory.save`.
+def load_run(folder: str | os.PathLike, buckets: int | None = None) -> GradientHistory:
+    """Loads a run folder written by `GradientHistory.save` (or streamed to), whole or down-sampled.
 
     Every field and array is checked first, so a damaged or hand-edited
     folder gives one `RunFolderError` naming the file and what is wrong,
     never a traceback from deep inside numpy or the renderers.
 
     Args:
-        folder: the run folder (``run.json`` and ``history.npz``).
+        folder: the run folder (``run.json``, and ``history.npz`` or the
+            chunks of a streamed run in ``history/``).
+        buckets: down-sample a run of more rows to this many: the median of
+            each bucket of consecutive steps, with the minima and maxima in
+            ``history.spread`` (`gradscope.downsample`). A streamed run is
+            then read a chunk at a time, never whole. Defaults to `None`,
+            every row.
 
     Raises:
         RunFolderError: the folder is not a readable run.
@@ -329,27 +581,87 @@ def load_run(folder: str | os.PathLike) -> GradientHistory:
         raise RunFolderError(run_file, "'histogram_steps' must map each moment to an integer step")
 
     history = GradientHistory(layers, variables=variables, layer_info=layer_info, config=config)
-    arrays = _read_npz(folder / HISTORY_FILE, [f"hist/{m}/{part}" for m in moments for part in ("ranges", "counts")])
-    check = _ArrayCheck(folder / HISTORY_FILE, arrays)
-    steps = check("steps", (None,), "steps", integer=True)
-    n, width, n_vars = len(steps), len(layers), len(variables)
-    series = {k[6:]: check(k, (n, width), "steps x layers") for k in arrays if k.startswith("layer/")}
-    scalars = {k[7:]: check(k, (n,), "steps") for k in arrays if k.startswith("scalar/")}
-    var_series = {k[9:]: check(k, (n, n_vars), "steps x variables") for k in arrays if k.startswith("variable/")}
+    hist_keys = [f"hist/{m}/{part}" for m in moments for part in ("ranges", "counts")]
+    if meta.get("history") == "chunks":
+        chunks = chunk_files(folder)
+        rows = chunks[-1].end if chunks else 0
+        blocks: Iterable[dict[str, np.ndarray]] = _chunk_blocks(chunks, len(layers), len(variables), version)
+        hist_path = folder / HISTOGRAMS_FILE
+        hist_arrays = _read_npz(hist_path, hist_keys, wanted=()) if hist_keys else {}
+    else:
+        hist_path = folder / HISTORY_FILE
+        hist_arrays = _read_npz(hist_path, ["steps", *hist_keys])
+        blocks = [_checked_block(hist_path, hist_arrays, len(layers), len(variables), version)]
+        rows = len(blocks[0]["steps"])
+    check = _ArrayCheck(hist_path, hist_arrays)
     for moment, step in moments.items():
         history.histograms[moment] = {
             "step": step,
-            "ranges": check(f"hist/{moment}/ranges", (width, 2), "layers x 2"),
-            "counts": check(f"hist/{moment}/counts", (width, None), "layers x bins"),
+            "ranges": check(f"hist/{moment}/ranges", (len(layers), 2), "layers x 2"),
+            "counts": check(f"hist/{moment}/counts", (len(layers), None), "layers x bins"),
         }
-    if version < 2:
-        # Version 1 measured every variable on every step and wrote NaN for
-        # a non-finite norm: that is +inf now.
-        for name, values in var_series.items():
-            measured = ~np.all(np.isnan(values), axis=0)
-            var_series[name] = np.where(np.isnan(values) & measured, np.inf, values)
-    history.append(steps, series, scalars, var_series)
+    if buckets is not None and rows > buckets:
+        from gradscope.downsample import downsample
+
+        return downsample(blocks, rows, buckets, like=history)
+    for block in blocks:
+        history.append_arrays(block)
     return history
+
+
+def load_overview(folder: str | os.PathLike) -> GradientHistory:
+    """The run at ``folder`` as `GradientHistory.overview` gives it: whole, or down-sampled when long.
+
+    What the summary and the plots of a saved run read; a long streamed run
+    is read a chunk at a time.
+
+    Example:
+
+    >>> import tempfile
+    >>> h = GradientHistory(["dense"])
+    >>> h.append(range(3), {"grad_norm": np.ones((3, 1))})
+    >>> len(load_overview(h.save(tempfile.mkdtemp())))
+    3
+    """
+    chunks = chunk_files(folder)
+    if not chunks:
+        return load_run(folder).overview()
+    return load_run(folder, buckets=OVERVIEW_BUCKETS if chunks[-1].end > OVERVIEW_ROWS else None)
+
+
+def _checked_block(path: Path, arrays: dict[str, np.ndarray], width: int, n_vars: int,
+                   version: int) -> dict[str, np.ndarray]:
+    """The rows of one archive (``history.npz`` or a chunk), each array checked for shape and type."""
+    check = _ArrayCheck(path, arrays)
+    steps = check("steps", (None,), "steps", integer=True)
+    n = len(steps)
+    shapes = {"layer/": ((n, width), "steps x layers"), "scalar/": ((n,), "steps"),
+              "variable/": ((n, n_vars), "steps x variables")}
+    block = {"steps": steps}
+    for key in arrays:
+        prefix = next((p for p in _PREFIXES if key.startswith(p)), None)
+        if prefix is not None:
+            block[key] = check(key, *shapes[prefix])
+            if version < 2 and prefix == "variable/":
+                # Version 1 measured every variable on every step and wrote
+                # NaN for a non-finite norm: that is +inf now.
+                values = block[key]
+                measured = ~np.all(np.isnan(values), axis=0)
+                block[key] = np.where(np.isnan(values) & measured, np.inf, values)
+    return block
+
+
+def _chunk_blocks(chunks: list, width: int, n_vars: int, version: int) -> Iterator[dict[str, np.ndarray]]:
+    """The chunks of a streamed run, checked, one at a time (so a long run is never all in memory)."""
+    end = 0
+    for chunk in chunks:
+        if chunk.first != end:
+            raise RunFolderError(chunk.path, f"starts at row {chunk.first}, but the chunks before end at row {end}")
+        block = _checked_block(chunk.path, _read_npz(chunk.path, ["steps"]), width, n_vars, version)
+        if len(block["steps"]) != chunk.rows:
+            raise RunFolderError(chunk.path, f"holds {len(block['steps'])} rows; its name says {chunk.rows}")
+        end = chunk.end
+        yield block
 
 
 def comparison_runs(folder: str | os.PathLike) -> list[tuple[str, Path]]:
@@ -470,11 +782,11 @@ def _check_facts(facts: Any, types: dict[str, tuple[type, ...]], where: str, pat
             raise RunFolderError(path, f"{where}.{key} must be {kinds}, not {_kind(value)}")
 
 
-def _read_npz(path: Path, required: list[str]) -> dict[str, np.ndarray]:
-    """The arrays of ``history.npz`` that `load_run` reads (unknown names are skipped)."""
+def _read_npz(path: Path, required: list[str], wanted: tuple[str, ...] = ("steps", *_PREFIXES)
+              ) -> dict[str, np.ndarray]:
+    """The arrays of an archive that `load_run` reads (unknown names are skipped)."""
     if not path.exists():
         raise RunFolderError(path, "missing")
-    wanted = ("steps", "layer/", "scalar/", "variable/")
     try:
         # No pickles: a run folder may come from anywhere.
         loaded = np.load(path, allow_pickle=False)
@@ -495,7 +807,7 @@ def _read_npz(path: Path, required: list[str]) -> dict[str, np.ndarray]:
                                        "which are never loaded)") from None
         reason = " ".join(str(exc).split())[:200]
         raise RunFolderError(path, f"not a readable numpy archive ({type(exc).__name__}: {reason})") from None
-    for key in ["steps", *required]:
+    for key in required:
         if key not in arrays:
             raise RunFolderError(path, f"no array {key!r}")
     return arrays

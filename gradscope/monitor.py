@@ -118,6 +118,12 @@ class GradientMonitor(keras.callbacks.Callback):
             every recorded step's scalars per layer, the activation histograms and
             the verdict, written from the record each time rows are fetched (tags
             in docs/ecosystem.md). Defaults to `None`, none.
+        stream_to: a run folder to write the record to while training, in
+            chunks of ``flush_every`` rows, keeping only the newest rows in
+            memory: memory stays flat however long the run, and a crash
+            keeps every chunk written (`load_run` reads the folder). It
+            must not hold a run already. Defaults to `None`, the whole
+            record in memory.
 
     Raises:
         TypeError: an argument of the wrong kind, e.g. ``every=None``.
@@ -149,6 +155,7 @@ class GradientMonitor(keras.callbacks.Callback):
         flush_every: int = 256,
         console: Any = None,
         tensorboard: str | os.PathLike | None = None,
+        stream_to: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if verbose not in (0, 1, 2):
@@ -157,7 +164,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self.session = RecordingSession(RecordingOptions(
             every=every, weights_every=weights_every, activation_stats=activation_stats,
             saturation_threshold=saturation_threshold, flush_every=flush_every,
-            layers=layers, continue_history=continue_history,
+            layers=layers, continue_history=continue_history, stream_to=stream_to,
         ))
         #: Facts about the run for the history's config (the CLI's flags, say); set before ``fit``.
         self.config: dict[str, Any] = {}
@@ -313,7 +320,8 @@ class GradientMonitor(keras.callbacks.Callback):
             if verdict:
                 from gradscope.diagnosis import diagnose
 
-                board.write_verdict(history, diagnose(history))
+                view = history.overview()  # a long run: down-sampled
+                board.write_verdict(view, diagnose(view))
         except Exception as exc:
             # A full disk, say (TensorFlow's record writer raises its own error
             # types, not OSError). The record is whole in memory: training goes
@@ -342,8 +350,9 @@ class GradientMonitor(keras.callbacks.Callback):
         from gradscope.diagnosis import diagnose
         from gradscope.render.terminal import print_summary
 
-        diagnosis = diagnose(self._require_history())
-        print_summary(self.history, diagnosis, console=console or self.console)
+        history = self._require_history().overview()  # a long run: down-sampled
+        diagnosis = diagnose(history)
+        print_summary(history, diagnosis, console=console or self.console)
         return diagnosis
 
     def plot(self, path: str | os.PathLike | None = None, series: str = "backprop") -> Any:
@@ -360,7 +369,7 @@ class GradientMonitor(keras.callbacks.Callback):
         """
         from gradscope.render.plots import overview_figure, save_figure
 
-        fig = overview_figure(self._require_history(), series)
+        fig = overview_figure(self._require_history().overview(), series)
         if path is not None:
             save_figure(fig, path)
         return fig
@@ -392,7 +401,7 @@ def epoch_grad_norms(history: GradientHistory, first_row: int) -> dict[str, floa
     """
     if len(history) <= first_row:  # no row this epoch (and maybe no series yet)
         return {}
-    rows = history["grad_norm"][first_row:]
+    rows = history.rows("grad_norm", first_row)  # of a streamed record, the epoch's rows only
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a layer not measured
         means = np.nanmean(rows, axis=0)

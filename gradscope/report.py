@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gradscope.diagnosis import Diagnosis, diagnose
-from gradscope.history import PLOTS_DIR, GradientHistory, RunFolderError, load_run
+from gradscope.history import PLOTS_DIR, GradientHistory, RunFolderError, load_overview, load_run, same_folder
 from gradscope.run_folder import SaveError, describe_os_error, rescue_history, write_run_folder
 
 
@@ -79,6 +79,10 @@ def save_run(
     ['history.npz', 'plots', 'run.json', 'summary.json']
     """
     try:
+        if history.stream is not None and same_folder(folder, history.stream.folder):
+            # Streamed there already: finished in place, the chunks stay.
+            write_run(history, folder, plots=plots)
+            return Path(folder)
         return write_run_folder(folder, lambda tmp: write_run(history, tmp, plots=plots), overwrite=overwrite)
     except Exception as exc:
         if not len(history) and not isinstance(exc, SaveError):
@@ -88,7 +92,8 @@ def save_run(
         error = exc if isinstance(exc, SaveError) else SaveError(folder, describe_os_error(exc))
         if rescue and len(history):
             try:
-                error.rescued = rescue_history(history)
+                # A streamed record is in its folder already, chunk by chunk.
+                error.rescued = history.stream.folder if history.stream is not None else rescue_history(history)
             except Exception as again:
                 error.rescue_failure = describe_os_error(again)
         if error is exc:
@@ -119,12 +124,13 @@ def write_run(history: GradientHistory, folder: str | os.PathLike, plots: bool =
     ...     sorted(p.name for p in Path(folder).iterdir())
     ['history.npz', 'run.json', 'summary.json']
     """
-    diagnosis = diagnose(history)
+    view = history.overview()  # a long run: down-sampled, read a chunk at a time
+    diagnosis = diagnose(view)
     history.save(folder, summary=diagnosis.to_dict())
     if plots:
         from gradscope.render.plots import save_run_plots
 
-        save_run_plots(history, folder)
+        save_run_plots(view, folder)
 
 
 def show_run(
@@ -163,14 +169,18 @@ def show_run(
     """
     from gradscope.render.terminal import default_console, print_summary
 
-    history = load_run(folder)
+    history = load_overview(folder)
     console = console or default_console()
     diagnosis = diagnose(history)
-    console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers",
+    steps = f"{len(history)} recorded steps"
+    if history.spread is not None:
+        steps = f"{history.spread.rows} recorded steps, down-sampled to {len(history)}"
+    console.print(f"run {folder}: {steps}, {len(history.layers)} layers",
                   highlight=False, markup=False, soft_wrap=True)
     print_summary(history, diagnosis, console=console)
     if tensorboard is not None:
-        export_tensorboard(history, diagnosis, tensorboard, console)
+        # Every step, even of a run the summary reads down-sampled.
+        export_tensorboard(history if history.spread is None else load_run(folder), diagnosis, tensorboard, console)
     if plots:
         try:
             paths = redraw_plots(history, folder)

@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from gradscope.history import GradientHistory
 from gradscope.hooks import HookError, Hooks
 from gradscope.model_layers import LayerSpec, watched_layers
 from gradscope.recorder import Recorder
+from gradscope.run_folder import claim_run_folder
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class RecordingOptions:
             Defaults to `None`, every layer with trainable weights.
         continue_history: a new ``fit`` on the same model appends to the
             record. Defaults to `True`.
+        stream_to: a run folder to stream the record to, in chunks of
+            ``flush_every`` rows, keeping only the newest rows in memory.
+            Defaults to `None`, all rows in memory.
 
     Raises:
         TypeError: an argument of the wrong kind (``every=None``, ``layers=3``).
@@ -69,6 +74,7 @@ class RecordingOptions:
     flush_every: int = 256
     layers: Iterable[str] | Callable[[Any], bool] | None = None
     continue_history: bool = True
+    stream_to: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         for name in ("every", "weights_every", "flush_every"):
@@ -157,6 +163,7 @@ class RecordingSession:
         self._loop_step: LoopStep | None = None
         self._want_start_histogram = False
         self._coverage_checked = False  # the gradients-only notice, once per history
+        self._streams = 0  # histories streamed so far: the second goes to "<stream_to>-2"
 
     def __repr__(self) -> str:
         rows = len(self.history) if self.history is not None else 0
@@ -248,6 +255,12 @@ class RecordingSession:
                 layer_info=[s.info(model_vars) for s in specs],
                 config={**self.config, "recording": o.as_config()},
             )
+            if o.stream_to is not None:
+                # The folder given, if it holds no run; a later history of
+                # this session gets a numbered one beside it, never the same.
+                folder = claim_run_folder(None if self._streams else o.stream_to, o.stream_to)
+                self._streams += 1
+                self.history.stream_to(folder, chunk_rows=o.flush_every)
         self._signature = signature
         self._specs = specs
 
@@ -350,6 +363,7 @@ class RecordingSession:
             start_step = self.history.histograms.get("start", {}).get("step")
             if end is not None and len(self.history) and end["step"] != start_step:
                 self.history.histograms["end"] = end
+            self.history.sync()  # a streamed record: every row fetched is on disk
         finally:
             self.hooks.remove()
             self.hooks = None

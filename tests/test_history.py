@@ -160,7 +160,7 @@ def _set_info(index, key, value):
     (_set("version", "2"), "'version' must be a positive integer, not str"),
     (_set("version", True), "'version' must be a positive integer, not bool"),
     (_set("version", 0), "'version' must be a positive integer, not int"),
-    (_set("version", 3), "written by a newer gradscope (format version 3; this one reads 1 to 2)"),
+    (_set("version", 4), "written by a newer gradscope (format version 4; this one reads 1 to 3)"),
     (_set("histogram_steps", ["start"]), "'histogram_steps' must map each moment to an integer step"),
     (_set("histogram_steps", {"start": 1.5}), "'histogram_steps' must map each moment to an integer step"),
     (_set("histogram_steps", {"start": 0, "middle": 3}), "no array 'hist/middle/ranges'"),

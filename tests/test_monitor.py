@@ -849,6 +849,69 @@ def test_the_loop_under_xla_matches_a_gradient_tape_for_each_model_kind(toy):
         np.testing.assert_allclose(history["grad_norm"][0], expected, rtol=1e-5, err_msg=make.__name__)
 
 
+class _FailAt(keras.callbacks.Callback):
+    """Raises at the given batch, as a crash in the middle of fit would."""
+
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            raise RuntimeError("crash")
+
+
+def _streamed_fit(data, monitor, *callbacks):
+    """One epoch of 12 steps with ``monitor`` (streaming) and ``callbacks``."""
+    model = _sequential()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    model.fit(*data, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[monitor, *callbacks])
+
+
+@pytest.mark.slow
+def test_a_streamed_run_keeps_its_flushed_chunks_when_fit_crashes(toy, tmp_path):
+    from gradscope import load_run
+    from gradscope.history_chunks import chunk_files
+
+    monitor = GradientMonitor(stream_to=tmp_path / "run", flush_every=4)
+    with pytest.raises(RuntimeError, match="crash"):
+        _streamed_fit(toy, monitor, _FailAt(9))
+    # Flushed after steps 4 and 8: two chunks on disk, nothing else needed to read them.
+    assert [(c.first, c.rows) for c in chunk_files(tmp_path / "run")] == [(0, 4), (4, 4)]
+    saved = load_run(tmp_path / "run")
+    assert saved.steps.tolist() == list(range(8))
+    monitor.detach()  # what a user does after the crash: the rest comes too
+    np.testing.assert_array_equal(saved["grad_norm"], monitor.history["grad_norm"][:8])
+    assert len(load_run(tmp_path / "run")) == len(monitor.history) == 10
+
+
+@pytest.mark.slow
+def test_a_streamed_run_is_finished_in_place(toy, tmp_path):
+    from gradscope import load_run
+
+    monitor = GradientMonitor(stream_to=tmp_path / "run", flush_every=5)
+    _streamed_fit(toy, monitor)
+    assert monitor.history.nbytes <= 64 * 8 * (1 + 11 * 3 + 4 + 3 * 6)  # room for 64 rows at most
+    monitor.save(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "histograms.npz", "history", "plots", "run.json", "summary.json"]
+    loaded = load_run(tmp_path / "run")
+    assert loaded.steps.tolist() == list(range(12)) and sorted(loaded.histograms) == ["end", "start"]
+    np.testing.assert_array_equal(loaded["grad_norm"], monitor.history["grad_norm"])
+
+
+def test_stream_to_a_folder_holding_a_run_fails_before_training(toy, tmp_path):
+    from gradscope import GradientHistory
+    from gradscope.history import RunFolderError
+
+    h = GradientHistory(["dense"])
+    h.append([0], {"grad_norm": np.ones((1, 1))})
+    h.save(tmp_path / "run")
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    with pytest.raises(RunFolderError, match="a run is saved there"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[GradientMonitor(stream_to=tmp_path / "run")])
 @pytest.mark.slow
 def test_plot_returns_the_overview_figure_of_the_record(toy, tmp_path):
     x, y = toy

@@ -118,6 +118,7 @@ class LiveView:
         parts = [f"epoch {progress.epoch + 1}/{self.params.get('epochs', '?')}"]
         parts.append(f"step {done}/{total}" if total else f"step {done}")
         if len(h):
+            h = h.since(len(h) - 1)  # the last row only: of a streamed record, from memory
             loss = h.scalars.get("loss")
             acc = h.scalars.get("accuracy")
             if loss is not None and math.isfinite(loss[-1]):

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +42,9 @@ _SUMMARY_COLUMNS = (
     "#", "layer", "shape", "params", "activation", "grad first", "grad last", "ratio to output", "sat.", "dead",
     "f'(s)", "verdict",
 )
+_VERDICT_RANK = {"non-finite": 4, "exploding": 3, "vanishing": 2}
+#: Layers a table shows one by one; a deeper model's table shows that many, the worst first, grouped by block.
+MAX_TABLE_LAYERS = 30
 _COMPARISON_COLUMNS = ("configuration", "layer", "grad_norm", "backprop", "ratio", "saturated", "dead", "f'(s)",
                        "verdict")
 
@@ -94,16 +98,21 @@ def pct(x: float) -> str:
     return f"{x:.0%}" if math.isfinite(x) else "-"
 
 
-def layer_table(history: GradientHistory, row: int = -1, title: str | None = None) -> Table:
+def layer_table(history: GradientHistory, row: int = -1, title: str | None = None,
+                max_layers: int | None = MAX_TABLE_LAYERS) -> Table:
     """Layer, units, grad_norm, back-propagated gradient and ratio to the output, at one row.
 
     The ratio is of the back-propagated gradient where the run recorded it,
-    else of grad_norm.
+    else of grad_norm. A model of more than ``max_layers`` layers shows its
+    ``max_layers`` worst (see `shown_layers`: the ratio furthest from 1,
+    dead and saturated units, non-finite values first) and says how many
+    are hidden.
 
     Args:
         history: the record.
         row: which recorded row (default: the last).
         title: the table's title, if any.
+        max_layers: the most layers shown; `None` shows all. Defaults to `30`.
 
     Example:
 
@@ -125,33 +134,117 @@ def layer_table(history: GradientHistory, row: int = -1, title: str | None = Non
         table.add_column(col, justify="left" if col == "layer" else "right")
     if not len(history):
         return table
-    grad = history["grad_norm"][row]
-    bp = history.get("backprop")
-    bp_row = bp[row] if bp is not None else np.full(len(history.layers), np.nan)
+    # Only that row is read: of a streamed record, from memory.
+    one = history.since(range(len(history))[row])
+    missing = np.full(len(history.layers), np.nan)
+    grad = one["grad_norm"][0]
+    bp_row = one["backprop"][0] if "backprop" in one else missing
     ref = bp_row if np.isfinite(bp_row[-1]) and bp_row[-1] > 0 else grad
-    sat = history.get("saturation")
-    dead = history.get("dead")
+    sat = one["saturation"][0] if "saturation" in one else None
+    dead = one["dead"][0] if "dead" in one else None
     units = history.info("units")
-    for li, name in enumerate(history.layers):
-        ratio = ref[li] / ref[-1] if ref[-1] else float("nan")
-        table.add_row(
-            name,
-            str(units[li] or "-"),
-            fmt(grad[li]),
-            fmt(bp_row[li]),
-            fmt(ratio),
-            pct(sat[row, li]) if sat is not None else "-",
-            pct(dead[row, li]) if dead is not None else "-",
-        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = ref / ref[-1] if ref[-1] else missing
+    badness = [_badness(ratios[li], grad[li], sat[li] if sat is not None else np.nan,
+                        dead[li] if dead is not None else np.nan, 0) for li in range(len(history.layers))]
+    groups, hidden = shown_layers(history.layers, badness, max_layers)
+    for group in groups:
+        for k, li in enumerate(group):
+            table.add_row(
+                history.layers[li],
+                str(units[li] or "-"),
+                fmt(grad[li]),
+                fmt(bp_row[li]),
+                fmt(ratios[li]),
+                pct(sat[li]) if sat is not None else "-",
+                pct(dead[li]) if dead is not None else "-",
+                end_section=hidden > 0 and k == len(group) - 1,
+            )
+    if hidden:
+        table.caption = hidden_line(hidden, len(history.layers))
     return table
 
 
-def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
+def layer_block(name: str) -> str:
+    """The block a layer belongs to, read from its name.
+
+    A path's folder (``encoder/mha/query``: ``encoder/mha``), a Keras
+    application's block (``conv2_block1_1_conv``: ``conv2_block1``), else
+    the name without its number (``dense_12``: ``dense``).
+
+    Example:
+
+    >>> layer_block("encoder/mha/query"), layer_block("conv2_block1_1_conv"), layer_block("dense_12")
+    ('encoder/mha', 'conv2_block1', 'dense')
+    """
+    if "/" in name:
+        return name.rsplit("/", 1)[0]
+    block = re.match(r"(.*?block_?\d+)", name)
+    return block.group(1) if block else re.sub(r"_\d+$", "", name)
+
+
+def shown_layers(names: Sequence[str], badness: Sequence[float], limit: int | None) -> tuple[list[list[int]], int]:
+    """Which layers a table shows, in which order: ``(groups of layer indices, hidden count)``.
+
+    Up to ``limit`` layers: all, in forward order, one group. More: the
+    ``limit`` worst (highest ``badness``), grouped by `layer_block`; the
+    block with the worst layer first, and in each block the worst first.
+
+    Args:
+        names: the layers, in forward order.
+        badness: a number per layer; higher is worse, NaN counts as healthy.
+        limit: the most layers shown, or `None` for all.
+
+    Example:
+
+    >>> names = ["block1_a", "block1_b", "block2_a", "block2_b", "out"]
+    >>> shown_layers(names, [2.5, 3.0, 2.0, 0.0, 0.5], limit=3)
+    ([[1, 0], [2]], 2)
+    """
+    if limit is None or len(names) <= limit:
+        return [list(range(len(names)))], 0
+    score = [b if b == b else 0.0 for b in badness]  # NaN: nothing measured, nothing wrong
+    worst = sorted(range(len(names)), key=lambda i: -score[i])[: max(int(limit), 0)]
+    blocks: dict[str, list[int]] = {}
+    for i in worst:  # worst first, so each block's list and the blocks' order follow badness
+        blocks.setdefault(layer_block(names[i]), []).append(i)
+    return list(blocks.values()), len(names) - len(worst)
+
+
+def hidden_line(hidden: int, total: int) -> str:
+    """The line under a table that shows only some layers.
+
+    Example:
+
+    >>> hidden_line(70, 100)
+    '70 of 100 layers hidden: the 30 worst are shown, worst first, grouped by block'
+    """
+    return (f"{hidden} of {total} layers hidden: the {total - hidden} worst are shown, worst first, "
+            "grouped by block")
+
+
+def _badness(ratio: float, grad: float, saturation: float, dead: float, verdict_rank: int) -> float:
+    """How far a layer is from healthy: its verdict, then its ratio's distance from 1 in decades, dead and
+    saturated shares."""
+    if not math.isfinite(grad):
+        return math.inf
+    share = sum(x for x in (saturation, dead) if math.isfinite(x))
+    decades = abs(math.log10(ratio)) if math.isfinite(ratio) and ratio > 0 else 0.0
+    return 100.0 * verdict_rank + decades + share
+
+
+def summary_table(history: GradientHistory, diagnosis: Diagnosis, max_layers: int | None = MAX_TABLE_LAYERS) -> Table:
     """Layer, shape, params, activation, first/last grad norm, ratio, verdict.
+
+    A model of more than ``max_layers`` layers shows its ``max_layers``
+    worst (the verdicts non-finite, exploding and vanishing first, then the
+    ratio furthest from 1), grouped by block (`shown_layers`), and says how
+    many are hidden.
 
     Args:
         history: the record (layer facts and the number of recorded steps).
         diagnosis: `diagnose(history)`: the per-layer numbers and verdicts.
+        max_layers: the most layers shown; `None` shows all. Defaults to `30`.
 
     Example:
 
@@ -169,7 +262,11 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
     table = Table(title="gradscope summary", title_justify="left")
     for col in _SUMMARY_COLUMNS:
         table.add_column(col, justify="left" if col in ("layer", "shape", "activation", "verdict") else "right")
-    for li, (v, info) in enumerate(zip(diagnosis.layers, history.layer_info, strict=False)):
+    verdicts = list(zip(diagnosis.layers, history.layer_info, strict=False))
+    badness = [_badness(v.ratio, 0.0, v.saturation, v.dead, _VERDICT_RANK.get(v.verdict, 0)) for v, _ in verdicts]
+    groups, hidden = shown_layers([v.name for v, _ in verdicts], badness, max_layers)
+    for li, last in ((li, hidden > 0 and k == len(g) - 1) for g in groups for k, li in enumerate(g)):
+        v, info = verdicts[li]
         style = _VERDICT_STYLE.get(v.verdict, "")
         table.add_row(
             str(li + 1),
@@ -184,12 +281,18 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
             pct(v.dead),
             fmt(v.dact_mean),
             Text(v.verdict, style=style),
+            end_section=last,
         )
     total = sum(int(i.get("params") or 0) for i in history.layer_info)
+    steps = f"{len(history)} recorded steps"
+    if history.spread is not None:
+        steps = f"{history.spread.rows} recorded steps (down-sampled to the medians of {len(history)} buckets)"
     table.caption = (
         f"{total:,} trainable parameters; ratio = {diagnosis.measure} relative to the output layer, median over the "
-        f"first or the last tenth of {len(history)} recorded steps, whichever is further from 1"
+        f"first or the last tenth of {steps}, whichever is further from 1"
     )
+    if hidden:
+        table.caption = hidden_line(hidden, len(verdicts)) + "\n" + table.caption
     return table
 
 

@@ -205,3 +205,44 @@ def test_the_summary_does_not_call_an_early_recorded_step_final():
     text = console.file.getvalue()
     assert "final training loss" not in text
     assert "training loss at the last recorded steps (to step 0; training ran to step 19) 2.5, accuracy 10.0%" in text
+
+
+def _deep_history(blocks=12, per_block=10, steps=40):
+    """120 layers in 12 blocks of 10 (``block3_4``); the gradient of block 3 shrinks 1e-4 toward the input
+    in layers 0-2 only, and block7_5 has half its units dead."""
+    names = [f"block{b}_{i}" for b in range(blocks) for i in range(per_block)] + ["out"]
+    grad = np.ones((steps, len(names)))
+    for i, decades in ((30, 4), (31, 3), (32, 2)):
+        grad[:, i] = 10.0 ** -decades
+    dead = np.zeros((steps, len(names)))
+    dead[:, 75] = 0.5
+    h = GradientHistory(names, layer_info=[{"name": n, "units": 8, "params": 72, "activation": "relu"} for n in names])
+    h.append(range(steps), {"grad_norm": grad, "dead": dead}, {"loss": np.full(steps, 0.5)})
+    return h
+
+
+def test_a_deep_live_table_shows_the_worst_layers_first_and_counts_the_hidden():
+    h = _deep_history()
+    console = _console(width=120)
+    console.print(layer_table(h, max_layers=5))
+    text = console.file.getvalue()
+    shown = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    # Block 3's three worst, worst first, together; then the half-dead layer's block.
+    assert shown[:4] == ["block3_0", "block3_1", "block3_2", "block7_5"]
+    assert len(shown) == 5
+    assert "116 of 121 layers hidden: the 5 worst are shown, worst first, grouped by block" in " ".join(text.split())
+    # Up to the limit: every layer, in forward order, no hidden line.
+    small = _console(width=120)
+    small.print(layer_table(h, max_layers=None))
+    rows = [line.split("│")[1].strip() for line in small.file.getvalue().splitlines() if line.startswith("│")]
+    assert rows == h.layers and "hidden" not in small.file.getvalue()
+
+
+def test_a_deep_summary_shows_the_flagged_layers_first():
+    h = _deep_history()
+    console = _console(width=220)
+    print_summary(h, diagnose(h), console=console)
+    text = console.file.getvalue()
+    shown = [line.split("│")[2].strip() for line in text.splitlines() if line.startswith("│")]
+    assert shown[:3] == ["block3_0", "block3_1", "block3_2"] and len(shown) == 30
+    assert "91 of 121 layers hidden" in " ".join(text.split())
