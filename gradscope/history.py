@@ -64,6 +64,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from gradscope.evaluations import Evaluations
+
 # 2: in the variable series, NaN means "not measured" and +inf "non-finite";
 #    weight norms are read after the step's update.
 FORMAT_VERSION = 2
@@ -94,6 +96,7 @@ class GradientHistory:
         )
         self.config: dict[str, Any] = dict(config or {})
         self.histograms: dict[str, dict[str, Any]] = {}
+        self.evaluations = Evaluations()  # training and validation loss and accuracy (gradscope.evaluations)
         # Rows live in preallocated arrays that double when full, so an
         # append costs O(rows appended) and reading returns views: a long run
         # flushed every few steps never re-copies its whole past.
@@ -230,6 +233,7 @@ class GradientHistory:
             arrays[f"hist/{moment}/ranges"] = np.asarray(h["ranges"], np.float64)
             arrays[f"hist/{moment}/counts"] = np.asarray(h["counts"], np.float64)
         atomic_write(folder / HISTORY_FILE, lambda f: np.savez(f, **arrays), binary=True)
+        self.evaluations.save(folder)
         meta = {
             "format": RUN_FORMAT,
             "version": FORMAT_VERSION,
@@ -349,6 +353,7 @@ def load_run(folder: str | os.PathLike) -> GradientHistory:
             measured = ~np.all(np.isnan(values), axis=0)
             var_series[name] = np.where(np.isnan(values) & measured, np.inf, values)
     history.append(steps, series, scalars, var_series)
+    history.evaluations = Evaluations.load(folder)
     return history
 
 

@@ -45,3 +45,18 @@ def test_tanh_vs_relu_compares_the_two_runs(tmp_path):
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("hidden_1 ", "output "))}
     assert rows["output"] == ["1", "1"]
     assert (tmp_path / "runs" / "tanh_vs_relu.png").is_file()
+
+
+def test_capacity_example_underfits_and_overfits(tmp_path):
+    # numpy and matplotlib only: run as a script, without the MNIST flags the other examples take.
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "capacity.py"), "--out", str(tmp_path / "fits.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]]
+            for line in proc.stdout.splitlines() if line.split() and line.split()[0].isdigit()}
+    train = [rows[d][0] for d in (1, 3, 12)]
+    test = [rows[d][1] for d in (1, 3, 12)]
+    assert train[0] > train[1] > train[2]  # more capacity, closer fit to the training points
+    assert test[2] > test[1]  # ... but degree 12 predicts new points worse than degree 3
+    assert test[0] > test[1]  # and degree 1 underfits
+    assert (tmp_path / "fits.png").stat().st_size > 10_000
