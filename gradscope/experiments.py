@@ -382,8 +382,7 @@ def run_config(
     monitors: list[Any] = []
     kept: list[EpochPredictions] = []
     try:
-        for k in range(config.ensemble):
-            member = replace(config, seed=config.seed + k)
+        for k, member in enumerate(ensemble_members(config)):
             model = build_model(member, data)
             if k == 0:
                 console.print(model_table(model_summary(model)))
@@ -435,6 +434,17 @@ def run_config(
                   highlight=False, markup=False, soft_wrap=True)
     stop.check()  # a signal during the save: the run is saved, now stop
     return history, diagnosis
+
+
+def ensemble_members(config: Config) -> list[Config]:
+    """The configurations of an ensemble's members: seeds ``seed``, ``seed + 1``, ...; ``[config]`` without one.
+
+    Example:
+
+    >>> [member.seed for member in ensemble_members(Config(seed=5, ensemble=3))]
+    [5, 6, 7]
+    """
+    return [replace(config, seed=config.seed + k) for k in range(config.ensemble)]
 
 
 #: The strengths `compare --regularizers` gives a cure whose flag was not set.

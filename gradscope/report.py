@@ -154,6 +154,7 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
     >>> diagnosis.healthy
     True
     """
+    from gradscope.render.evaluations import print_generalisation
     from gradscope.render.terminal import default_console, print_summary
 
     history = load_run(folder)
@@ -162,6 +163,7 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
     console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers",
                   highlight=False, markup=False, soft_wrap=True)
     print_summary(history, diagnosis, console=console)
+    print_generalisation(history.evaluations, console)
     if plots:
         try:
             paths = redraw_plots(history, folder)
