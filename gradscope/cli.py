@@ -125,6 +125,7 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--data", metavar="PATH", default=None,
                       help="a folder of MNIST IDX files (.gz or not) or an .npz with x_train, y_train, x_test, y_test")
     data.add_argument("--limit", type=_positive_int, default=None, help="use at most this many training samples")
+    _cure_arguments(p)
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", default=None,
                      help="where to save the run folder (default: runs/<name>, or runs/<name>-2, -3, ... "
@@ -137,6 +138,37 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
                      "grad_norm, backprop, saturation, dead and update_ratio per layer, the loss, activation "
                      "histograms and the verdict (compare: one subfolder per configuration). "
                      "View them with: tensorboard --logdir DIR")
+
+
+def _rate(text: str) -> float:
+    value = _finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate from 0 up to (not including) 1, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text}")
+    return value
+
+
+def _cure_arguments(p: argparse.ArgumentParser) -> None:
+    """The cures for overfitting that `run` and `compare` share (see docs/lecture.md)."""
+    cures = p.add_argument_group("overfitting cures (provoke overfitting with --limit 1000 --epochs 30)")
+    cures.add_argument("--dropout", type=_rate, default=0.0, metavar="RATE",
+                       help="a Dropout layer after each hidden layer, dropping this share of its units in training "
+                       "(default: 0, none; with --regularizers: 0.5)")
+    cures.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="L2",
+                       help="an L2 kernel regulariser on every layer: L2 * sum(W**2) is added to the loss (coupled "
+                       "L2, not AdamW's decoupled decay) (default: 0, none; with --regularizers: 0.0001)")
+    cures.add_argument("--augment", action="store_true",
+                       help="shift the training images by up to 10%% and rotate them by up to 10 degrees "
+                       "(Keras' RandomTranslation, RandomRotation); validation images are left as they are")
+    cures.add_argument("--ensemble", type=_positive_int, default=1, metavar="K",
+                       help="train K copies with seeds --seed, --seed+1, ...; their averaged prediction is "
+                       "evaluated (default: 1, no ensemble; with --regularizers: 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,13 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the same network under several activations and initializers, side by side",
         description="Train one configuration per activation x initializer with the same seed, data, data "
         "order and step budget; show a side-by-side table, one sentence per configuration, and plots.",
-        epilog="Example:\n  gradscope compare --activations tanh relu --inits random_uniform glorot_uniform he_normal",
+        epilog="Examples:\n"
+        "  gradscope compare --activations tanh relu --inits random_uniform glorot_uniform he_normal\n"
+        "  gradscope compare --regularizers none dropout weight_decay augment ensemble --limit 1000 --epochs 30",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cmp_.add_argument("--activations", nargs="+", default=["tanh", "relu"], metavar="NAME",
-                      help="hidden-layer activations to compare (default: tanh relu)")
+    cmp_.add_argument("--activations", nargs="+", default=None, metavar="NAME",
+                      help="hidden-layer activations to compare (default: tanh relu; with --regularizers: tanh)")
     cmp_.add_argument("--inits", nargs="+", default=None, metavar="NAME",
                       help="initializers to cross with the activations (default: random_uniform)")
+    cmp_.add_argument("--regularizers", nargs="+", default=None, metavar="CURE",
+                      choices=["none", "dropout", "weight_decay", "augment", "ensemble"],
+                      help="instead of activations, compare cures for overfitting on one network, each alone: "
+                      "none dropout weight_decay augment ensemble; --dropout, --weight-decay and --ensemble set "
+                      "their strengths; prints train and validation accuracy, their gap and the best epoch")
     _training_arguments(cmp_)
 
     rep = sub.add_parser("report", parents=[common], help="show a saved run or comparison again, without training",

@@ -79,6 +79,7 @@ def downsample(blocks: Iterable[dict[str, np.ndarray]], rows: int, buckets: int,
 def _empty(like: GradientHistory) -> GradientHistory:
     h = GradientHistory(like.layers, variables=like.variables, layer_info=like.layer_info, config=like.config)
     h.histograms = like.histograms
+    h.evaluations = like.evaluations
     return h
 
 

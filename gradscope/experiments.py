@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from gradscope.history import (
     load_run,
 )
 from gradscope.models import LECTURE_HIDDEN, default_output_activation
+from gradscope.render.evaluations import print_ensemble, print_generalisation
 from gradscope.render.terminal import model_table, print_comparison, print_summary
 from gradscope.run_folder import SaveError, claim_run_folder, release_run_folder, write_run_folder
 from gradscope.signals import StopSignals
@@ -61,6 +62,12 @@ class Config:
     every: int = 1
     weights_every: int = 1
     jit: bool = True  # XLA where it compiles (a fallback otherwise): Keras' own default on a GPU
+    # The cures for overfitting (docs/lecture.md); `name` labels a configuration of `compare --regularizers`.
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+    augment: bool = False
+    ensemble: int = 1
+    name: str | None = None
 
     @classmethod
     def from_args(cls, args: Any, activation: str, init: str) -> Config:
@@ -86,7 +93,9 @@ class Config:
             activation=activation, init=init, hidden=list(args.layers), output_activation=args.output_activation,
             loss=args.loss, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
             epochs=args.epochs, steps=steps, seed=args.seed, every=args.every,
-            weights_every=args.weights_every, jit=args.jit,
+            weights_every=args.weights_every, jit=args.jit, dropout=getattr(args, "dropout", 0.0),
+            weight_decay=getattr(args, "weight_decay", 0.0), augment=getattr(args, "augment", False),
+            ensemble=getattr(args, "ensemble", 1),
         )
 
     @classmethod
@@ -109,12 +118,21 @@ class Config:
         return self.output_activation or default_output_activation(self.loss)
 
     @property
+    def cures(self) -> list[str]:
+        """The cures for overfitting this configuration applies, in words, e.g. ``["dropout 0.5"]``."""
+        return [text for on, text in [
+            (self.dropout, f"dropout {self.dropout:g}"), (self.weight_decay, f"weight decay {self.weight_decay:g}"),
+            (self.augment, "augment"), (self.ensemble > 1, f"ensemble of {self.ensemble}")] if on]
+
+    @property
     def slug(self) -> str:
-        return f"{self.activation}-{self.init}"
+        if self.name:
+            return self.name
+        return "-".join([f"{self.activation}-{self.init}", *(c.replace(" ", "") for c in self.cures)])
 
     @property
     def label(self) -> str:
-        return f"{self.activation}/{self.init}"
+        return self.name or " + ".join([f"{self.activation}/{self.init}", *self.cures])
 
 
 def load_data(args: Any, console: Any) -> Any:
@@ -255,11 +273,26 @@ def build_model(config: Config, data: Any) -> Any:
     model = lecture_mlp(
         input_dim=data.input_dim, hidden=config.hidden, outputs=data.num_classes,
         activation=config.activation, output_activation=config.out_activation, init=config.init, seed=config.seed,
+        dropout=config.dropout, l2=config.weight_decay, augment=image_shape(data.input_dim) if config.augment else None,
     )
     optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.lr}})
     loss = "mean_squared_error" if config.loss == "mse" else "categorical_crossentropy"
     model.compile(optimizer=optimizer, loss=loss)
     return model
+
+
+def image_shape(input_dim: int) -> tuple[int, int]:
+    """The side of the square images that flatten to ``input_dim`` pixels, for ``--augment``.
+
+    Example:
+
+    >>> image_shape(784), image_shape(64)
+    ((28, 28), (8, 8))
+    """
+    side = int(round(input_dim**0.5))
+    if side * side != input_dim:
+        raise ConfigError(f"--augment needs square images; these have {input_dim} pixels")
+    return side, side
 
 
 def model_summary(model: Any) -> dict[str, Any]:
@@ -337,45 +370,69 @@ def run_config(
     True
     """
     import gradscope
+    from gradscope.ensembles import EpochPredictions, ensemble_evaluations
     from gradscope.monitor import GradientMonitor
     from gradscope.report import save_run
 
     stop = stop or StopSignals()
     shown = shown_as or out
-    model = build_model(config, data)
-    console.print(model_table(model_summary(model)))
     # verbose=1 also prints the summary at the end; 2 is the live view only.
-    verbose = (1 if show_summary else 2) if live else 0
+    verbose = (1 if show_summary and config.ensemble == 1 else 2) if live else 0
     monitor = GradientMonitor(every=config.every, weights_every=config.weights_every, verbose=verbose, console=console,
                               tensorboard=tensorboard)
     monitor.config = {**asdict(config), "dataset": data.name, "num_classes": data.num_classes,
                       "train_samples": int(len(data.x_train)), "label": config.label}
     y_train, y_val = data.one_hot(data.y_train), data.one_hot(data.y_val)
     length = f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
-    console.print(f"training {config.label} on {data.name}: {len(data.x_train):,} samples, "
-                  f"batch {config.batch_size}, {length}", highlight=False, markup=False)
+    # An ensemble's members are trained one after another, seeds seed, seed+1, ...; the first member's
+    # gradients are the run's record.
+    monitors: list[Any] = []
+    kept: list[EpochPredictions] = []
     try:
-        with stop.training():
-            history = gradscope.train(
-                model, data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, steps=config.steps,
-                validation_data=(data.x_val, y_val), callbacks=[monitor, stop.callback()], seed=config.seed,
-                jit_compile="auto" if config.jit else False,
-            )
+        for k, member in enumerate(ensemble_members(config)):
+            model = build_model(member, data)
+            if k == 0:
+                console.print(model_table(model_summary(model)))
+            monitors.append(GradientMonitor(every=config.every, weights_every=config.weights_every,
+                                            verbose=verbose, console=console))
+            monitors[-1].config = {**asdict(member), "dataset": data.name, "num_classes": data.num_classes,
+                                   "train_samples": int(len(data.x_train)), "label": config.label}
+            member_note = f" (member {k + 1} of {config.ensemble}, seed {member.seed})" if config.ensemble > 1 else ""
+            console.print(f"training {config.label}{member_note} on {data.name}: {len(data.x_train):,} samples, "
+                          f"batch {config.batch_size}, {length}", highlight=False, markup=False)
+            kept.append(EpochPredictions(data.x_val, monitors[-1].session))
+            extra = [kept[-1]] if config.ensemble > 1 else []
+            with stop.training():
+                trained = gradscope.train(
+                    model, data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
+                    steps=config.steps, validation_data=(data.x_val, y_val),
+                    callbacks=[monitors[-1], *extra, stop.callback()], seed=member.seed,
+                    jit_compile="auto" if config.jit else False,
+                )
+            if k == 0:
+                history = trained
     except KeyboardInterrupt:
         # Every recorded step is kept: save what there is (a second signal
         # cannot cut the save short), then stop.
-        if monitor.history is not None and len(monitor.history):
+        recorded = monitors[0].history if monitors else None
+        if recorded is not None and len(recorded):
             try:
                 with stop.shielded():
-                    save_run(monitor.history, out, overwrite=overwrite)
+                    save_run(recorded, out, overwrite=overwrite)
             except SaveError as exc:  # the interrupt still decides the exit code
                 print(f"gradscope: {exc}", file=sys.stderr, flush=True)
             else:
-                console.print(f"interrupted: {len(monitor.history)} recorded steps saved to {shown}",
+                console.print(f"interrupted: {len(recorded)} recorded steps saved to {shown}",
                               highlight=False, markup=False, soft_wrap=True)
         raise
+    if config.ensemble > 1:
+        history.evaluations = ensemble_evaluations(kept, y_val, config.loss)
+        history.config["ensemble_val_accuracy"] = [m.history.evaluations.final()["val_accuracy"] for m in monitors]
+        print_ensemble(history.config["ensemble_val_accuracy"], history.evaluations, console)
+    else:
+        print_generalisation(history.evaluations, console)
     diagnosis = diagnose(history)
-    if show_summary and not live:
+    if show_summary and (not live or config.ensemble > 1):
         print_summary(history, diagnosis, console=console)
     with stop.shielded():
         save_run(history, out, overwrite=overwrite)
@@ -388,6 +445,56 @@ def run_config(
                       highlight=False, markup=False, soft_wrap=True)
     stop.check()  # a signal during the save: the run is saved, now stop
     return history, diagnosis
+
+
+def ensemble_members(config: Config) -> list[Config]:
+    """The configurations of an ensemble's members: seeds ``seed``, ``seed + 1``, ...; ``[config]`` without one.
+
+    Example:
+
+    >>> [member.seed for member in ensemble_members(Config(seed=5, ensemble=3))]
+    [5, 6, 7]
+    """
+    return [replace(config, seed=config.seed + k) for k in range(config.ensemble)]
+
+
+#: The strengths `compare --regularizers` gives a cure whose flag was not set.
+DEFAULT_CURES = {"dropout": 0.5, "weight_decay": 1e-4, "ensemble": 5}
+
+
+def regularized(base: Config, cure: str) -> Config:
+    """``base`` with one cure for overfitting and no other, named after it (``compare --regularizers``).
+
+    The strength is ``base``'s own (from --dropout, --weight-decay, --ensemble), else `DEFAULT_CURES`'.
+
+    Args:
+        base: the configuration the flags give.
+        cure: ``"none"``, ``"dropout"``, ``"weight_decay"``, ``"augment"`` or ``"ensemble"``.
+
+    Example:
+
+    >>> cures = [regularized(Config(ensemble=3), k) for k in ("none", "dropout", "ensemble")]
+    >>> [(c.label, c.dropout, c.ensemble) for c in cures]
+    [('none', 0.0, 1), ('dropout', 0.5, 1), ('ensemble', 0.0, 3)]
+    """
+    plain = replace(base, dropout=0.0, weight_decay=0.0, augment=False, ensemble=1, name=cure)
+    if cure == "dropout":
+        return replace(plain, dropout=base.dropout or DEFAULT_CURES["dropout"])
+    if cure == "weight_decay":
+        return replace(plain, weight_decay=base.weight_decay or DEFAULT_CURES["weight_decay"])
+    if cure == "augment":
+        return replace(plain, augment=True)
+    if cure == "ensemble":
+        return replace(plain, ensemble=base.ensemble if base.ensemble > 1 else DEFAULT_CURES["ensemble"])
+    return plain
+
+
+def print_generalisation_table(records: dict[str, Any], console: Any) -> None:
+    """The side-by-side table of training and validation accuracy, when any run evaluated validation data."""
+    from gradscope.render.evaluations import generalisation_table
+
+    if any(np.isfinite(r.series("val_accuracy")).any() for r in records.values() if len(r)):
+        console.print(generalisation_table(records))
 
 
 def shell_command(*words: Any) -> str:
@@ -426,14 +533,22 @@ def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
     overwrite = bool(getattr(args, "overwrite", False))
     configs: list[Config] = []
     inits = args.inits or [args.init or DEFAULT_INIT]
-    for config in (Config.from_args(args, a, i) for a in args.activations for i in inits):
+    regularizers = getattr(args, "regularizers", None)
+    activations = args.activations or (["tanh"] if regularizers else ["tanh", "relu"])
+    if regularizers:
+        if len(activations) * len(inits) > 1:
+            raise ConfigError("--regularizers compares cures on one network: give one activation and one init")
+        candidates = [regularized(Config.from_args(args, activations[0], inits[0]), r) for r in regularizers]
+    else:
+        candidates = [Config.from_args(args, a, i) for a in activations for i in inits]
+    for config in candidates:
         if any(c.label == config.label for c in configs):
             console.print(f"notice: {config.label} is listed twice; it is trained once", highlight=False,
                           markup=False)
             continue
         check_names(config)
         configs.append(config)
-    default = Path("runs") / ("compare-" + "-".join(dict.fromkeys(args.activations)))
+    default = Path("runs") / ("compare-" + "-".join(dict.fromkeys(regularizers or activations)))
     out = claim_run_folder(Path(args.out) if args.out else None, default, overwrite=overwrite)
     results: dict[str, tuple[GradientHistory, Diagnosis]] = {}
     stopped: list[BaseException] = []
@@ -475,6 +590,7 @@ def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
     stop.check()  # a signal while the comparison was written: it is written, now stop
     console.rule("comparison")
     print_comparison(results, console)
+    print_generalisation_table({k: h.evaluations for k, (h, _) in results.items()}, console)
     console.print(f"saved comparison to {out} (plots: {out / PLOTS_DIR}); "
                   f"show it again: {shell_command('gradscope', 'report', out)}", highlight=False, markup=False,
                   soft_wrap=True)
@@ -506,11 +622,15 @@ def plot_comparison_folder(results: dict[str, tuple[GradientHistory, Diagnosis]]
     ...     str(plot_comparison_folder({"tanh/glorot": (h, diagnose(h))}, Path(folder)).relative_to(folder))
     'plots/comparison.png'
     """
+    from gradscope.render.evaluations import plot_curves
     from gradscope.render.plots import plot_activation_histograms, plot_comparison
 
     plots = folder / PLOTS_DIR
     for label, (history, _) in results.items():
         plot_activation_histograms(history, plots / f"activations_{label.replace('/', '-')}.png")
+    records = {label: history.evaluations for label, (history, _) in results.items() if len(history.evaluations)}
+    if records:
+        plot_curves(records, plots / "curves.png")
     return plot_comparison({k: h for k, (h, _) in results.items()}, plots / "comparison.png")
 
 
@@ -537,6 +657,7 @@ def show_comparison(folder: Path, console: Any, plots: bool = True, tensorboard:
         if tensorboard is not None:
             export_tensorboard(history, results[label][1], tensorboard / run.name, console)
     print_comparison(results, console)
+    print_generalisation_table({k: h.evaluations for k, (h, _) in results.items()}, console)
     if plots:
         path = plot_comparison_folder(results, folder)
         console.print(f"plots: {path.parent}", highlight=False, markup=False)

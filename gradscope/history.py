@@ -73,6 +73,7 @@ from typing import IO, Any
 import numpy as np
 
 from gradscope.history_chunks import CHUNKS_DIR, ChunkStore, chunk_files
+from gradscope.evaluations import Evaluations
 
 # 2: in the variable series, NaN means "not measured" and +inf "non-finite";
 #    weight norms are read after the step's update.
@@ -118,6 +119,7 @@ class GradientHistory:
         self.stream: ChunkStore | None = None
         #: The bucket minima and maxima of a down-sampled history (`overview`), else None.
         self.spread: Spread | None = None
+        self.evaluations = Evaluations()  # training and validation loss and accuracy (gradscope.evaluations)
         # Rows live in preallocated arrays that double when full, so an
         # append costs O(rows appended) and reading returns views: a long run
         # flushed every few steps never re-copies its whole past. A streamed
@@ -312,6 +314,7 @@ class GradientHistory:
     def _empty_like(self) -> GradientHistory:
         h = GradientHistory(self.layers, variables=self.variables, layer_info=self.layer_info, config=self.config)
         h.histograms = self.histograms
+        h.evaluations = self.evaluations
         return h
 
     def append_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -419,6 +422,7 @@ class GradientHistory:
             arrays = self._arrays(0, self._n)
             arrays.update(self._histogram_arrays())
             atomic_write(folder / HISTORY_FILE, lambda f: np.savez(f, **arrays), binary=True)
+        self.evaluations.save(folder)
         self._write_meta(folder)
         if summary is not None:
             atomic_write(folder / SUMMARY_FILE, lambda f: f.write(dumps_json(summary)))
@@ -600,6 +604,7 @@ def load_run(folder: str | os.PathLike, buckets: int | None = None) -> GradientH
             "ranges": check(f"hist/{moment}/ranges", (len(layers), 2), "layers x 2"),
             "counts": check(f"hist/{moment}/counts", (len(layers), None), "layers x bins"),
         }
+    history.evaluations = Evaluations.load(folder)
     if buckets is not None and rows > buckets:
         from gradscope.downsample import downsample
 

@@ -68,7 +68,8 @@ def train(
             to `None` (run the epochs). Without ``epochs``, a dataset of
             unknown length is passed over again until ``steps``.
         validation_data: ``(x_val, y_val)`` (giving ``val_loss`` and
-            ``val_accuracy`` logs at each epoch end) or a dataset (``val_loss``).
+            ``val_accuracy`` logs at each epoch end, and every ``evaluate_every`` steps of the
+            monitor's within an epoch) or a dataset (``val_loss``).
         callbacks: Keras callbacks. A `GradientMonitor` among them is used
             for the recording; otherwise one is made, kept for the model's
             next call (each call still returns a history of its own).
@@ -141,7 +142,7 @@ def train(
     xla = jit_compile == "auto" or bool(jit_compile)
     step_fn, sums = _compiled_step(monitor, model, batches, xla)
     if jit_compile == "auto":
-        step_fn = _WithoutXlaIfRefused(step_fn, lambda: _compiled_step(monitor, model, batches, False)[0])
+        step_fn = _WithoutXlaIfRefused(step_fn, sums, lambda: _compiled_step(monitor, model, batches, False))
     done = 0
     logs: dict[str, Any] = {}
     try:
@@ -154,9 +155,16 @@ def train(
                 cbks.on_train_batch_begin(batch)
                 mean_loss, mean_acc = step_fn(*inputs)
                 done += 1
-                cbks.on_train_batch_end(batch, {"loss": mean_loss, "accuracy": mean_acc})
+                batch_logs = {"loss": mean_loss, "accuracy": mean_acc}
+                if validation_data is not None and monitor.evaluation_due(done, batch):
+                    # On the monitor's schedule (evaluate_every), which records these logs.
+                    with monitor.session.paused():
+                        batch_logs.update(_validate(model, validation_data, batch_size))
+                cbks.on_train_batch_end(batch, batch_logs)
                 if model.stop_training:
                     break
+            # After a fallback from XLA the plain step sums into its own variable.
+            sums = getattr(step_fn, "sums", sums)
             loss_sum, acc_sum, seen = (float(v) for v in sums.numpy())
             logs = {"loss": loss_sum / max(seen, 1), "accuracy": acc_sum / max(seen, 1)}
             if validation_data is not None:
@@ -192,8 +200,8 @@ class _WithoutXlaIfRefused:
     """The XLA step, until XLA refuses to compile it: then, once and with a
     one-line notice, the same step without XLA (``jit_compile="auto"``)."""
 
-    def __init__(self, xla_step: Any, make_plain: Any) -> None:
-        self.step, self.make_plain, self.checked = xla_step, make_plain, False
+    def __init__(self, xla_step: Any, sums: tf.Variable, make_plain: Any) -> None:
+        self.step, self.sums, self.make_plain, self.checked = xla_step, sums, make_plain, False
 
     def __call__(self, *inputs: Any) -> Any:
         if self.checked:
@@ -207,7 +215,9 @@ class _WithoutXlaIfRefused:
             op = re.search(r"No registered '(\w+)'", message)
             notice(f"gradscope: XLA cannot compile this model's step{f' ({op.group(1)})' if op else ''}; "
                    "training without XLA")
-            self.step = self.make_plain()
+            self.step, plain_sums = self.make_plain()
+            plain_sums.assign(self.sums)  # the epoch's sums so far go on in the plain step's variable
+            self.sums = plain_sums
             result = self.step(*inputs)
         self.checked = True
         return result

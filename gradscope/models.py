@@ -49,15 +49,41 @@ def lecture_mlp(
     output_activation: str = "tanh",
     init: str = "random_uniform",
     seed: int | None = None,
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    augment: tuple[int, int] | None = None,
 ) -> keras.Sequential:
-    """The lecture's deep MLP, with the hidden activation and initializer as parameters.
+    """The lecture's deep MLP, with the hidden activation and initializer as parameters, and the cures for
+    overfitting as options.
 
     ``activation`` sets the hidden layers only; the output layer keeps
     ``output_activation`` (tanh, as in the lecture). Layer names are
     ``hidden_1`` ... ``hidden_N`` and ``output``, so tables read in depth order.
+
+    Args:
+        dropout: the rate of a `Dropout` layer after each hidden layer (``dropout_1`` ...); 0 for none.
+        l2: the factor of an L2 kernel regulariser on every layer, ``l2 * sum(W**2)`` added to the loss
+            (coupled L2, not AdamW's decoupled weight decay); 0 for none.
+        augment: the images' ``(height, width)``: the flat pixels are shifted by up to 10% of each side
+            (`RandomTranslation`) and rotated by up to 10 degrees (`RandomRotation`) before the first layer.
+            Keras applies both in training only, so validation and prediction see the images as they are.
+
+    Example:
+
+    >>> model = lecture_mlp(64, hidden=[8], dropout=0.5, l2=1e-4, augment=(8, 8))
+    >>> [layer.name for layer in model.layers]
+    ['as_image', 'shift', 'rotate', 'flat', 'hidden_1', 'dropout_1', 'output']
     """
     import keras  # here, not at the top: `gradscope report` must not need TensorFlow
     layers: list = [keras.Input((input_dim,), name="pixels")]
+    if augment is not None:
+        layers += [
+            keras.layers.Reshape((*augment, 1), name="as_image"),
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed, name="shift"),
+            keras.layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed, name="rotate"),
+            keras.layers.Flatten(name="flat"),
+        ]
+    regulariser = keras.regularizers.L2(l2) if l2 else None
     for i, units in enumerate(hidden):
         layers.append(
             keras.layers.Dense(
@@ -65,15 +91,19 @@ def lecture_mlp(
                 activation=activation,
                 kernel_initializer=_initializer(init, seed, i),
                 bias_initializer="zeros",
+                kernel_regularizer=regulariser,
                 name=f"hidden_{i + 1}",
             )
         )
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout, seed=seed, name=f"dropout_{i + 1}"))
     layers.append(
         keras.layers.Dense(
             outputs,
             activation=output_activation,
             kernel_initializer=_initializer(init, seed, len(hidden)),
             bias_initializer="zeros",
+            kernel_regularizer=regulariser,
             name="output",
         )
     )

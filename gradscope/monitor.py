@@ -26,7 +26,7 @@ import numpy as np
 from gradscope.diagnosis import Diagnosis, NonFinite
 from gradscope.history import GradientHistory
 from gradscope.render.live import LiveView, Progress
-from gradscope.session import RecordingOptions, RecordingSession, notice
+from gradscope.session import RecordingOptions, RecordingSession, notice, whole_number
 
 _POLICIES = ("warn", "stop", "raise")
 
@@ -50,6 +50,7 @@ class FitSteps:
     epoch_first_row: int = 0  # the history's row count when the epoch began
     start_rows: int = 0  # ... and when the fit began
     attached: bool = False  # the model was hooked for this fit
+    evaluation_offset: int = 0  # the record's last evaluated step, when one history spans several fits
 
     @classmethod
     def begin(cls, params: dict[str, Any], rows: int) -> FitSteps:
@@ -113,6 +114,9 @@ class GradientMonitor(keras.callbacks.Callback):
         saturation_threshold: |a| at or above which a tanh unit counts as
             saturated (sigmoid: a >= it or a <= 1 - it). Defaults to `0.99`.
         flush_every: steps between two fetches from the device. Defaults to `256`.
+        evaluate_every: on long epochs, also record the training loss and accuracy every N steps within an
+            epoch (`gradscope.train` evaluates its validation data then too); every epoch end is recorded
+            anyway, with fit's ``val_*`` logs (``history.evaluations``). Defaults to `None` (epoch ends only).
         console: a `rich.console.Console` for the output. Defaults to standard output.
         tensorboard: a folder to write TensorBoard event files into, e.g. `"logs/run1"`:
             every recorded step's scalars per layer, the activation histograms and
@@ -156,6 +160,7 @@ class GradientMonitor(keras.callbacks.Callback):
         console: Any = None,
         tensorboard: str | os.PathLike | None = None,
         stream_to: str | os.PathLike | None = None,
+        evaluate_every: int | None = None,
     ) -> None:
         super().__init__()
         if verbose not in (0, 1, 2):
@@ -181,6 +186,7 @@ class GradientMonitor(keras.callbacks.Callback):
             from gradscope.render.tensorboard import TensorBoardWriter
 
             self.tensorboard = TensorBoardWriter(tensorboard)
+        self.evaluate_every = None if evaluate_every is None else whole_number("evaluate_every", evaluate_every)
         #: The clock of the live view's refreshes; a test may put a fake one here.
         self.clock: Callable[[], float] = time.monotonic
         self._view: LiveView | None = None
@@ -218,6 +224,8 @@ class GradientMonitor(keras.callbacks.Callback):
         # Counted after attach, which may start a new history (another model).
         self._fit = FitSteps.begin(p, rows=len(self.history) if self.history is not None else 0)
         self._fit.attached = attached
+        if self.history is not None and len(self.history.evaluations):
+            self._fit.evaluation_offset = self.history.evaluations.steps[-1]
         self._last_flush = self.clock()
         if self.verbose:
             self._view = LiveView({**p, "total_steps": self._fit.total}, console=self.console,
@@ -235,6 +243,8 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         steps = self._steps_per_call()
         self._fit.done += steps
+        if self.history is not None and self.evaluation_due(self._fit.done, batch):
+            self._add_evaluation(logs, epoch_end=False)
         if self._deferred:
             self._deferred = False
             self._fit.attached = self.session.attach(self.model, first_step=self._fit.done)
@@ -268,6 +278,7 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.session.attached:
             return
+        self._add_evaluation(logs, epoch_end=True)
         self.flush()
         if logs is not None:
             logs.update(epoch_grad_norms(self.history, self._fit.epoch_first_row))
@@ -333,6 +344,22 @@ class GradientMonitor(keras.callbacks.Callback):
 
             notice(f"gradscope: TensorBoard files in {board.logdir} are no longer written "
                    f"({' '.join(describe_os_error(exc).split())[:200]}); the record itself is kept")
+
+    def evaluation_due(self, done: int, batch: int) -> bool:
+        """A mid-epoch evaluation is due after this batch: ``evaluate_every`` divides the steps done in this fit,
+        and the batch is not its epoch's last (an epoch end is recorded anyway).
+
+        Args:
+            done: the steps done in this fit, this batch included.
+            batch: the batch's index within its epoch.
+        """
+        per_epoch = (self.params or {}).get("steps")
+        last = bool(per_epoch) and batch + 1 >= per_epoch
+        return bool(self.evaluate_every) and done % self.evaluate_every == 0 and not last
+
+    def _add_evaluation(self, logs: dict | None, epoch_end: bool) -> None:
+        step = self._fit.evaluation_offset + self._fit.done
+        self.history.evaluations.add(step, self._fit.epoch + 1, logs or {}, epoch_end=epoch_end)
 
     def _progress(self) -> Progress:
         history = self.history if self.history is not None else GradientHistory([])

@@ -167,6 +167,7 @@ def show_run(
     >>> diagnosis.healthy
     True
     """
+    from gradscope.render.evaluations import print_generalisation
     from gradscope.render.terminal import default_console, print_summary
 
     history = load_overview(folder)
@@ -181,6 +182,7 @@ def show_run(
     if tensorboard is not None:
         # Every step, even of a run the summary reads down-sampled.
         export_tensorboard(history if history.spread is None else load_run(folder), diagnosis, tensorboard, console)
+    print_generalisation(history.evaluations, console)
     if plots:
         try:
             paths = redraw_plots(history, folder)

@@ -100,3 +100,18 @@ def test_the_notebook_runs_headless_and_tells_the_tanh_relu_story(monkeypatch):
     tanh_share, relu_share = (float(v) for v in row.split()[-2:])
     assert tanh_share < 0.5 < relu_share
     assert row == _first_step_row(_cell(committed, "runs = "))
+
+
+def test_capacity_example_underfits_and_overfits(tmp_path):
+    # numpy and matplotlib only: run as a script, without the MNIST flags the other examples take.
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "capacity.py"), "--out", str(tmp_path / "fits.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]]
+            for line in proc.stdout.splitlines() if line.split() and line.split()[0].isdigit()}
+    train = [rows[d][0] for d in (1, 3, 12)]
+    test = [rows[d][1] for d in (1, 3, 12)]
+    assert train[0] > train[1] > train[2]  # more capacity, closer fit to the training points
+    assert test[2] > test[1]  # ... but degree 12 predicts new points worse than degree 3
+    assert test[0] > test[1]  # and degree 1 underfits
+    assert (tmp_path / "fits.png").stat().st_size > 10_000

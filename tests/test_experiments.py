@@ -11,7 +11,17 @@ import pytest
 
 from gradscope.cli import build_parser
 from gradscope.data import Dataset, load_dataset
-from gradscope.experiments import Config, build_model, model_summary, run_config
+from gradscope.experiments import (
+    DEFAULT_CURES,
+    Config,
+    ConfigError,
+    build_model,
+    ensemble_members,
+    model_summary,
+    regularized,
+    run_config,
+)
+from gradscope.history import load_run
 from gradscope.models import mlp_param_count
 
 
@@ -140,3 +150,109 @@ def test_runs_use_xla_by_default_and_no_jit_turns_it_off(tmp_path, flags, jit):
     run_config(config, data, tmp_path / "run", Console(file=io.StringIO()), live=False)
     saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert saved["jit"] is jit
+
+
+# -- the cures for overfitting ------------------------------------------------------------------------------------
+
+
+def test_the_cure_flags_reach_the_config_and_its_label():
+    config = config_for("--dropout", "0.3", "--weight-decay", "1e-4", "--augment", "--ensemble", "3")
+    assert (config.dropout, config.weight_decay, config.augment, config.ensemble) == (0.3, 1e-4, True, 3)
+    assert config.label == "tanh/random_uniform + dropout 0.3 + weight decay 0.0001 + augment + ensemble of 3"
+    assert config.slug == "tanh-random_uniform-dropout0.3-weightdecay0.0001-augment-ensembleof3"
+    assert config_for().label == "tanh/random_uniform"  # no cure: the label is the network's alone
+
+
+def test_dropout_and_weight_decay_reach_the_model():
+    model = build_model(config_for("--layers", "8,6", "--dropout", "0.3", "--weight-decay", "0.01"), fake_data(64))
+    dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert [(d.name, d.rate) for d in dropouts] == [("dropout_1", 0.3), ("dropout_2", 0.3)]
+    # One L2 penalty per kernel, 0.01 * sum(W**2), in the loss Keras trains on.
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    expected = [0.01 * np.sum(layer.kernel.numpy().astype(np.float64) ** 2) for layer in dense]
+    np.testing.assert_allclose([float(v) for v in model.losses], expected, rtol=1e-5)
+
+
+def test_augmentation_changes_training_batches_only():
+    model = build_model(config_for("--layers", "8", "--augment"), fake_data(64))
+    images = np.zeros((16, 64), np.float32)
+    images[:, 27:29] = 1.0  # a bright bar in the middle of each 8x8 image
+    front = keras.Sequential(model.layers[:4])  # as_image, shift, rotate, flat
+    assert [layer.name for layer in front.layers] == ["as_image", "shift", "rotate", "flat"]
+    trained_on = front(images, training=True).numpy()
+    assert not np.allclose(trained_on, images)  # moved and turned
+    np.testing.assert_array_equal(front(images, training=False).numpy(), images)  # validation sees the image
+    with pytest.raises(ConfigError, match="square images"):
+        build_model(config_for("--augment"), fake_data(60))
+
+
+def test_ensemble_members_have_their_own_seeds_and_weights():
+    config = config_for("--layers", "8", "--ensemble", "3", "--seed", "5")
+    members = ensemble_members(config)
+    assert [m.seed for m in members] == [5, 6, 7]
+    weights = [kernels(build_model(m, fake_data(64)))[0] for m in members]
+    assert not np.allclose(weights[0], weights[1]) and not np.allclose(weights[1], weights[2])
+
+
+def test_regularizers_each_apply_one_cure_at_the_flags_strength():
+    base = config_for("--dropout", "0.2")
+    cures = {name: regularized(base, name) for name in ("none", "dropout", "weight_decay", "augment", "ensemble")}
+    assert [c.label for c in cures.values()] == list(cures)
+    assert (cures["none"].dropout, cures["dropout"].dropout, cures["augment"].dropout) == (0.0, 0.2, 0.0)
+    assert cures["weight_decay"].weight_decay == DEFAULT_CURES["weight_decay"]
+    assert cures["ensemble"].ensemble == DEFAULT_CURES["ensemble"] and cures["augment"].augment
+
+
+@pytest.mark.slow
+def test_dropouts_zeros_are_not_counted_as_dead_relus():
+    import gradscope
+
+    # With dropout 0.9 a unit is zeroed for a whole batch of 16 with probability 0.9**16 = 19%. The record reads
+    # each Dense layer's output before its Dropout: the dead share at step 0 is that of the ReLUs themselves,
+    # worked out here from the initial weights and the first batch.
+    config = config_for("--layers", "32", "--activation", "relu", "--init", "he_normal", "--dropout", "0.9")
+    data = load_dataset("digits", limit=64)
+    model = build_model(config, data)
+    hidden = model.get_layer("hidden_1")
+    relu = np.maximum(data.x_train[:16] @ hidden.kernel.numpy() + hidden.bias.numpy(), 0)
+    history = gradscope.train(model, data.x_train, data.one_hot(data.y_train), batch_size=16, steps=1,
+                              shuffle=False)
+    assert history.layers == ["hidden_1", "output"]  # the Dropout layers, without weights, are not watched
+    assert history["dead"][0, 0] == pytest.approx(np.mean(np.all(relu == 0, axis=0)))
+
+
+@pytest.mark.slow
+def test_an_ensemble_run_reports_each_member_and_their_averaged_prediction(tmp_path):
+    from rich.console import Console
+
+    data = load_dataset("digits", limit=60)
+    config = config_for("--layers", "8", "--epochs", "2", "--batch-size", "30", "--ensemble", "2", "--no-jit")
+    console = Console(file=io.StringIO(), width=160)
+    history, _ = run_config(config, data, tmp_path / "run", console, live=False)
+    text = console.file.getvalue()
+    members = history.config["ensemble_val_accuracy"]
+    assert len(members) == 2 and all(0 <= a <= 1 for a in members)
+    assert f"member 1 {members[0]:.1%}, member 2 {members[1]:.1%}; ensemble (averaged prediction)" in text
+    assert history.evaluations.epochs == [1, 2] and len(history) == 4  # member 1's gradient record: 2 x 2 steps
+    saved = load_run(tmp_path / "run")
+    assert saved.evaluations.series("val_accuracy").tolist() == history.evaluations.series("val_accuracy").tolist()
+
+
+@pytest.mark.slow
+def test_compare_regularizers_prints_the_table_and_draws_the_curves(tmp_path):
+    from rich.console import Console
+
+    from gradscope.experiments import compare
+
+    args = build_parser().parse_args(["compare", "--regularizers", "none", "dropout", "--dataset", "digits",
+                                      "--limit", "40", "--layers", "8", "--epochs", "2", "--batch-size", "20",
+                                      "--quiet", "--no-jit", "--out", str(tmp_path / "cmp")])
+    console = Console(file=io.StringIO(), width=200)
+    out = compare(args, console)
+    text = console.file.getvalue()
+    header = next(line for line in text.splitlines() if "validation acc" in line)
+    assert "train acc" in header and "gap" in header and "best epoch" in header
+    rows = [line for line in text.splitlines() if line.startswith("│") and line.rstrip("│ ").endswith("of 2")]
+    assert [row.split()[1] for row in rows] == ["none", "dropout"]
+    assert (out / "plots" / "curves.png").stat().st_size > 10_000
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["dropout", "none", "plots"]

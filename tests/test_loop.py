@@ -278,3 +278,24 @@ def test_the_monitor_kept_for_the_next_call_does_not_keep_the_model_alive():
     del model
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.slow
+def test_the_epoch_loss_survives_a_fallback_from_xla(toy):
+    # RandomTranslation has no XLA kernel: the step falls back on its first call, and the epoch's sums must
+    # go on in the plain step (they read 0 before), matching the batches' own running mean.
+    x, y = toy
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Reshape((3, 4, 1)),
+                              keras.layers.RandomTranslation(0.2, 0.2), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    batch_losses = []
+
+    class Keep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batch_losses.append(float(logs["loss"]))
+
+    monitor = gradscope.GradientMonitor()
+    gradscope.train(model, x, y, batch_size=32, epochs=1, callbacks=[monitor, Keep()], jit_compile="auto")
+    (epoch_loss,) = monitor.history.evaluations.series("loss")
+    assert epoch_loss > 0 and epoch_loss == pytest.approx(batch_losses[-1], rel=1e-6)

@@ -19,7 +19,8 @@ The package, one job a module:
     measures.py   ratios to the output layer, weight gains, the first/last tenth
     nonfinite.py  first_nonfinite: where a run first went NaN or Inf
     context.py    DiagnosisContext: the numbers every rule reads, computed once
-    rules.py      Rule, the eight rules, the RULES table, rules_table_markdown
+    curves.py     FittingCurves: training and validation loss and accuracy per epoch
+    rules.py      Rule, the rules, the RULES table, rules_table_markdown
     __main__.py   python -m gradscope.diagnosis prints the table for docs/diagnosis.md
 
 To add a rule, subclass `Rule`, give it a `check`, and add one instance to the

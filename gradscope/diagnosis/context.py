@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from gradscope.diagnosis.curves import FittingCurves
 from gradscope.diagnosis.findings import Diagnosis, LayerVerdict
 from gradscope.diagnosis.measures import depth_ratios, median, tenth, weight_gains, weight_growth
 from gradscope.diagnosis.nonfinite import first_nonfinite
@@ -36,7 +37,8 @@ class DiagnosisContext:
     `weight_product`, `first_loss`, `final_loss`, `final_accuracy` (medians
     over the first or last tenth), `num_classes`, `steps`, the row windows
     `first_tenth` and `last_tenth`, the per-layer `verdicts`, and the other
-    rules' layers through `flagged(name)`.
+    rules' layers through `flagged(name)`, and `curves` (`FittingCurves`: training and validation loss and
+    accuracy at each epoch end).
 
     Example:
 
@@ -110,6 +112,7 @@ class DiagnosisContext:
         self.final_loss = float(median(loss[self.last_tenth, None])[0])
         self.final_accuracy = float(median(acc[self.last_tenth, None])[0])
         self.num_classes: int | None = num_classes or history.config.get("num_classes") or _output_units(history)
+        self.curves = FittingCurves.of(history.evaluations)  # training and validation, per epoch
 
         self._flagged: dict[str, list[str]] = {}
         self.verdicts = self._layer_verdicts()

@@ -362,6 +362,75 @@ class StalledRule(Rule):
         return [self.finding([context.output], message, cause)]
 
 
+@dataclass(frozen=True)
+class OverfittingRule(Rule):
+    """Validation loss rose after its lowest point while training loss fell, or training accuracy stays far above
+    validation accuracy; reads `context.curves` (epoch ends with a validation evaluation).
+
+    The rise counts when the lowest validation loss is at least `patience` epochs back, the median of the last
+    `patience` validation losses is `threshold` (a share) or more above it, and the training loss is now below its
+    value at that epoch. The gap counts when training accuracy minus validation accuracy, median over the last
+    `patience` epochs, is above `gap`. Medians over several epochs keep one noisy evaluation from firing it.
+    """
+
+    patience: int
+    gap: float
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        curves = context.curves
+        if len(curves) < self.patience + 1:
+            return []
+        best = int(np.argmin(curves.val_loss))
+        last = slice(-self.patience, None)
+        lowest, late = float(curves.val_loss[best]), float(np.median(curves.val_loss[last]))
+        rose = (len(curves) - 1 - best >= self.patience and late >= (1 + self.threshold) * lowest
+                and curves.loss[-1] < curves.loss[best])
+        gap = float(np.median(curves.accuracy[last] - curves.val_accuracy[last]))  # NaN without accuracies
+        if not (rose or gap > self.gap):
+            return []
+        parts = []
+        if rose:
+            parts.append(f"validation loss rose from {lowest:.3g} at epoch {curves.epochs[best]} to {late:.3g} "
+                         f"(+{late / lowest - 1:.0%}, threshold +{self.threshold:.0%}) while training loss fell "
+                         f"from {curves.loss[best]:.3g} to {curves.loss[-1]:.3g}")
+        if gap > self.gap:
+            parts.append(f"training accuracy is {100 * gap:.1f} points above validation accuracy "
+                         f"(threshold {100 * self.gap:g})")
+        message = (f"Overfitting: {'; '.join(parts)}. Validation loss was lowest at epoch {curves.epochs[best]} "
+                   f"of {curves.epochs[-1]}: early stopping would have stopped there.")
+        samples = context.history.config.get("train_samples")
+        data = f" ({samples:,} training samples)" if isinstance(samples, int) else ""
+        cause = f"the model has more capacity than the data{data} can pin down, so it also learns their noise"
+        return [self.finding([], message, cause)]
+
+
+#: The rules whose findings explain low accuracy before the model's size does: underfitting is silent when one fires.
+GRADIENT_RULES = ("non_finite", "diverged", "vanishing", "exploding", "saturated", "dead_relu", "small_weights",
+                  "large_weights", "stalled")
+
+
+@dataclass(frozen=True)
+class UnderfittingRule(Rule):
+    """Training and validation accuracy both below `threshold` (medians over the last `window` epoch ends, after at
+    least `window` of them), and no rule of `GRADIENT_RULES` fired to explain it."""
+
+    window: int
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        curves = context.curves
+        if len(curves) < self.window:
+            return []
+        train = float(np.median(curves.accuracy[-self.window:]))
+        val = float(np.median(curves.val_accuracy[-self.window:]))
+        if not (train < self.threshold and val < self.threshold):  # NaN (no accuracy): not judged
+            return []
+        if any(context.flagged(name) for name in GRADIENT_RULES):
+            return []
+        message = (f"Underfitting: training accuracy {train:.1%} and validation accuracy {val:.1%} are both below "
+                   f"{self.threshold:.0%} after {curves.epochs[-1]} epochs, and no gradient finding explains it.")
+        return [self.finding([], message, "a model too small for the task, or training too short")]
+
+
 #: Every rule, its thresholds and its remedy, in the order findings are
 #: reported. docs/diagnosis.md prints this table (`rules_table_markdown`).
 RULES: dict[str, Rule] = {
@@ -460,6 +529,34 @@ RULES: dict[str, Rule] = {
                 "check the output activation and loss pair (softmax with cross-entropy learns where tanh with MSE "
                 "can stall), the initialisation and the learning rate"
             ),
+        ),
+        OverfittingRule(
+            "overfitting",
+            threshold=0.1,
+            patience=3,
+            gap=0.1,
+            meaning_format=(
+                "at epoch ends with a validation evaluation: the median validation loss of the last {patience} is "
+                "{threshold:.0%} or more above its lowest value, reached {patience} or more epochs earlier, while "
+                "the training loss fell since; or training accuracy minus validation accuracy (median of the last "
+                "{patience}) is above {gap:.0%}. The finding names the epoch of lowest validation loss"
+            ),
+            remedy=(
+                "more data; data augmentation (--augment); weight decay (--weight-decay); dropout (--dropout); "
+                "an ensemble (--ensemble); a smaller model (--layers); early stopping at the epoch of lowest "
+                "validation loss (keras.callbacks.EarlyStopping(restore_best_weights=True))"
+            ),
+        ),
+        UnderfittingRule(
+            "underfitting",
+            threshold=0.6,
+            window=3,
+            meaning_format=(
+                "training and validation accuracy (medians over the last {window} epoch ends) are both below "
+                "{threshold:.0%}, and no gradient rule (vanishing, exploding, saturated, dead_relu, stalled, ...) "
+                "fired to explain it"
+            ),
+            remedy="a larger model (wider or more --layers), or more epochs",
         ),
     ]
 }

@@ -180,3 +180,116 @@ def test_large_weights_names_the_relu_threshold_for_relu_layers():
 def test_the_readme_names_every_rule():
     readme = (ROOT / "README.md").read_text()
     assert [name for name in RULES if f"`{name}`" not in readme] == []
+
+
+# -- overfitting and underfitting: the training and validation curves -------------------------------------------
+
+
+def _fitting_case(loss, acc, val_loss, val_acc) -> GradientHistory:
+    """A healthy gradient record (no gradient rule fires) with these epoch-end curves."""
+    h = _case("none", 0.5)
+    for epoch, row in enumerate(zip(loss, acc, val_loss, val_acc, strict=True), 1):
+        logs = dict(zip(("loss", "accuracy", "val_loss", "val_accuracy"), row, strict=True))
+        h.evaluations.add(epoch * 10, epoch, logs)
+    return h
+
+
+def _findings(h: GradientHistory) -> list[str]:
+    return [f.rule for f in diagnose(h).findings]
+
+
+def test_overfitting_fires_when_validation_loss_rises_and_names_the_best_epoch():
+    epochs = np.arange(1, 21)
+    loss = 1.0 / epochs  # falls throughout
+    val_loss = 0.5 + 0.01 * (epochs - 8) ** 2  # lowest at epoch 8, 0.5; 1.94 at the end
+    h = _fitting_case(loss, np.full(20, 0.9), val_loss, np.full(20, 0.88))
+    (finding,) = RULES["overfitting"].check(DiagnosisContext(h))
+    assert "lowest at epoch 8 of 20" in finding.message
+    # The median of the last three validation losses (1.5, 1.71, 1.94); the accuracy gap, 2 points, is not named.
+    assert "rose from 0.5 at epoch 8 to 1.71 (+242%, threshold +10%)" in finding.message
+    assert "points above" not in finding.message
+    assert _findings(h) == ["overfitting"]
+
+
+def test_overfitting_fires_on_the_accuracy_gap_past_its_threshold_only():
+    rule = RULES["overfitting"]
+    val_loss = np.linspace(1.0, 0.5, 10)  # still falling: only the gap can fire it
+    at = _fitting_case(np.linspace(1, 0.1, 10), np.full(10, 0.95), val_loss, np.full(10, 0.95 - rule.gap + 1e-9))
+    past = _fitting_case(np.linspace(1, 0.1, 10), np.full(10, 0.95), val_loss, np.full(10, 0.95 - rule.gap - 0.01))
+    assert rule.check(DiagnosisContext(at)) == []
+    (finding,) = rule.check(DiagnosisContext(past))
+    assert "11.0 points above validation accuracy (threshold 10)" in finding.message
+
+
+def test_overfitting_needs_the_rise_to_last_and_the_training_loss_to_fall():
+    rule = RULES["overfitting"]
+    acc = np.full(8, 0.9)
+    # The last evaluation alone jumps: the median of the last three does not move.
+    spike = _fitting_case(np.linspace(1, 0.2, 8), acc, [1, 0.8, 0.6, 0.5, 0.5, 0.5, 0.5, 2.0], acc)
+    # Validation loss rises, but so does the training loss: diverging, not overfitting.
+    both = _fitting_case(np.linspace(0.2, 1.0, 8), acc, np.linspace(0.3, 1.2, 8), acc)
+    assert rule.check(DiagnosisContext(spike)) == [] and rule.check(DiagnosisContext(both)) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_healthy_noisy_curves_get_neither_finding(seed):
+    rng = np.random.default_rng(seed)
+    epochs = np.arange(1, 31)
+    loss = 0.3 + 0.7 / epochs
+    noise = rng.normal(0, 0.02, (2, 30))  # evaluation noise: 2% of the loss, 2 points of accuracy
+    h = _fitting_case(loss, 0.97 - 0.3 / epochs, (loss + 0.03) * (1 + noise[0]), 0.95 - 0.3 / epochs + noise[1])
+    assert _findings(h) == []
+
+
+def test_no_validation_no_judgement():
+    h = _fitting_case(np.linspace(1, 0.1, 10), np.full(10, 0.99), np.full(10, np.nan), np.full(10, np.nan))
+    assert _findings(h) == []
+
+
+def test_underfitting_fires_when_both_accuracies_stay_low_and_nothing_explains_it():
+    rule = RULES["underfitting"]
+    low = _fitting_case(np.full(6, 1.2), np.full(6, rule.threshold - 0.01), np.full(6, 1.25),
+                        np.full(6, rule.threshold - 0.03))
+    (finding,) = rule.check(DiagnosisContext(low))
+    assert finding.message.startswith("Underfitting: training accuracy 59.0% and validation accuracy 57.0%")
+    assert _findings(low) == ["underfitting"]
+    # At the threshold, or with a gradient finding to explain it, it stays silent.
+    at = _fitting_case(np.full(6, 1.2), np.full(6, rule.threshold), np.full(6, 1.25), np.full(6, rule.threshold))
+    assert rule.check(DiagnosisContext(at)) == []
+    vanishing = _case("vanishing", 0.001)
+    vanishing.evaluations = low.evaluations
+    assert _findings(vanishing) == ["vanishing"]
+
+
+def _teacher_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of a random linear teacher, 15% of them replaced at random: the noise a small set lets a net learn."""
+    x = rng.normal(size=(n, 16)).astype("float32")
+    labels = np.argmax(x @ _TEACHER, axis=1)
+    flip = rng.random(n) < 0.15
+    labels[flip] = rng.integers(0, 4, flip.sum())
+    return x, np.eye(4, dtype="float32")[labels]
+
+
+_TEACHER = np.random.default_rng(7).normal(size=(16, 4))
+
+
+@pytest.mark.slow
+def test_a_wide_network_overfits_100_samples_and_not_enough_data():
+    import keras
+
+    import gradscope
+
+    rng = np.random.default_rng(0)
+    validation = _teacher_data(rng, 500)
+
+    def train(n: int, epochs: int, batch: int) -> list[str]:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(512, activation="relu"),
+                                  keras.layers.Dense(4, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
+        x, y = _teacher_data(rng, n)
+        history = gradscope.train(model, x, y, batch_size=batch, epochs=epochs, validation_data=validation, seed=0)
+        return [f.rule for f in diagnose(history).findings]
+
+    assert train(100, 12, 20) == ["overfitting"]
+    assert train(2000, 5, 100) == []
