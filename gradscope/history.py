@@ -72,8 +72,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from gradscope.history_chunks import CHUNKS_DIR, ChunkStore, chunk_files
 from gradscope.evaluations import Evaluations
+from gradscope.history_chunks import CHUNKS_DIR, ChunkStore, chunk_files
 
 # 2: in the variable series, NaN means "not measured" and +inf "non-finite";
 #    weight norms are read after the step's update.
