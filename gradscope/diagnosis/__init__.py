@@ -19,7 +19,7 @@ The package, one job a module:
     measures.py   ratios to the output layer, weight gains, the first/last tenth
     nonfinite.py  first_nonfinite: where a run first went NaN or Inf
     context.py    DiagnosisContext: the numbers every rule reads, computed once
-    rules.py      Rule, the eight rules, the RULES table, rules_table_markdown
+    rules.py      Rule, the nine rules, the RULES table, rules_table_markdown
     __main__.py   python -m gradscope.diagnosis prints the table for docs/diagnosis.md
 
 To add a rule, subclass `Rule`, give it a `check`, and add one instance to the
@@ -62,6 +62,7 @@ from gradscope.diagnosis.rules import (
     SmallWeightsRule,
     StalledRule,
     VanishingRule,
+    WeakBranchRule,
     rules_table_markdown,
 )
 from gradscope.history import GradientHistory
@@ -85,6 +86,7 @@ __all__ = [
     "SmallWeightsRule",
     "StalledRule",
     "VanishingRule",
+    "WeakBranchRule",
     "depth_ratios",
     "diagnose",
     "first_nonfinite",

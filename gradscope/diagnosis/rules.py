@@ -175,7 +175,8 @@ class VanishingRule(Rule):
     weight_cause_below: float
 
     def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
-        return self.name if context.ratios[layer] < self.threshold else None
+        judged = context.depth_judged[layer]
+        return self.name if judged and context.ratios[layer] < self.threshold else None
 
     def flags(self, context: DiagnosisContext) -> list[str]:
         return context.judged(self.name)
@@ -220,7 +221,8 @@ class ExplodingRule(Rule):
     """Layers whose ratio to the output layer is above `threshold`."""
 
     def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
-        return self.name if context.ratios[layer] > self.threshold else None
+        judged = context.depth_judged[layer]
+        return self.name if judged and context.ratios[layer] > self.threshold else None
 
     def flags(self, context: DiagnosisContext) -> list[str]:
         return context.judged(self.name)
@@ -239,6 +241,40 @@ class ExplodingRule(Rule):
             f"The back-propagated gradient grows toward the input: {_layers_get(layers)} "
             f"{_list_ratios(context, layers)} times the output layer's (threshold {self.threshold:g})."
         )
+        return [self.finding(layers, message, cause)]
+
+
+@dataclass(frozen=True)
+class WeakBranchRule(Rule):
+    """Layers inside a residual (or parallel) branch whose ratio to the output layer is below `threshold`.
+
+    A skip connection carries the gradient around such a layer, so the
+    layers before it still get theirs: this is not vanishing toward the
+    input, but the branch itself learns slowly.
+    """
+
+    def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
+        inside = not context.main_path[layer]
+        return "weak branch" if inside and context.ratios[layer] < self.threshold else None
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return context.judged("weak branch")
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = (
+            f"Inside residual branches, {_layers_get(layers)} {_list_ratios(context, layers)} of the output layer's "
+            f"back-propagated gradient (threshold {self.threshold:g}); skip connections carry the gradient around "
+            "them, so the layers before them are not starved."
+        )
+        saturated = [n for n in context.flagged("saturated") if n in layers]
+        dead = [n for n in context.flagged("dead_relu") if n in layers]
+        if saturated or dead:
+            cause = f"saturated or dead units inside the branch ({', '.join(saturated + dead)})"
+        else:
+            cause = "the branch scales the gradient down (a normalisation scale near 0, or small weights)"
         return [self.finding(layers, message, cause)]
 
 
@@ -406,6 +442,19 @@ RULES: dict[str, Rule] = {
             remedy=(
                 "use smaller initial weights (Glorot/He), clip gradients (clipnorm), lower the learning rate, "
                 "or add normalisation"
+            ),
+        ),
+        WeakBranchRule(
+            "weak_branch",
+            threshold=0.05,
+            meaning_format=(
+                "a layer inside a residual or parallel branch (one a skip connection goes around) gets a "
+                "back-propagated gradient below {threshold:g} of the output layer's; the vanishing and exploding "
+                "rules judge only the main path"
+            ),
+            remedy=(
+                "harmless early on when a branch's last normalisation starts at zero scale; otherwise check the "
+                "branch's initialisation, its activations and its normalisation"
             ),
         ),
         SaturatedRule(

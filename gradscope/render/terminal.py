@@ -36,7 +36,8 @@ from rich.text import Text
 from gradscope.diagnosis import Diagnosis
 from gradscope.history import GradientHistory
 
-_VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}
+_VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "non-finite": "bold red",
+                  "weak branch": "yellow"}
 _SUMMARY_COLUMNS = (
     "#", "layer", "shape", "params", "activation", "grad first", "grad last", "ratio to output", "sat.", "dead",
     "f'(s)", "verdict",
@@ -94,6 +95,42 @@ def pct(x: float) -> str:
     return f"{x:.0%}" if math.isfinite(x) else "-"
 
 
+def unit_label(history: GradientHistory, layer: int) -> str:
+    """A layer's name in the tables: with the activation layer its
+    statistics are measured after, when it has one (``conv → relu``).
+
+    Args:
+        history: the record.
+        layer: the layer's index.
+
+    Example:
+
+    >>> h = GradientHistory(["conv", "out"], layer_info=[{"activation_layer": "relu"}, {}])
+    >>> unit_label(h, 0), unit_label(h, 1)
+    ('conv → relu', 'out')
+    """
+    name = history.layers[layer]
+    info = history.layer_info[layer] if layer < len(history.layer_info) else {}
+    act = info.get("activation_layer")
+    return f"{name} → {act}" if act else name
+
+
+def layer_optimizers(history: GradientHistory) -> list[str] | None:
+    """The optimizer that updates each layer, when several optimizers share the model; else None.
+
+    Args:
+        history: the record.
+
+    Example:
+
+    >>> h = GradientHistory(["d", "g"], layer_info=[{"optimizer": "d_optimizer"}, {"optimizer": "g_optimizer"}])
+    >>> layer_optimizers(h)
+    ['d_optimizer', 'g_optimizer']
+    """
+    names = [str(info.get("optimizer") or "-") for info in history.layer_info]
+    return names if len(set(names) - {"-"}) > 1 else None
+
+
 def layer_table(history: GradientHistory, row: int = -1, title: str | None = None) -> Table:
     """Layer, units, grad_norm, back-propagated gradient and ratio to the output, at one row.
 
@@ -132,10 +169,10 @@ def layer_table(history: GradientHistory, row: int = -1, title: str | None = Non
     sat = history.get("saturation")
     dead = history.get("dead")
     units = history.info("units")
-    for li, name in enumerate(history.layers):
+    for li in range(len(history.layers)):
         ratio = ref[li] / ref[-1] if ref[-1] else float("nan")
         table.add_row(
-            name,
+            unit_label(history, li),
             str(units[li] or "-"),
             fmt(grad[li]),
             fmt(bp_row[li]),
@@ -167,13 +204,16 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
     ...
     """
     table = Table(title="gradscope summary", title_justify="left")
-    for col in _SUMMARY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("layer", "shape", "activation", "verdict") else "right")
+    optimizers = layer_optimizers(history)
+    columns = _SUMMARY_COLUMNS + (("optimizer",) if optimizers else ())
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("layer", "shape", "activation", "verdict", "optimizer")
+                         else "right")
     for li, (v, info) in enumerate(zip(diagnosis.layers, history.layer_info, strict=False)):
         style = _VERDICT_STYLE.get(v.verdict, "")
         table.add_row(
             str(li + 1),
-            v.name,
+            unit_label(history, li),
             str(info.get("output_shape") or "-"),
             f"{info.get('params', 0):,}",
             str(v.activation or "-"),
@@ -184,12 +224,16 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
             pct(v.dead),
             fmt(v.dact_mean),
             Text(v.verdict, style=style),
+            *([optimizers[li]] if optimizers else []),
         )
     total = sum(int(i.get("params") or 0) for i in history.layer_info)
     table.caption = (
         f"{total:,} trainable parameters; ratio = {diagnosis.measure} relative to the output layer, median over the "
         f"first or the last tenth of {len(history)} recorded steps, whichever is further from 1"
     )
+    if diagnosis.branch_layers:
+        table.caption += (f"; {len(diagnosis.branch_layers)} layers sit inside residual branches (judged by "
+                          "weak_branch, not vanishing)")
     return table
 
 
