@@ -97,6 +97,7 @@ class LayerSpec:
             "variables": list(self.var_names),
             "fan_in": fan_in,
             "fan_out": fan_out,
+            "kernel_size": int(np.prod(kernel.shape)) if fan_in is not None else None,
             "initial_kernel_norm": kernel_norm,
         }
 

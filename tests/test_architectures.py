@@ -9,6 +9,9 @@ from rich.console import Console
 from gradscope import GradientMonitor
 from gradscope.model_layers import watched_layers
 
+# Every test here builds and trains a model: seconds each, ResNet50 and MobileNetV2 about 15 s of CPU each.
+pytestmark = pytest.mark.slow
+
 
 def _weights(model):
     return [v.numpy() for v in model.variables]
@@ -42,7 +45,6 @@ def _step0_against_tape(model, x, y, loss="sparse_categorical_crossentropy", **o
     return monitor.history, np.array(expected), float(value)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("application", ["ResNet50", "MobileNetV2"])
 def test_applications_record_step0_like_a_gradient_tape(application):
     model = getattr(keras.applications, application)(weights=None, input_shape=(32, 32, 3), classes=10)
@@ -224,3 +226,38 @@ def test_a_gan_records_every_step_and_says_which_optimizer_updates_what(capsys):
     assert unit.startswith("generator/dense") and "leaky_re_lu" in unit
     row = next(line for line in out.splitlines() if unit in line)
     assert "g_optimizer" in row and "leaky_relu" in row
+
+
+def _blocks(residual: bool):
+    """A stem, two blocks whose last Dense starts at zero, and a head: in a
+    plain chain the zero kernels stop every gradient before them; with skip
+    connections only the layers inside the blocks get none."""
+    x = keras.Input((6,))
+    h = keras.layers.Dense(6, activation="tanh", name="stem")(x)
+    for b in range(2):
+        branch = keras.layers.Dense(6, activation="tanh", name=f"block{b}_a")(h)
+        branch = keras.layers.Dense(6, kernel_initializer="zeros", name=f"block{b}_b")(branch)
+        h = keras.layers.Add()([h, branch]) if residual else branch
+    return keras.Model(x, keras.layers.Dense(3, activation="softmax", name="head")(h))
+
+
+@pytest.mark.parametrize("residual", [True, False], ids=["residual", "plain"])
+def test_the_diagnosis_judges_a_residual_net_along_its_main_path(residual):
+    from gradscope.diagnosis import diagnose
+
+    model = _blocks(residual)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(4)
+    monitor = GradientMonitor(verbose=0)
+    model.fit(rng.normal(size=(8, 6)).astype("float32"), rng.integers(0, 3, 8), batch_size=8, verbose=0,
+              callbacks=[monitor])
+    d = diagnose(monitor.history)
+    found = {f.rule: f.layers for f in d.findings}
+    if residual:
+        # The stem gets its gradient through the skips: not vanishing. Inside
+        # each block the zero kernel passes nothing back to the first layer.
+        assert "vanishing" not in found
+        assert found["weak_branch"] == ["block0_a", "block1_a"]
+        assert d.layers[0].ratio > 0.05
+    else:
+        assert found["vanishing"] == ["stem", "block0_a", "block0_b", "block1_a"]

@@ -129,3 +129,21 @@ def test_the_units_statistics_are_those_of_the_activation_output():
     assert h["act_mean"][0, 0] == 0.0
     # The back-propagated gradient is taken at the unit's output too: d(loss)/d(relu output) is nonzero.
     assert h["backprop"][0, 0] > 0
+
+
+def test_a_glorot_convolution_is_not_small_weights():
+    import tensorflow as tf
+
+    from gradscope.diagnosis import weight_gains
+    from gradscope.history import GradientHistory
+
+    tf.keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 16)), keras.layers.Conv2D(16, 3, name="conv")])
+    spec = watched_layers(model)[0]
+    info = spec.info(list(model.trainable_variables))
+    assert (info["fan_in"], info["fan_out"], info["kernel_size"]) == (144, 144, 2304)
+    h = GradientHistory(["conv"], variables=["conv/kernel", "conv/bias"], layer_info=[info])
+    h.append([0], {"grad_norm": np.ones((1, 1))})
+    forward, _ = weight_gains(h)
+    # Glorot uniform: gain 1 up to the sampling of 2,304 weights.
+    assert forward[0] == pytest.approx(1.0, rel=0.05)

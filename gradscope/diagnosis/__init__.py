@@ -46,7 +46,7 @@ from collections.abc import Iterable
 
 from gradscope.diagnosis.context import DiagnosisContext
 from gradscope.diagnosis.findings import Diagnosis, Finding, LayerVerdict, NonFinite
-from gradscope.diagnosis.measures import depth_ratios, weight_gains, weight_growth
+from gradscope.diagnosis.measures import depth_ratios, trunk_reference, weight_gains, weight_growth
 from gradscope.diagnosis.nonfinite import first_nonfinite
 from gradscope.diagnosis.rules import (
     OUTPUT_SATURATED_REMEDY,
@@ -91,6 +91,7 @@ __all__ = [
     "diagnose",
     "first_nonfinite",
     "rules_table_markdown",
+    "trunk_reference",
     "weight_gains",
     "weight_growth",
 ]

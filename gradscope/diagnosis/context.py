@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from gradscope.diagnosis.findings import Diagnosis, LayerVerdict
-from gradscope.diagnosis.measures import depth_ratios, median, tenth, weight_gains, weight_growth
+from gradscope.diagnosis.measures import depth_ratios, median, tenth, trunk_reference, weight_gains, weight_growth
 from gradscope.diagnosis.nonfinite import first_nonfinite
 from gradscope.diagnosis.rules import RULES, Rule
 from gradscope.history import GradientHistory
@@ -29,7 +29,8 @@ class DiagnosisContext:
 
     What a rule can read (arrays hold one value per layer, in forward order):
     `measure` ("backprop" or "grad_norm"), `ratios`, `early`, `late` (see
-    `depth_ratios`), `main_path` and `depth_judged` (the layers the
+    `depth_ratios`; `reference` is the layer each is compared with, see
+    `trunk_reference`), `main_path` and `depth_judged` (the layers the
     vanishing and exploding rules judge), `branch_layers`, `saturation`, `dead`, `dact_mean` (medians over all
     steps), `forward_gain`, `backward_gain` (see `weight_gains`), `weight_growth`,
     `activations`, `nonfinite` and `nonfinite_layers`, the chain-rule
@@ -76,7 +77,9 @@ class DiagnosisContext:
         # Ratios come from the steps where every layer's value is finite; the
         # non-finite steps are the non_finite rule's business.
         finite_rows = np.all(np.isfinite(series), axis=1)
-        self.ratios, self.early, self.late = depth_ratios(series[finite_rows] if finite_rows.any() else series)
+        self.reference = trunk_reference(history)
+        self.ratios, self.early, self.late = depth_ratios(series[finite_rows] if finite_rows.any() else series,
+                                                          self.reference)
         self.grad_norm = history["grad_norm"]
         # Where a skip connection goes around a layer (a residual branch),
         # its gradient does not decide whether the input gets one: depth is
@@ -178,6 +181,7 @@ class DiagnosisContext:
             self.measure, self.verdicts, findings, float(self.ratios[0]), float(self.early[0]),
             float(self.late[0]), self.derivative_product, self.derivative_rms_product, self.weight_product,
             self.nonfinite, self.final_loss, self.final_accuracy, self.branch_layers,
+            self.layers[self.reference[0]] if self.reference[0] != len(self.layers) - 1 else None,
         )
 
 

@@ -77,6 +77,8 @@ class Diagnosis:
     final_accuracy: float
     #: Layers inside residual (or parallel) branches, which the main path's verdict does not judge.
     branch_layers: list[str] = field(default_factory=list)
+    #: The layer the first layer is compared with when it is not the output layer (the end of a convolutional trunk).
+    first_reference: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -90,10 +92,14 @@ class Diagnosis:
         if not math.isfinite(r):
             return f"{prefix}the first layer's {what} is not finite"
         share = f"1/{1 / r:.0f}" if 0 < r < 1 else f"{r:.2g}x"
-        return f"{prefix}layer 1 gets {share} of the output layer's {what}"
+        of = "the output layer's" if self.first_reference is None else f"{self.first_reference}'s"
+        return f"{prefix}layer 1 gets {share} of {of} {what}"
 
     def sentences(self) -> list[str]:
         out = [self.shrink_sentence() + "."]
+        if self.first_reference is not None:
+            out.append(f"Layers with spatial or sequence outputs are compared with {self.first_reference}, the last "
+                       "of them: pooling divides the gradient among the positions it averages.")
         if math.isfinite(self.early_ratio) and math.isfinite(self.late_ratio):
             out.append(
                 f"The ratio is {fmt_ratio(self.early_ratio)} over the first tenth of the steps "

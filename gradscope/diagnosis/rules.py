@@ -12,8 +12,8 @@ docs/diagnosis.md holds the table in words (`rules_table_markdown`);
 
 Example:
 
->>> RULES["vanishing"].threshold, RULES["vanishing"].meaning
-(0.05, "a layer's back-propagated gradient (RMS) is below 0.05 of the output layer's")
+>>> RULES["vanishing"].threshold, RULES["vanishing"].meaning[:80]
+(0.05, "a layer's back-propagated gradient (RMS) is below 0.05 of the output layer's (a ")
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class VanishingRule(Rule):
         what = "back-propagated gradient" if context.measure == "backprop" else "weight-gradient norm"
         message = (
             f"The {what} shrinks toward the input: {_layers_get(layers)} "
-            f"{_list_ratios(context, layers)} of the output layer's (threshold {self.threshold})."
+            f"{_list_ratios(context, layers)} of {_reference(context, layers)} (threshold {self.threshold})."
         )
         # Every gradient starts at the output layer: when its tanh/sigmoid
         # sits at +-1, fixing the hidden layers does not help.
@@ -239,7 +239,7 @@ class ExplodingRule(Rule):
             cause = "depth: each layer multiplies the gradient by more than 1"
         message = (
             f"The back-propagated gradient grows toward the input: {_layers_get(layers)} "
-            f"{_list_ratios(context, layers)} times the output layer's (threshold {self.threshold:g})."
+            f"{_list_ratios(context, layers)} times {_reference(context, layers)} (threshold {self.threshold:g})."
         )
         return [self.finding(layers, message, cause)]
 
@@ -265,9 +265,9 @@ class WeakBranchRule(Rule):
         if not layers:
             return []
         message = (
-            f"Inside residual branches, {_layers_get(layers)} {_list_ratios(context, layers)} of the output layer's "
-            f"back-propagated gradient (threshold {self.threshold:g}); skip connections carry the gradient around "
-            "them, so the layers before them are not starved."
+            f"Inside residual branches, {_layers_get(layers)} {_list_ratios(context, layers)} of "
+            f"{_reference(context, layers)} back-propagated gradient (threshold {self.threshold:g}); skip "
+            "connections carry the gradient around them, so the layers before them are not starved."
         )
         saturated = [n for n in context.flagged("saturated") if n in layers]
         dead = [n for n in context.flagged("dead_relu") if n in layers]
@@ -429,7 +429,10 @@ RULES: dict[str, Rule] = {
             threshold=0.05,
             derivative_cause_below=0.1,
             weight_cause_below=0.2,
-            meaning_format="a layer's back-propagated gradient (RMS) is below {threshold:g} of the output layer's",
+            meaning_format=(
+                "a layer's back-propagated gradient (RMS) is below {threshold:g} of the output layer's (a layer with "
+                "spatial or sequence outputs: of the last such layer's, since pooling divides the gradient)"
+            ),
             remedy=(
                 "use ReLU in the hidden layers, Glorot (tanh) or He (ReLU) initialisation, a shallower net, "
                 "or batch normalisation"
@@ -438,7 +441,10 @@ RULES: dict[str, Rule] = {
         ExplodingRule(
             "exploding",
             threshold=20.0,
-            meaning_format="a layer's back-propagated gradient (RMS) is above {threshold:g} times the output layer's",
+            meaning_format=(
+                "a layer's back-propagated gradient (RMS) is above {threshold:g} times the output layer's (a layer "
+                "with spatial or sequence outputs: the last such layer's)"
+            ),
             remedy=(
                 "use smaller initial weights (Glorot/He), clip gradients (clipnorm), lower the learning rate, "
                 "or add normalisation"
@@ -538,6 +544,14 @@ def rules_table_markdown(rules: Iterable[Rule] | None = None) -> str:
 
 def _layers_get(names: list[str]) -> str:
     return f"{names[0]} gets" if len(names) == 1 else f"layers {', '.join(names)} get"
+
+
+def _reference(context: DiagnosisContext, names: list[str]) -> str:
+    """Whose gradient the layers are compared with: "the output layer's", or the trunk's end."""
+    refs = {context.layers[context.reference[context.layers.index(n)]] for n in names}
+    if refs == {context.output}:
+        return "the output layer's"
+    return f"{refs.pop()}'s" if len(refs) == 1 else "their reference layer's (see trunk_reference)"
 
 
 def _list_ratios(context: DiagnosisContext, names: list[str]) -> str:

@@ -231,6 +231,8 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
         f"{total:,} trainable parameters; ratio = {diagnosis.measure} relative to the output layer, median over the "
         f"first or the last tenth of {len(history)} recorded steps, whichever is further from 1"
     )
+    if diagnosis.first_reference is not None:
+        table.caption += f" (layers with spatial or sequence outputs: relative to {diagnosis.first_reference})"
     if diagnosis.branch_layers:
         table.caption += (f"; {len(diagnosis.branch_layers)} layers sit inside residual branches (judged by "
                           "weak_branch, not vanishing)")

@@ -246,3 +246,23 @@ def test_a_normalisation_layer_s_small_weight_gradient_is_not_vanishing():
     # Its back-propagated gradient is judged like any other layer's.
     d = diagnose(_residual_case(bp, None, normalization="norm"))
     assert [(f.rule, f.layers) for f in d.findings] == [("vanishing", ["norm"])]
+
+
+def _conv_case(first: float) -> GradientHistory:
+    shapes = ["(None, 8, 8, 4)", "(None, 8, 8, 4)", "(None, 10)"]
+    h = GradientHistory(["conv", "conv_1", "head"], layer_info=[{"output_shape": s} for s in shapes])
+    bp = np.tile([first, 0.012, 1.0], (20, 1))
+    h.append(range(20), {"grad_norm": np.ones((20, 3)), "backprop": bp})
+    return h
+
+
+def test_convolutions_are_compared_with_the_end_of_their_trunk_not_across_the_pooling():
+    # Pooling over 64 positions hands each of them a sliver of the gradient:
+    # the convolutions get ~1/100 of the head's per element, and that is fine.
+    d = diagnose(_conv_case(0.01))
+    assert d.healthy
+    assert d.first_ratio == pytest.approx(0.01 / 0.012)
+    assert d.sentences()[0] == "layer 1 gets 1/1 of conv_1's back-propagated gradient."
+    d = diagnose(_conv_case(0.0001))
+    assert [(f.rule, f.layers) for f in d.findings] == [("vanishing", ["conv"])]
+    assert "of conv_1's" in d.findings[0].message
