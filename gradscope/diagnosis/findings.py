@@ -98,8 +98,9 @@ class Diagnosis:
     def sentences(self) -> list[str]:
         out = [self.shrink_sentence() + "."]
         if self.first_reference is not None:
-            out.append(f"Layers with spatial or sequence outputs are compared with {self.first_reference}, the last "
-                       "of them: pooling divides the gradient among the positions it averages.")
+            out.append(f"Layer 1 is compared with {self.first_reference}, not with the output layer: a layer with "
+                       "spatial or sequence outputs with the last such layer (pooling divides the gradient among "
+                       "positions), and under several optimizers each network with its own last layer.")
         if math.isfinite(self.early_ratio) and math.isfinite(self.late_ratio):
             out.append(
                 f"The ratio is {fmt_ratio(self.early_ratio)} over the first tenth of the steps "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,8 @@ def depth_ratios(series: np.ndarray, reference: np.ndarray | None = None) -> tup
 def trunk_reference(history: GradientHistory) -> np.ndarray:
     """The layer each layer's gradient is compared with: the output layer, or,
     for a layer with spatial or sequence outputs (a convolution, an attention
-    block), the last such layer, where the trunk ends before pooling.
+    block), the last such layer, where the trunk ends before pooling. Under
+    several optimizers, each one's layers are compared among themselves.
 
     Pooling over positions divides the gradient among them (a global
     average over 16x16 positions hands each 1/256 of it), so comparing a
@@ -106,9 +108,16 @@ def trunk_reference(history: GradientHistory) -> np.ndarray:
     n = len(history.layers)
     reference = np.full(n, n - 1)
     infos = list(history.layer_info) + [{}] * (n - len(history.layer_info))
-    trunk = [i for i, info in enumerate(infos) if str(info.get("output_shape") or "").count(",") >= 2]
-    if trunk and trunk[-1] != n - 1:
-        reference[trunk] = trunk[-1]
+    # Networks trained by optimizers of their own (a GAN's generator and
+    # discriminator) each have their own output layer: their last.
+    groups: dict[Any, list[int]] = {}
+    for i, info in enumerate(infos):
+        groups.setdefault(info.get("optimizer"), []).append(i)
+    for members in groups.values():
+        reference[members] = members[-1]
+        trunk = [i for i in members if str(infos[i].get("output_shape") or "").count(",") >= 2]
+        if trunk and trunk[-1] != members[-1]:
+            reference[trunk] = trunk[-1]
     return reference
 
 

@@ -551,7 +551,7 @@ def _reference(context: DiagnosisContext, names: list[str]) -> str:
     refs = {context.layers[context.reference[context.layers.index(n)]] for n in names}
     if refs == {context.output}:
         return "the output layer's"
-    return f"{refs.pop()}'s" if len(refs) == 1 else "their reference layer's (see trunk_reference)"
+    return f"{refs.pop()}'s" if len(refs) == 1 else f"their reference layer's ({', '.join(sorted(refs))})"
 
 
 def _list_ratios(context: DiagnosisContext, names: list[str]) -> str:

@@ -232,7 +232,7 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis) -> Table:
         f"first or the last tenth of {len(history)} recorded steps, whichever is further from 1"
     )
     if diagnosis.first_reference is not None:
-        table.caption += f" (layers with spatial or sequence outputs: relative to {diagnosis.first_reference})"
+        table.caption += f" (layer 1 relative to {diagnosis.first_reference}, the end of its trunk or network)"
     if diagnosis.branch_layers:
         table.caption += (f"; {len(diagnosis.branch_layers)} layers sit inside residual branches (judged by "
                           "weak_branch, not vanishing)")

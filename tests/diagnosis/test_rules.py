@@ -266,3 +266,17 @@ def test_convolutions_are_compared_with_the_end_of_their_trunk_not_across_the_po
     d = diagnose(_conv_case(0.0001))
     assert [(f.rule, f.layers) for f in d.findings] == [("vanishing", ["conv"])]
     assert "of conv_1's" in d.findings[0].message
+
+
+def test_under_several_optimizers_each_network_is_compared_with_its_own_last_layer():
+    # A GAN: the discriminator's last layer gets far more gradient than the
+    # generator's; neither network is vanishing within itself.
+    info = [{"optimizer": "d_optimizer"}, {"optimizer": "d_optimizer"},
+            {"optimizer": "g_optimizer"}, {"optimizer": "g_optimizer"}]
+    h = GradientHistory(["d1", "d2", "g1", "g2"], layer_info=info)
+    bp = np.tile([0.5, 1.0, 0.0005, 0.001], (20, 1))
+    h.append(range(20), {"grad_norm": np.ones((20, 4)), "backprop": bp})
+    d = diagnose(h)
+    assert d.healthy
+    assert [v.ratio for v in d.layers] == [0.5, 1.0, 0.5, 1.0]
+    assert d.sentences()[0] == "layer 1 gets 1/2 of d2's back-propagated gradient."
