@@ -116,7 +116,9 @@ def trunk_reference(history: GradientHistory) -> np.ndarray:
     for members in groups.values():
         reference[members] = members[-1]
         trunk = [i for i in members if str(infos[i].get("output_shape") or "").count(",") >= 2]
-        if trunk and trunk[-1] != members[-1]:
+        # A trunk of one layer (an embedding before an RNN) has nothing to be
+        # compared with inside it: it keeps the output layer.
+        if len(trunk) > 1 and trunk[-1] != members[-1]:
             reference[trunk] = trunk[-1]
     return reference
 

@@ -25,3 +25,11 @@ def test_a_convolution_s_gains_count_its_kernel_once():
     h.append([0], {"grad_norm": np.ones((1, 1))})
     forward, backward = weight_gains(h)
     assert (forward[0], backward[0]) == (1.0, 1.0)
+
+
+def test_a_trunk_of_one_layer_keeps_the_output_layer_as_reference():
+    from gradscope.diagnosis import trunk_reference
+    from gradscope.history import GradientHistory
+
+    info = [{"output_shape": "(None, 20, 8)"}, {"output_shape": "(None, 16)"}, {"output_shape": "(None, 2)"}]
+    assert trunk_reference(GradientHistory(["embedding", "lstm", "out"], layer_info=info)).tolist() == [2, 2, 2]
