@@ -394,13 +394,19 @@ def _traced_structure(model: Any, specs: list[LayerSpec]) -> ModelStructure | No
 def _units(calls: list[_Call], producer: dict[int, _Call], consumers: dict[int, list[_Call]],
            position: dict[int, int]) -> list[tuple[Any, int]]:
     """(activation layer, spec index) of each unit: a weightless activation
-    layer with one input, made by a watched layer without an activation of
+    layer called once, with one input, made by a watched layer without an activation of
     its own through normalisation layers at most, each output read by the
     next layer only. The unit is named after the first weighted layer that
     is not a normalisation (conv in conv, batch norm, ReLU)."""
     pairs, taken = [], set()
+    times: dict[int, int] = {}
     for c in calls:
-        if not is_activation_layer(c.layer) or c.layer.trainable_weights or len(c.inputs) != 1:
+        times[id(c.layer)] = times.get(id(c.layer), 0) + 1
+    for c in calls:
+        # An activation layer called more than once (one ReLU shared by
+        # several convolutions) belongs to no single unit.
+        shared = times[id(c.layer)] > 1
+        if not is_activation_layer(c.layer) or c.layer.trainable_weights or len(c.inputs) != 1 or shared:
             continue
         chain, t = [], c.inputs[0]
         while True:

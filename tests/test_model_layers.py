@@ -147,3 +147,18 @@ def test_a_glorot_convolution_is_not_small_weights():
     forward, _ = weight_gains(h)
     # Glorot uniform: gain 1 up to the sampling of 2,304 weights.
     assert forward[0] == pytest.approx(1.0, rel=0.05)
+
+
+def test_a_shared_activation_layer_completes_no_unit():
+    class Shared(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = keras.layers.Dense(4, name="first"), keras.layers.Dense(2, name="second")
+            self.relu = keras.layers.ReLU(name="relu")
+
+        def call(self, x):
+            return self.relu(self.second(self.relu(self.first(x))))
+
+    model = Shared()
+    model(np.zeros((1, 3), "float32"))
+    assert [(s.name, s.activation_layer) for s in watched_layers(model)] == [("first", None), ("second", None)]
