@@ -78,6 +78,9 @@ class Hooks:
         # (object, method name, wrapper, group) for every installed wrapper.
         self.installed: list[tuple[Any, str, Callable, str]] = []
         self.suspended = False
+        #: Recorder column -> the optimizer that applied its gradient (its
+        #: attribute name on the model), filled while the step is traced.
+        self.applied_by: dict[int, str] = {}
         self.variables = list(model.trainable_variables)
         # Recorder column of each watched variable, by the identity of both
         # the Keras variable and the tf.Variable behind it: Keras' optimizer
@@ -95,17 +98,27 @@ class Hooks:
 
     # -- install / remove ------------------------------------------------------
     def install(self) -> None:
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is None or not hasattr(optimizer, "apply"):
+        optimizers = model_optimizers(self.model)
+        if not optimizers:
             raise HookError(
                 "the model has no Keras optimizer to hook; compile it (model.compile(optimizer=...)) "
                 "before training"
             )
-        self._hook_optimizer(optimizer)
+        if len(optimizers) == 1:
+            self._hook_optimizer(next(iter(optimizers.values())))
+        else:
+            # A train_step of its own may apply several (a GAN's d_optimizer
+            # and g_optimizer): each stages its gradients, and the row is
+            # committed once, when train_step returns.
+            self.recorder.stage.scale_fn = None
+            for label, optimizer in optimizers.items():
+                self._hook_optimizer(optimizer, label, commit=False)
+            self._hook_train_step()
         self._hook_loss()
         for i, spec in enumerate(self.specs):
             if spec.layer is not self.model:
-                self._hook_layer(i, spec.layer)
+                # The unit's output: the layer's own, or its activation layer's.
+                self._hook_layer(i, spec.tap)
 
     def remove(self) -> None:
         for obj, name, _, _ in reversed(self.installed):
@@ -139,20 +152,13 @@ class Hooks:
         self.installed.append((obj, name, wrapper, group))
 
     # -- the optimizer ------------------------------------------------------------
-    def _hook_optimizer(self, optimizer: Any) -> None:
+    def _hook_optimizer(self, optimizer: Any, label: str = "optimizer", commit: bool = True) -> None:
         recorder = self.recorder
         inner = getattr(optimizer, "inner_optimizer", None)
-        if not getattr(optimizer, "built", True) and self.model.built:
-            # The loss scale (and the slots) exist only once the optimizer is
-            # built; the taps read the scale while the step is traced.
-            optimizer.build(self.model.trainable_variables)
-        if inner is not None:
-            recorder.stage.scale_fn = lambda: optimizer.dynamic_scale
-        elif getattr(optimizer, "loss_scale_factor", None):
-            factor = float(optimizer.loss_scale_factor)
-            recorder.stage.scale_fn = lambda: tf.constant(factor)
-        else:
-            recorder.stage.scale_fn = None
+        if commit:
+            # (One of several optimizers updates only part of the model: it is
+            # left to build itself with its own variables.)
+            self._read_loss_scale(optimizer)
 
         def make_apply(original_apply: Callable) -> Callable:
             def apply(grads, trainable_variables=None):
@@ -164,13 +170,14 @@ class Hooks:
                 grad_cols = [
                     (self.var_index[id(v)], g) for g, v in zip(grads, tvs, strict=False) if id(v) in self.var_index
                 ]
-                weight_cols = [(self.var_index[id(v)], v) for v in self.variables if id(v) in self.var_index]
+                self.applied_by.update({c: label for c, _ in grad_cols})
                 recorder.stage.gradients(grad_cols)
                 result = original_apply(grads, trainable_variables)
-                # The weight norms are read after the update: reading them
-                # before would make TensorFlow copy every weight it updates
-                # (copy-on-write), or make apply wait for the norms.
-                recorder.commit(weight_cols)
+                if commit:
+                    # The weight norms are read after the update: reading them
+                    # before would make TensorFlow copy every weight it updates
+                    # (copy-on-write), or make apply wait for the norms.
+                    recorder.commit(self.weight_columns())
                 return result
 
             return apply
@@ -180,6 +187,37 @@ class Hooks:
             if opt is not None:
                 for method in ("assign_add", "assign_sub", "assign"):
                     self._patch(opt, method, self._make_assign(method), "optimizer")
+
+    def _read_loss_scale(self, optimizer: Any) -> None:
+        inner = getattr(optimizer, "inner_optimizer", None)
+        if not getattr(optimizer, "built", True) and self.model.built:
+            # The loss scale (and the slots) exist only once the optimizer is
+            # built; the taps read the scale while the step is traced.
+            optimizer.build(self.model.trainable_variables)
+        if inner is not None:
+            self.recorder.stage.scale_fn = lambda: optimizer.dynamic_scale
+        elif getattr(optimizer, "loss_scale_factor", None):
+            factor = float(optimizer.loss_scale_factor)
+            self.recorder.stage.scale_fn = lambda: tf.constant(factor)
+        else:
+            self.recorder.stage.scale_fn = None
+
+    def weight_columns(self) -> list[tuple[int, Any]]:
+        """``(column, variable)`` of every watched variable."""
+        return [(self.var_index[id(v)], v) for v in self.variables if id(v) in self.var_index]
+
+    def _hook_train_step(self) -> None:
+        """Commits the step's row when train_step returns, after every optimizer it applied."""
+
+        def make(original: Callable) -> Callable:
+            def train_step(*args, **kwargs):
+                result = original(*args, **kwargs)
+                self.recorder.commit(self.weight_columns())
+                return result
+
+            return train_step
+
+        self._patch(self.model, "train_step", make, "optimizer")
 
     def _make_assign(self, method: str) -> Callable[[Callable], Callable]:
         def make(original: Callable) -> Callable:
@@ -226,6 +264,33 @@ class Hooks:
             return call
 
         self._patch(layer, "call", make, "forward")
+
+
+def model_optimizers(model: Any) -> dict[str, Any]:
+    """The Keras optimizers a model's training step may apply, by attribute
+    name: ``model.optimizer``, and any other optimizer the model holds as an
+    attribute (a GAN's ``d_optimizer`` and ``g_optimizer``).
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> model.critic_optimizer = keras.optimizers.Adam()
+    >>> sorted(model_optimizers(model))
+    ['critic_optimizer', 'optimizer']
+    """
+    import keras
+
+    found: dict[str, Any] = {}
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and hasattr(optimizer, "apply"):
+        found["optimizer"] = optimizer
+    for name, value in vars(model).items():
+        if isinstance(value, keras.optimizers.Optimizer) and not name.startswith("_") and all(
+                value is not o for o in found.values()):
+            found[name] = value
+    return found
 
 
 def _tap(recorder: Recorder, index: int, out: tf.Tensor) -> tf.Tensor:

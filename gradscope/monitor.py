@@ -25,6 +25,7 @@ import numpy as np
 
 from gradscope.diagnosis import Diagnosis, NonFinite
 from gradscope.history import GradientHistory
+from gradscope.model_layers import is_built
 from gradscope.render.live import LiveView, Progress
 from gradscope.session import RecordingOptions, RecordingSession, notice, whole_number
 
@@ -214,7 +215,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if self.tensorboard is not None:
             self.tensorboard.open()  # an unwritable folder fails here, before any step is spent
         p = self.params or {}
-        self._deferred = not getattr(self.model, "built", False)
+        self._deferred = not is_built(self.model)
         if self._deferred:
             # Keras builds such a model while it traces the first step, so
             # there is nothing to hook yet: attach after step 0.

@@ -298,6 +298,7 @@ class RecordingSession:
         if not self._coverage_checked:
             self._coverage_checked = True
             self._check_coverage()
+            self._note_optimizers()
         found = None
         if check and self.nonfinite is None:
             # Only the new rows are searched, so the check costs O(rows).
@@ -330,6 +331,17 @@ class RecordingSession:
             notice(f"gradscope: {', '.join(names)}: gradients only, no activation statistics or "
                    "back-propagated gradient (the output is not one float tensor, or the weights "
                    "belong to the model itself)")
+
+    def _note_optimizers(self) -> None:
+        """Under several optimizers, writes into each layer's facts which of
+        them updated it (as the step was traced), for the tables."""
+        applied = self.hooks.applied_by
+        if len(set(applied.values())) < 2:
+            return
+        for li, info in enumerate(self.history.layer_info):
+            labels = sorted({applied[c] for c, owner in enumerate(self.recorder.var_layer)
+                             if owner == li and c in applied})
+            info["optimizer"] = ", ".join(labels) or None
 
     def suspend(self) -> None:
         """Takes the forward hooks off (evaluation, prediction)."""

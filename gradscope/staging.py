@@ -161,7 +161,8 @@ class Staging:
         """
         self.seen_gradients = True
         target = self._stash(tf.compat.v1.get_default_graph()) if tf.inside_function() else self._eager
-        target.grads, target.scale = list(grads), self.scale()
+        # Several optimizers applied in one step add their gradients to one row.
+        target.grads, target.scale = (target.grads or []) + list(grads), self.scale()
 
     # -- what the commit calls ------------------------------------------------------
     def collect(self) -> Staged:

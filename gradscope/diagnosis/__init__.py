@@ -47,7 +47,7 @@ from collections.abc import Iterable
 
 from gradscope.diagnosis.context import DiagnosisContext
 from gradscope.diagnosis.findings import Diagnosis, Finding, LayerVerdict, NonFinite
-from gradscope.diagnosis.measures import depth_ratios, weight_gains, weight_growth
+from gradscope.diagnosis.measures import depth_ratios, trunk_reference, weight_gains, weight_growth
 from gradscope.diagnosis.nonfinite import first_nonfinite
 from gradscope.diagnosis.rules import (
     OUTPUT_SATURATED_REMEDY,
@@ -63,6 +63,7 @@ from gradscope.diagnosis.rules import (
     SmallWeightsRule,
     StalledRule,
     VanishingRule,
+    WeakBranchRule,
     rules_table_markdown,
 )
 from gradscope.history import GradientHistory
@@ -86,10 +87,12 @@ __all__ = [
     "SmallWeightsRule",
     "StalledRule",
     "VanishingRule",
+    "WeakBranchRule",
     "depth_ratios",
     "diagnose",
     "first_nonfinite",
     "rules_table_markdown",
+    "trunk_reference",
     "weight_gains",
     "weight_growth",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 
 from gradscope.diagnosis.curves import FittingCurves
 from gradscope.diagnosis.findings import Diagnosis, LayerVerdict
-from gradscope.diagnosis.measures import depth_ratios, median, tenth, weight_gains, weight_growth
+from gradscope.diagnosis.measures import depth_ratios, median, tenth, trunk_reference, weight_gains, weight_growth
 from gradscope.diagnosis.nonfinite import first_nonfinite
 from gradscope.diagnosis.rules import RULES, Rule
 from gradscope.history import GradientHistory
@@ -30,7 +30,9 @@ class DiagnosisContext:
 
     What a rule can read (arrays hold one value per layer, in forward order):
     `measure` ("backprop" or "grad_norm"), `ratios`, `early`, `late` (see
-    `depth_ratios`), `saturation`, `dead`, `dact_mean` (medians over all
+    `depth_ratios`; `reference` is the layer each is compared with, see
+    `trunk_reference`), `main_path` and `depth_judged` (the layers the
+    vanishing and exploding rules judge), `branch_layers`, `saturation`, `dead`, `dact_mean` (medians over all
     steps), `forward_gain`, `backward_gain` (see `weight_gains`), `weight_growth`,
     `activations`, `nonfinite` and `nonfinite_layers`, the chain-rule
     products `derivative_product`, `derivative_rms_product`,
@@ -77,8 +79,19 @@ class DiagnosisContext:
         # Ratios come from the steps where every layer's value is finite; the
         # non-finite steps are the non_finite rule's business.
         finite_rows = np.all(np.isfinite(series), axis=1)
-        self.ratios, self.early, self.late = depth_ratios(series[finite_rows] if finite_rows.any() else series)
+        self.reference = trunk_reference(history)
+        self.ratios, self.early, self.late = depth_ratios(series[finite_rows] if finite_rows.any() else series,
+                                                          self.reference)
         self.grad_norm = history["grad_norm"]
+        # Where a skip connection goes around a layer (a residual branch),
+        # its gradient does not decide whether the input gets one: depth is
+        # judged along the main path. A normalisation layer's few parameters
+        # make its weight-gradient norm small whatever flows through it, so
+        # without the back-propagated gradient it is not judged for depth.
+        self.main_path = np.array([info.get("main_path", True) is not False for info in self._infos()])
+        normalization = np.array([bool(info.get("normalization")) for info in self._infos()])
+        self.depth_judged = self.main_path & ~(normalization if self.measure == "grad_norm" else False)
+        self.branch_layers = [n for n, main in zip(self.layers, self.main_path, strict=True) if not main]
 
         # Per layer, median over all steps.
         self.saturation = self._series_median("saturation", slice(None))
@@ -99,12 +112,14 @@ class DiagnosisContext:
 
         # The chain-rule explanation is made at the start of training, where
         # the weights are the initial ones the gains were read from.
-        deep = len(self.layers) > 1
+        # The products run along the main path (every layer, in a plain net).
+        above = np.flatnonzero(self.main_path)[1:]
+        deep = len(above) > 0
         dact_early = self._series_median("dact_mean", self.first_tenth)
         drms_early = self._series_median("dact_rms", self.first_tenth)
-        self.derivative_product = float(np.prod(dact_early[1:])) if deep else float("nan")
-        self.derivative_rms_product = float(np.prod(drms_early[1:])) if deep else float("nan")
-        self.weight_product = float(np.prod(self.backward_gain[1:])) if deep else float("nan")
+        self.derivative_product = float(np.prod(dact_early[above])) if deep else float("nan")
+        self.derivative_rms_product = float(np.prod(drms_early[above])) if deep else float("nan")
+        self.weight_product = float(np.prod(self.backward_gain[above])) if deep else float("nan")
 
         loss = history.scalars.get("loss", np.full(self.steps, np.nan))
         acc = history.scalars.get("accuracy", np.full(self.steps, np.nan))
@@ -116,6 +131,10 @@ class DiagnosisContext:
 
         self._flagged: dict[str, list[str]] = {}
         self.verdicts = self._layer_verdicts()
+
+    def _infos(self) -> list[dict]:
+        infos = list(self.history.layer_info)
+        return infos + [{}] * (len(self.layers) - len(infos))
 
     def _series_median(self, name: str, rows: slice) -> np.ndarray:
         if name not in self.history:
@@ -164,7 +183,8 @@ class DiagnosisContext:
         return Diagnosis(
             self.measure, self.verdicts, findings, float(self.ratios[0]), float(self.early[0]),
             float(self.late[0]), self.derivative_product, self.derivative_rms_product, self.weight_product,
-            self.nonfinite, self.final_loss, self.final_accuracy,
+            self.nonfinite, self.final_loss, self.final_accuracy, self.branch_layers,
+            self.layers[self.reference[0]] if self.reference[0] != len(self.layers) - 1 else None,
         )
 
 

@@ -75,6 +75,10 @@ class Diagnosis:
     nonfinite: NonFinite | None
     final_loss: float
     final_accuracy: float
+    #: Layers inside residual (or parallel) branches, which the main path's verdict does not judge.
+    branch_layers: list[str] = field(default_factory=list)
+    #: The layer the first layer is compared with when it is not the output layer (the end of a convolutional trunk).
+    first_reference: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -88,16 +92,30 @@ class Diagnosis:
         if not math.isfinite(r):
             return f"{prefix}the first layer's {what} is not finite"
         share = f"1/{1 / r:.0f}" if 0 < r < 1 else f"{r:.2g}x"
-        return f"{prefix}layer 1 gets {share} of the output layer's {what}"
+        of = "the output layer's" if self.first_reference is None else f"{self.first_reference}'s"
+        return f"{prefix}layer 1 gets {share} of {of} {what}"
 
     def sentences(self) -> list[str]:
         out = [self.shrink_sentence() + "."]
+        if self.first_reference is not None:
+            out.append(f"Layer 1 is compared with {self.first_reference}, not with the output layer: a layer with "
+                       "spatial or sequence outputs with the last such layer (pooling divides the gradient among "
+                       "positions), and under several optimizers each network with its own last layer.")
         if math.isfinite(self.early_ratio) and math.isfinite(self.late_ratio):
             out.append(
                 f"The ratio is {fmt_ratio(self.early_ratio)} over the first tenth of the steps "
                 f"and {fmt_ratio(self.late_ratio)} over the last."
             )
-        if math.isfinite(self.derivative_product) and self.measure == "backprop":
+        if self.branch_layers:
+            n, total = len(self.branch_layers), len(self.layers)
+            main = [v.name for v in self.layers if v.name not in self.branch_layers]
+            out.append(
+                f"{n} of the {total} layers sit inside residual or parallel branches that skip connections go "
+                "around, so the gradient reaches the layers before them whatever these branches do: vanishing "
+                f"and exploding toward the input are judged along the main path ({_few(main)}), the layers inside "
+                "branches by the weak_branch rule."
+            )
+        elif math.isfinite(self.derivative_product) and self.measure == "backprop":
             predicted = self.derivative_rms_product * self.weight_product
             out.append(
                 f"Chain rule, at the start: the mean activation derivatives f'(s) of the layers above layer 1 "
@@ -122,6 +140,11 @@ class Diagnosis:
         d["sentences"] = self.sentences()
         return d
 
+
+def _few(names: list[str], shown: int = 4) -> str:
+    """Names in a sentence: the first few and how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def fmt_ratio(r: float) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,8 @@ def tenth(rows: int) -> int:
     return max(1, rows // 10)
 
 
-def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each layer's series relative to the output layer: (verdict, early, late).
+def depth_ratios(series: np.ndarray, reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each layer's series relative to the output layer (or to its `reference` layer): (verdict, early, late).
 
     Early and late are medians over the first and the last tenth of the
     rows (at least one row each). The verdict ratio is, per layer, whichever
@@ -59,6 +60,8 @@ def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
     Args:
         series: `(steps, layers)` array, the output layer last.
+        reference: for each layer, the index of the layer it is compared with. Defaults to `None`: the output
+            layer for every layer.
 
     Returns:
         Three arrays of one value per layer: the verdict ratio, the early and the late ratio.
@@ -71,7 +74,7 @@ def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     0.5 0.01 0.01
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = series / series[:, -1:]
+        rel = series / (series[:, -1:] if reference is None else series[:, reference])
     k = tenth(len(rel))
     early, late = median(rel[:k]), median(rel[-k:])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -80,10 +83,53 @@ def depth_ratios(series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return worst, early, late
 
 
+def trunk_reference(history: GradientHistory) -> np.ndarray:
+    """The layer each layer's gradient is compared with: the output layer, or,
+    for a layer with spatial or sequence outputs (a convolution, an attention
+    block), the last such layer, where the trunk ends before pooling. Under
+    several optimizers, each one's layers are compared among themselves.
+
+    Pooling over positions divides the gradient among them (a global
+    average over 16x16 positions hands each 1/256 of it), so comparing a
+    convolution's per-element gradient with the output layer's would call
+    every convolutional net vanishing.
+
+    Args:
+        history: the record; it reads ``output_shape`` from `layer_info`.
+
+    Example:
+
+    >>> from gradscope.history import GradientHistory
+    >>> shapes = ["(None, 8, 8, 4)", "(None, 8, 8, 4)", "(None, 10)"]
+    >>> info = [{"output_shape": shape} for shape in shapes]
+    >>> trunk_reference(GradientHistory(["conv", "conv_1", "out"], layer_info=info)).tolist()
+    [1, 1, 2]
+    """
+    n = len(history.layers)
+    reference = np.full(n, n - 1)
+    infos = list(history.layer_info) + [{}] * (n - len(history.layer_info))
+    # Networks trained by optimizers of their own (a GAN's generator and
+    # discriminator) each have their own output layer: their last.
+    groups: dict[Any, list[int]] = {}
+    for i, info in enumerate(infos):
+        groups.setdefault(info.get("optimizer"), []).append(i)
+    for members in groups.values():
+        reference[members] = members[-1]
+        trunk = [i for i in members if str(infos[i].get("output_shape") or "").count(",") >= 2]
+        # A trunk of one layer (an embedding before an RNN) has nothing to be
+        # compared with inside it: it keeps the output layer.
+        if len(trunk) > 1 and trunk[-1] != members[-1]:
+            reference[trunk] = trunk[-1]
+    return reference
+
+
 def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
     """Forward gain sqrt(fan_in Var(W)) and backward gain sqrt(fan_out Var(W)) of each kernel, at the start.
 
-    ||W||^2 = fan_in * fan_out * Var(W) for zero-mean weights. The norm is
+    ||W||^2 = size * Var(W) for zero-mean weights, where the size is
+    ``layer_info["kernel_size"]`` (fan_in * fan_out for a dense kernel, and
+    the default when it is not recorded; a convolution's fans count its
+    receptive field, its size only once). The norm is
     the kernel's before the first update (``layer_info["initial_kernel_norm"]``,
     which the recording takes when it begins); runs saved without it fall
     back to the first recorded kernel norm, read after the first update. NaN
@@ -119,8 +165,11 @@ def weight_gains(history: GradientHistory) -> tuple[np.ndarray, np.ndarray]:
             measured = column[~np.isnan(column)]  # NaN: a step that did not measure weights
             norm = measured[0] if len(measured) else None
         if norm is not None:
-            fwd[li] = norm / math.sqrt(info["fan_out"])
-            bwd[li] = norm / math.sqrt(info["fan_in"])
+            # ||W||^2 = size * Var(W); a dense kernel's size is fan_in * fan_out,
+            # a convolution's is that over its receptive field.
+            size = info.get("kernel_size") or info["fan_in"] * info["fan_out"]
+            fwd[li] = norm * math.sqrt(info["fan_in"] / size)
+            bwd[li] = norm * math.sqrt(info["fan_out"] / size)
     return fwd, bwd
     for li, (name, info) in enumerate(zip(history.layers, history.layer_info, strict=False)):
         key = f"{name}/kernel"

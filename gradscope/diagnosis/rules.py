@@ -12,8 +12,8 @@ docs/diagnosis.md holds the table in words (`rules_table_markdown`);
 
 Example:
 
->>> RULES["vanishing"].threshold, RULES["vanishing"].meaning
-(0.05, "a layer's back-propagated gradient (RMS) is below 0.05 of the output layer's")
+>>> RULES["vanishing"].threshold, RULES["vanishing"].meaning[:80]
+(0.05, "a layer's back-propagated gradient (RMS) is below 0.05 of the output layer's (a ")
 """
 
 from __future__ import annotations
@@ -175,7 +175,8 @@ class VanishingRule(Rule):
     weight_cause_below: float
 
     def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
-        return self.name if context.ratios[layer] < self.threshold else None
+        judged = context.depth_judged[layer]
+        return self.name if judged and context.ratios[layer] < self.threshold else None
 
     def flags(self, context: DiagnosisContext) -> list[str]:
         return context.judged(self.name)
@@ -187,7 +188,7 @@ class VanishingRule(Rule):
         what = "back-propagated gradient" if context.measure == "backprop" else "weight-gradient norm"
         message = (
             f"The {what} shrinks toward the input: {_layers_get(layers)} "
-            f"{_list_ratios(context, layers)} of the output layer's (threshold {self.threshold})."
+            f"{_list_ratios(context, layers)} of {_reference(context, layers)} (threshold {self.threshold})."
         )
         # Every gradient starts at the output layer: when its tanh/sigmoid
         # sits at +-1, fixing the hidden layers does not help.
@@ -220,7 +221,8 @@ class ExplodingRule(Rule):
     """Layers whose ratio to the output layer is above `threshold`."""
 
     def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
-        return self.name if context.ratios[layer] > self.threshold else None
+        judged = context.depth_judged[layer]
+        return self.name if judged and context.ratios[layer] > self.threshold else None
 
     def flags(self, context: DiagnosisContext) -> list[str]:
         return context.judged(self.name)
@@ -237,8 +239,42 @@ class ExplodingRule(Rule):
             cause = "depth: each layer multiplies the gradient by more than 1"
         message = (
             f"The back-propagated gradient grows toward the input: {_layers_get(layers)} "
-            f"{_list_ratios(context, layers)} times the output layer's (threshold {self.threshold:g})."
+            f"{_list_ratios(context, layers)} times {_reference(context, layers)} (threshold {self.threshold:g})."
         )
+        return [self.finding(layers, message, cause)]
+
+
+@dataclass(frozen=True)
+class WeakBranchRule(Rule):
+    """Layers inside a residual (or parallel) branch whose ratio to the output layer is below `threshold`.
+
+    A skip connection carries the gradient around such a layer, so the
+    layers before it still get theirs: this is not vanishing toward the
+    input, but the branch itself learns slowly.
+    """
+
+    def verdict(self, context: DiagnosisContext, layer: int) -> str | None:
+        inside = not context.main_path[layer]
+        return "weak branch" if inside and context.ratios[layer] < self.threshold else None
+
+    def flags(self, context: DiagnosisContext) -> list[str]:
+        return context.judged("weak branch")
+
+    def check(self, context: DiagnosisContext) -> list[Finding]:
+        layers = self.flags(context)
+        if not layers:
+            return []
+        message = (
+            f"Inside residual branches, {_layers_get(layers)} {_list_ratios(context, layers)} of "
+            f"{_reference(context, layers)} back-propagated gradient (threshold {self.threshold:g}); skip "
+            "connections carry the gradient around them, so the layers before them are not starved."
+        )
+        saturated = [n for n in context.flagged("saturated") if n in layers]
+        dead = [n for n in context.flagged("dead_relu") if n in layers]
+        if saturated or dead:
+            cause = f"saturated or dead units inside the branch ({', '.join(saturated + dead)})"
+        else:
+            cause = "the branch scales the gradient down (a normalisation scale near 0, or small weights)"
         return [self.finding(layers, message, cause)]
 
 
@@ -462,7 +498,10 @@ RULES: dict[str, Rule] = {
             threshold=0.05,
             derivative_cause_below=0.1,
             weight_cause_below=0.2,
-            meaning_format="a layer's back-propagated gradient (RMS) is below {threshold:g} of the output layer's",
+            meaning_format=(
+                "a layer's back-propagated gradient (RMS) is below {threshold:g} of the output layer's (a layer with "
+                "spatial or sequence outputs: of the last such layer's, since pooling divides the gradient)"
+            ),
             remedy=(
                 "use ReLU in the hidden layers, Glorot (tanh) or He (ReLU) initialisation, a shallower net, "
                 "or batch normalisation"
@@ -471,10 +510,26 @@ RULES: dict[str, Rule] = {
         ExplodingRule(
             "exploding",
             threshold=20.0,
-            meaning_format="a layer's back-propagated gradient (RMS) is above {threshold:g} times the output layer's",
+            meaning_format=(
+                "a layer's back-propagated gradient (RMS) is above {threshold:g} times the output layer's (a layer "
+                "with spatial or sequence outputs: the last such layer's)"
+            ),
             remedy=(
                 "use smaller initial weights (Glorot/He), clip gradients (clipnorm), lower the learning rate, "
                 "or add normalisation"
+            ),
+        ),
+        WeakBranchRule(
+            "weak_branch",
+            threshold=0.05,
+            meaning_format=(
+                "a layer inside a residual or parallel branch (one a skip connection goes around) gets a "
+                "back-propagated gradient below {threshold:g} of the output layer's; the vanishing and exploding "
+                "rules judge only the main path"
+            ),
+            remedy=(
+                "harmless early on when a branch's last normalisation starts at zero scale; otherwise check the "
+                "branch's initialisation, its activations and its normalisation"
             ),
         ),
         SaturatedRule(
@@ -586,6 +641,14 @@ def rules_table_markdown(rules: Iterable[Rule] | None = None) -> str:
 
 def _layers_get(names: list[str]) -> str:
     return f"{names[0]} gets" if len(names) == 1 else f"layers {', '.join(names)} get"
+
+
+def _reference(context: DiagnosisContext, names: list[str]) -> str:
+    """Whose gradient the layers are compared with: "the output layer's", or the trunk's end."""
+    refs = {context.layers[context.reference[context.layers.index(n)]] for n in names}
+    if refs == {context.output}:
+        return "the output layer's"
+    return f"{refs.pop()}'s" if len(refs) == 1 else f"their reference layer's ({', '.join(sorted(refs))})"
 
 
 def _list_ratios(context: DiagnosisContext, names: list[str]) -> str:

@@ -37,12 +37,13 @@ from rich.text import Text
 from gradscope.diagnosis import Diagnosis
 from gradscope.history import GradientHistory
 
-_VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}
+_VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "non-finite": "bold red",
+                  "weak branch": "yellow"}
 _SUMMARY_COLUMNS = (
     "#", "layer", "shape", "params", "activation", "grad first", "grad last", "ratio to output", "sat.", "dead",
     "f'(s)", "verdict",
 )
-_VERDICT_RANK = {"non-finite": 4, "exploding": 3, "vanishing": 2}
+_VERDICT_RANK = {"non-finite": 4, "exploding": 3, "vanishing": 2, "weak branch": 1}
 #: Layers a table shows one by one; a deeper model's table shows that many, the worst first, grouped by block.
 MAX_TABLE_LAYERS = 30
 _COMPARISON_COLUMNS = ("configuration", "layer", "grad_norm", "backprop", "ratio", "saturated", "dead", "f'(s)",
@@ -98,6 +99,42 @@ def pct(x: float) -> str:
     return f"{x:.0%}" if math.isfinite(x) else "-"
 
 
+def unit_label(history: GradientHistory, layer: int) -> str:
+    """A layer's name in the tables: with the activation layer its
+    statistics are measured after, when it has one (``conv → relu``).
+
+    Args:
+        history: the record.
+        layer: the layer's index.
+
+    Example:
+
+    >>> h = GradientHistory(["conv", "out"], layer_info=[{"activation_layer": "relu"}, {}])
+    >>> unit_label(h, 0), unit_label(h, 1)
+    ('conv → relu', 'out')
+    """
+    name = history.layers[layer]
+    info = history.layer_info[layer] if layer < len(history.layer_info) else {}
+    act = info.get("activation_layer")
+    return f"{name} → {act}" if act else name
+
+
+def layer_optimizers(history: GradientHistory) -> list[str] | None:
+    """The optimizer that updates each layer, when several optimizers share the model; else None.
+
+    Args:
+        history: the record.
+
+    Example:
+
+    >>> h = GradientHistory(["d", "g"], layer_info=[{"optimizer": "d_optimizer"}, {"optimizer": "g_optimizer"}])
+    >>> layer_optimizers(h)
+    ['d_optimizer', 'g_optimizer']
+    """
+    names = [str(info.get("optimizer") or "-") for info in history.layer_info]
+    return names if len(set(names) - {"-"}) > 1 else None
+
+
 def layer_table(history: GradientHistory, row: int = -1, title: str | None = None,
                 max_layers: int | None = MAX_TABLE_LAYERS) -> Table:
     """Layer, units, grad_norm, back-propagated gradient and ratio to the output, at one row.
@@ -151,7 +188,7 @@ def layer_table(history: GradientHistory, row: int = -1, title: str | None = Non
     for group in groups:
         for k, li in enumerate(group):
             table.add_row(
-                history.layers[li],
+                unit_label(history, li),
                 str(units[li] or "-"),
                 fmt(grad[li]),
                 fmt(bp_row[li]),
@@ -260,8 +297,11 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis, max_layers: in
     ...
     """
     table = Table(title="gradscope summary", title_justify="left")
-    for col in _SUMMARY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("layer", "shape", "activation", "verdict") else "right")
+    optimizers = layer_optimizers(history)
+    columns = _SUMMARY_COLUMNS + (("optimizer",) if optimizers else ())
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("layer", "shape", "activation", "verdict", "optimizer")
+                         else "right")
     verdicts = list(zip(diagnosis.layers, history.layer_info, strict=False))
     badness = [_badness(v.ratio, 0.0, v.saturation, v.dead, _VERDICT_RANK.get(v.verdict, 0)) for v, _ in verdicts]
     groups, hidden = shown_layers([v.name for v, _ in verdicts], badness, max_layers)
@@ -270,7 +310,7 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis, max_layers: in
         style = _VERDICT_STYLE.get(v.verdict, "")
         table.add_row(
             str(li + 1),
-            v.name,
+            unit_label(history, li),
             str(info.get("output_shape") or "-"),
             f"{info.get('params', 0):,}",
             str(v.activation or "-"),
@@ -281,6 +321,7 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis, max_layers: in
             pct(v.dead),
             fmt(v.dact_mean),
             Text(v.verdict, style=style),
+            *([optimizers[li]] if optimizers else []),
             end_section=last,
         )
     total = sum(int(i.get("params") or 0) for i in history.layer_info)
@@ -291,6 +332,11 @@ def summary_table(history: GradientHistory, diagnosis: Diagnosis, max_layers: in
         f"{total:,} trainable parameters; ratio = {diagnosis.measure} relative to the output layer, median over the "
         f"first or the last tenth of {steps}, whichever is further from 1"
     )
+    if diagnosis.first_reference is not None:
+        table.caption += f" (layer 1 relative to {diagnosis.first_reference}, the end of its trunk or network)"
+    if diagnosis.branch_layers:
+        table.caption += (f"; {len(diagnosis.branch_layers)} layers sit inside residual branches (judged by "
+                          "weak_branch, not vanishing)")
     if hidden:
         table.caption = hidden_line(hidden, len(verdicts)) + "\n" + table.caption
     return table

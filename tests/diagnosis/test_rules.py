@@ -293,3 +293,103 @@ def test_a_wide_network_overfits_100_samples_and_not_enough_data():
 
     assert train(100, 12, 20) == ["overfitting"]
     assert train(2000, 5, 100) == []
+
+
+# -- residual nets and normalisation layers ------------------------------------------------------------------------
+
+RESIDUAL = ["stem", "block0_a", "block0_b", "block1_a", "block1_b", "norm", "head"]
+MAIN = [True, False, False, False, False, True, True]
+
+
+def _residual_case(backprop: list[float], main_path: list[bool] | None = MAIN, dact: list[float] | None = None,
+                   measure: str = "backprop", normalization: str | None = None) -> GradientHistory:
+    """A residual net's record: `main_path` as the recording marks it (None: a plain net, unmarked)."""
+    info = [{"name": n, "activation": "tanh"} for n in RESIDUAL]
+    for i, flag in enumerate(main_path or []):
+        info[i]["main_path"] = flag
+    if normalization is not None:
+        info[RESIDUAL.index(normalization)]["normalization"] = True
+    h = GradientHistory(RESIDUAL, layer_info=info)
+    values = np.tile(backprop, (20, 1))
+    series = {"grad_norm": values} if measure == "grad_norm" else {"grad_norm": np.ones((20, 7)), "backprop": values}
+    if dact is not None:
+        series["dact_mean"] = np.tile(dact, (20, 1))
+    h.append(range(20), series)
+    return h
+
+
+def test_a_weak_residual_branch_is_not_vanishing_toward_the_input():
+    # The branches get 1/100 of the output layer's gradient; the stem, before
+    # them, gets half of it through the skip connections.
+    d = diagnose(_residual_case([0.5, 0.01, 0.01, 0.01, 0.01, 0.9, 1.0]))
+    assert [(f.rule, f.layers) for f in d.findings] == [("weak_branch", ["block0_a", "block0_b", "block1_a",
+                                                                         "block1_b"])]
+    assert [v.verdict for v in d.layers] == ["healthy"] + ["weak branch"] * 4 + ["healthy"] * 2
+    assert d.branch_layers == ["block0_a", "block0_b", "block1_a", "block1_b"]
+    assert any("judged along the main path (stem, norm, head)" in s for s in d.sentences())
+
+
+def test_the_same_numbers_in_a_plain_net_are_vanishing():
+    d = diagnose(_residual_case([0.5, 0.01, 0.01, 0.01, 0.01, 0.9, 1.0], main_path=None))
+    assert [(f.rule, f.layers) for f in d.findings] == [("vanishing", ["block0_a", "block0_b", "block1_a",
+                                                                       "block1_b"])]
+    assert d.branch_layers == []
+
+
+def test_vanishing_along_the_main_path_of_a_residual_net_is_found():
+    d = diagnose(_residual_case([0.01, 0.5, 0.5, 0.5, 0.5, 0.9, 1.0]))
+    assert [(f.rule, f.layers) for f in d.findings] == [("vanishing", ["stem"])]
+
+
+def test_the_chain_rule_products_run_along_the_main_path():
+    dact = [0.9, 0.1, 0.1, 0.1, 0.1, 0.8, 0.5]
+    context = DiagnosisContext(_residual_case([0.5] * 6 + [1.0], dact=dact))
+    assert context.derivative_product == pytest.approx(0.8 * 0.5)
+    plain = DiagnosisContext(_residual_case([0.5] * 6 + [1.0], main_path=None, dact=dact))
+    assert plain.derivative_product == pytest.approx(0.1 ** 4 * 0.8 * 0.5)
+
+
+def test_a_normalisation_layer_s_small_weight_gradient_is_not_vanishing():
+    # Without the back-propagated gradient, depth is judged on weight-gradient
+    # norms, and a norm layer's few parameters make its own small.
+    bp = [1.0, 1.0, 1.0, 1.0, 1.0, 0.001, 1.0]
+    assert diagnose(_residual_case(bp, None, measure="grad_norm", normalization="norm")).healthy
+    d = diagnose(_residual_case(bp, None, measure="grad_norm"))
+    assert [(f.rule, f.layers) for f in d.findings] == [("vanishing", ["norm"])]
+    # Its back-propagated gradient is judged like any other layer's.
+    d = diagnose(_residual_case(bp, None, normalization="norm"))
+    assert [(f.rule, f.layers) for f in d.findings] == [("vanishing", ["norm"])]
+
+
+def _conv_case(first: float) -> GradientHistory:
+    shapes = ["(None, 8, 8, 4)", "(None, 8, 8, 4)", "(None, 10)"]
+    h = GradientHistory(["conv", "conv_1", "head"], layer_info=[{"output_shape": s} for s in shapes])
+    bp = np.tile([first, 0.012, 1.0], (20, 1))
+    h.append(range(20), {"grad_norm": np.ones((20, 3)), "backprop": bp})
+    return h
+
+
+def test_convolutions_are_compared_with_the_end_of_their_trunk_not_across_the_pooling():
+    # Pooling over 64 positions hands each of them a sliver of the gradient:
+    # the convolutions get ~1/100 of the head's per element, and that is fine.
+    d = diagnose(_conv_case(0.01))
+    assert d.healthy
+    assert d.first_ratio == pytest.approx(0.01 / 0.012)
+    assert d.sentences()[0] == "layer 1 gets 1/1 of conv_1's back-propagated gradient."
+    d = diagnose(_conv_case(0.0001))
+    assert [(f.rule, f.layers) for f in d.findings] == [("vanishing", ["conv"])]
+    assert "of conv_1's" in d.findings[0].message
+
+
+def test_under_several_optimizers_each_network_is_compared_with_its_own_last_layer():
+    # A GAN: the discriminator's last layer gets far more gradient than the
+    # generator's; neither network is vanishing within itself.
+    info = [{"optimizer": "d_optimizer"}, {"optimizer": "d_optimizer"},
+            {"optimizer": "g_optimizer"}, {"optimizer": "g_optimizer"}]
+    h = GradientHistory(["d1", "d2", "g1", "g2"], layer_info=info)
+    bp = np.tile([0.5, 1.0, 0.0005, 0.001], (20, 1))
+    h.append(range(20), {"grad_norm": np.ones((20, 4)), "backprop": bp})
+    d = diagnose(h)
+    assert d.healthy
+    assert [v.ratio for v in d.layers] == [0.5, 1.0, 0.5, 1.0]
+    assert d.sentences()[0] == "layer 1 gets 1/2 of d2's back-propagated gradient."
