@@ -42,6 +42,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from gradscope.distributed import replica_aliases
 from gradscope.model_layers import LayerSpec
 from gradscope.recorder import Recorder
 
@@ -91,6 +92,8 @@ class Hooks:
                 inner = getattr(v, "value", None)
                 if isinstance(inner, tf.Variable):
                     self.var_index[id(inner)] = column
+                for alias in replica_aliases(v):  # under tf.distribute, the copy the optimizer writes
+                    self.var_index[id(alias)] = column
                 column += 1
 
     # -- install / remove ------------------------------------------------------

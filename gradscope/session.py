@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from gradscope.diagnosis import NonFinite, first_nonfinite
+from gradscope.distributed import bad_replica, is_chief
 from gradscope.history import GradientHistory
 from gradscope.hooks import HookError, Hooks
 from gradscope.model_layers import LayerSpec, watched_layers
@@ -288,7 +290,10 @@ class RecordingSession:
         found = None
         if check and self.nonfinite is None:
             # Only the new rows are searched, so the check costs O(rows).
-            found = self.nonfinite = first_nonfinite(new, loss_scaled=self.recorder.stage.scale_fn is not None)
+            found = first_nonfinite(new, loss_scaled=self.recorder.stage.scale_fn is not None)
+            if found is not None:
+                found = dataclasses.replace(found, replica=bad_replica(self.recorder, found.step))
+            self.nonfinite = found
         return Flushed(len(rows), found)
 
     def request_end_histogram(self) -> None:
@@ -421,5 +426,7 @@ def whole_number(name: str, value: Any, minimum: int = 1, maximum: int = MAX_INT
 
 
 def notice(message: str) -> None:
-    """One line on standard error, at once."""
+    """One line on standard error, at once (under a multi-worker strategy, on the chief only)."""
+    if not is_chief():
+        return
     print(message, file=sys.stderr, flush=True)
