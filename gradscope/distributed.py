@@ -191,7 +191,9 @@ def commit_across_replicas(recorder: Any, staged: Any, weights: list[tuple[int, 
         stage = recorder.stage
 
         def parts() -> dict[str, tf.Tensor]:
-            total = strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+            # One tensor at a time: MultiWorkerMirroredStrategy reduces no nests.
+            flat = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in tf.nest.flatten(sums)]
+            total = tf.nest.pack_sequence_as(sums, flat)
             scale = total["scale"] / float(replicas)
             alarm.note(total["bad"], recorder.schedule.calls)
             grad = tf.fill([V], _NAN)
@@ -303,3 +305,46 @@ def mirrored_on(devices: int) -> tuple[Any, str | None]:
     return tf.distribute.MirroredStrategy(names), (
         f"gradscope: {what} here, so MirroredStrategy runs on {devices} logical CPU devices "
         "(same numbers as on GPUs, not faster)")
+
+
+# -- gradscope.train's step on every replica -------------------------------------------
+def strategy_of(model: Any) -> Any:
+    """The model's `MirroredStrategy` or `MultiWorkerMirroredStrategy`, or
+    None (no strategy: the step runs as it is).
+
+    Raises:
+        DistributionError: a strategy gradscope cannot record under.
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None:
+        return None
+    check_strategy(strategy)
+    mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    return strategy if isinstance(strategy, mirrored) else None
+
+
+def on_replicas(strategy: Any, step: Any, result: Any) -> Any:
+    """``step(x, y)`` run by every replica of ``strategy`` on its share of
+    the global batch, then ``result()`` read once in cross-replica context.
+
+    A batch of a distributed dataset comes already split; a plain batch is
+    split here, in order, into one contiguous share per replica (of every
+    worker: each worker holds the same arrays).
+    """
+
+    def run(xb: Any, yb: Any) -> Any:
+        if isinstance(xb, tf.distribute.DistributedValues):
+            strategy.run(step, args=(xb, yb))
+            return result()
+
+        def share(xb: Any, yb: Any) -> Any:
+            ctx = tf.distribute.get_replica_context()
+            n = tf.shape(xb)[0]
+            replicas, r = ctx.num_replicas_in_sync, tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+            lo, hi = n * r // replicas, n * (r + 1) // replicas
+            return step(xb[lo:hi], yb[lo:hi])
+
+        strategy.run(share, args=(xb, yb))
+        return result()
+
+    return run

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from gradscope.diagnosis import NonFinite, first_nonfinite
-from gradscope.distributed import bad_replica, is_chief
+from gradscope.distributed import bad_replica, check_strategy, is_chief
 from gradscope.history import GradientHistory
 from gradscope.hooks import HookError, Hooks
 from gradscope.model_layers import LayerSpec, watched_layers
@@ -188,6 +188,7 @@ class RecordingSession:
         """
         self.nonfinite = None
         self._model = model
+        check_strategy(getattr(model, "distribute_strategy", None))  # TPU, parameter servers: refused
         try:
             self._prepare(model)
             self.hooks = Hooks(model, self.recorder, self._specs)
