@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import weakref
@@ -275,6 +276,25 @@ def _replica_sums(recorder: Any, staged: Any, ctx: Any) -> dict[str, Any]:
 
 
 # -- several devices on one machine --------------------------------------------------
+def logical_cpus(devices: int) -> None:
+    """Splits the CPU into ``devices`` logical devices (if not split already).
+
+    Raises:
+        DistributionError: TensorFlow has already set up its devices, so it
+            is too late (this must come before anything runs on TensorFlow).
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    have = tf.config.get_logical_device_configuration(cpu)
+    if have and len(have) >= devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    except RuntimeError:
+        raise DistributionError(
+            f"cannot split the CPU into {devices} devices: TensorFlow has already set up its devices "
+            "(ask for the devices before anything runs on TensorFlow)") from None
+
+
 def mirrored_on(devices: int) -> tuple[Any, str | None]:
     """A `MirroredStrategy` over ``devices`` GPUs, or as many logical CPU devices.
 
@@ -289,22 +309,12 @@ def mirrored_on(devices: int) -> tuple[Any, str | None]:
     """
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) >= devices:
-        names = [f"/gpu:{i}" for i in range(devices)]
-        return tf.distribute.MirroredStrategy(names), None
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    have = tf.config.get_logical_device_configuration(cpu)
-    if not have or len(have) < devices:
-        try:
-            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
-        except RuntimeError:
-            raise DistributionError(
-                f"cannot make {devices} logical CPU devices: TensorFlow has already set up its devices; "
-                "ask for the devices before anything runs on TensorFlow") from None
-    names = [f"/cpu:{i}" for i in range(devices)]
-    what = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "no GPU"
-    return tf.distribute.MirroredStrategy(names), (
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(devices)]), None
+    logical_cpus(devices)
+    what = f"only {len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "no GPU"
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(devices)]), (
         f"gradscope: {what} here, so MirroredStrategy runs on {devices} logical CPU devices "
-        "(same numbers as on GPUs, not faster)")
+        "(the same numbers as on GPUs, not faster)")
 
 
 # -- gradscope.train's step on every replica -------------------------------------------
@@ -321,6 +331,13 @@ def strategy_of(model: Any) -> Any:
     check_strategy(strategy)
     mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
     return strategy if isinstance(strategy, mirrored) else None
+
+
+def strategy_scope(model: Any) -> Any:
+    """The scope of the model's mirrored strategy (where its optimizer must
+    make its slots), or a context that does nothing."""
+    strategy = strategy_of(model)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def on_replicas(strategy: Any, step: Any, result: Any) -> Any:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -231,12 +232,13 @@ def check_size(config: Config, input_dim: int, memory_bytes: int | None = None) 
         )
 
 
-def build_model(config: Config, data: Any) -> Any:
+def build_model(config: Config, data: Any, strategy: Any = None) -> Any:
     """The lecture's network as ``config`` sets it, compiled, its weights drawn from ``config.seed``.
 
     Args:
         config: the configuration.
         data: the `gradscope.data.Dataset` (its input size and number of classes).
+        strategy: a `tf.distribute` strategy to build it under. Defaults to `None`.
 
     Example:
 
@@ -252,13 +254,15 @@ def build_model(config: Config, data: Any) -> Any:
     check_names(config)
     check_size(config, data.input_dim)
     keras.utils.set_random_seed(config.seed)
-    model = lecture_mlp(
-        input_dim=data.input_dim, hidden=config.hidden, outputs=data.num_classes,
-        activation=config.activation, output_activation=config.out_activation, init=config.init, seed=config.seed,
-    )
-    optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.lr}})
-    loss = "mean_squared_error" if config.loss == "mse" else "categorical_crossentropy"
-    model.compile(optimizer=optimizer, loss=loss)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = lecture_mlp(
+            input_dim=data.input_dim, hidden=config.hidden, outputs=data.num_classes,
+            activation=config.activation, output_activation=config.out_activation, init=config.init,
+            seed=config.seed,
+        )
+        optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.lr}})
+        loss = "mean_squared_error" if config.loss == "mse" else "categorical_crossentropy"
+        model.compile(optimizer=optimizer, loss=loss)
     return model
 
 
@@ -297,7 +301,7 @@ def model_summary(model: Any) -> dict[str, Any]:
 
 def run_config(
     config: Config, data: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True,
-    stop: StopSignals | None = None, overwrite: bool = False, shown_as: Path | None = None,
+    stop: StopSignals | None = None, overwrite: bool = False, shown_as: Path | None = None, strategy: Any = None,
 ) -> tuple[GradientHistory, Diagnosis]:
     """Builds, trains, diagnoses and saves one configuration, printing as it goes.
 
@@ -313,6 +317,8 @@ def run_config(
         overwrite: replace a run already saved in ``out``. Defaults to `False`.
         shown_as: the path to print for the saved run, when ``out`` is a
             temporary place that will be renamed. Defaults to ``out``.
+        strategy: a `tf.distribute` strategy to build and train the model
+            under (``gradscope run --devices``). Defaults to `None`.
 
     Raises:
         gradscope.signals.Interrupted: after a signal, once the recorded steps are saved.
@@ -339,13 +345,14 @@ def run_config(
 
     stop = stop or StopSignals()
     shown = shown_as or out
-    model = build_model(config, data)
+    model = build_model(config, data, strategy)
     console.print(model_table(model_summary(model)))
     # verbose=1 also prints the summary at the end; 2 is the live view only.
     verbose = (1 if show_summary else 2) if live else 0
     monitor = GradientMonitor(every=config.every, weights_every=config.weights_every, verbose=verbose, console=console)
     monitor.config = {**asdict(config), "dataset": data.name, "num_classes": data.num_classes,
-                      "train_samples": int(len(data.x_train)), "label": config.label}
+                      "train_samples": int(len(data.x_train)), "label": config.label,
+                      "devices": strategy.num_replicas_in_sync if strategy is not None else 1}
     y_train, y_val = data.one_hot(data.y_train), data.one_hot(data.y_val)
     length = f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
     console.print(f"training {config.label} on {data.name}: {len(data.x_train):,} samples, "
@@ -355,7 +362,8 @@ def run_config(
             history = gradscope.train(
                 model, data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, steps=config.steps,
                 validation_data=(data.x_val, y_val), callbacks=[monitor, stop.callback()], seed=config.seed,
-                jit_compile="auto" if config.jit else False,
+                # XLA compiles one device's step, not a step across devices.
+                jit_compile="auto" if config.jit and strategy is None else False,
             )
     except KeyboardInterrupt:
         # Every recorded step is kept: save what there is (a second signal

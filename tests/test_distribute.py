@@ -110,7 +110,7 @@ def test_multi_worker_chief_records_the_single_device_history_and_alone_writes(t
     outs = []
     try:
         for p in procs:
-            out, err = p.communicate(timeout=120)
+            out, err = p.communicate(timeout=600)  # a guard against a hang: alone, a worker takes ~10 s of CPU
             assert p.returncode == 0, err[-3000:]
             outs.append((out, err))
     finally:
