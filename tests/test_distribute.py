@@ -130,3 +130,48 @@ def test_multi_worker_chief_records_the_single_device_history_and_alone_writes(t
     assert "gradscope summary" in outs[0][0]
     assert outs[1][0].strip().splitlines()[:-1] == []
     assert "gradscope" not in outs[1][1]
+
+
+@pytest.mark.parametrize(("config", "chief"), [
+    (None, True),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, False),
+    ({"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}, True),
+    ({"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}, False),
+])
+def test_the_chief_is_the_chief_task_or_else_worker_0(monkeypatch, config, chief):
+    from gradscope.distributed import is_chief
+
+    if config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    assert is_chief() is chief
+
+
+def test_other_workers_print_no_notice(monkeypatch, capsys):
+    from gradscope.session import notice
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    notice("gradscope: a notice")
+    monkeypatch.delenv("TF_CONFIG")
+    notice("gradscope: another")
+    assert capsys.readouterr().err == "gradscope: another\n"
+
+
+def test_run_devices_once_tensorflow_set_up_its_devices_is_one_line_and_exit_2(capsys, tmp_path):
+    import tensorflow as tf
+
+    from gradscope.cli import main
+
+    tf.constant(0.0)  # this process's TensorFlow has set up its devices
+    if tf.config.list_physical_devices("GPU") or len(tf.config.list_logical_devices("CPU")) > 1:
+        pytest.skip("this process has several devices already")
+    out = tmp_path / "run"
+    code = main(["run", "--devices", "2", "--dataset", "digits", "--layers", "8", "--steps", "1", "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "gradscope run: error: --devices 2: cannot split the CPU into 2 devices: TensorFlow has already set up "
+        "its devices (ask for the devices before anything runs on TensorFlow)\n")
+    assert not out.exists()
