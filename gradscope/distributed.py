@@ -34,8 +34,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import tensorflow as tf
 
@@ -50,6 +52,7 @@ from gradscope.stats import (
 )
 
 _NAN = float("nan")
+T = TypeVar("T")
 
 
 class DistributionError(RuntimeError):
@@ -130,6 +133,33 @@ def check_strategy(strategy: Any) -> None:
         raise DistributionError(
             "gradscope cannot record under ParameterServerStrategy: its workers step asynchronously, so "
             "there is no one global step to record; use MultiWorkerMirroredStrategy (docs/scaling.md)")
+
+
+def outside_strategy(make: Callable[[], T]) -> T:
+    """``make()`` with no strategy in scope, so the variables it creates are
+    plain ones: gradscope's ring and counters are written once per global
+    step, never mirrored (a mirrored variable cannot take a row by scatter).
+
+    A strategy's scope belongs to the thread that entered it, so under one
+    (``fit`` called inside ``with strategy.scope():``) this runs ``make`` in a
+    thread of its own.
+    """
+    if not tf.distribute.has_strategy():
+        return make()
+    done: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            done["value"] = make()
+        except BaseException as exc:  # handed to the caller's thread
+            done["error"] = exc
+
+    thread = threading.Thread(target=run, name="gradscope-variables")
+    thread.start()
+    thread.join()
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
 
 
 # -- the row of a global step --------------------------------------------------------

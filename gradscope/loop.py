@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gradscope.distributed import on_replicas, strategy_of
+from gradscope.distributed import on_replicas, outside_strategy, strategy_of
 from gradscope.history import GradientHistory
 from gradscope.monitor import GradientMonitor
 from gradscope.session import notice, whole_number
@@ -182,7 +182,8 @@ def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: _Batch
     its next train() on the same model: tracing costs as much as dozens of steps."""
 
     def build() -> tuple[Any, tf.Variable]:
-        sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
+        sums = outside_strategy(  # loss, accuracy, samples; summed by every replica
+            lambda: tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums"))
         fn = tf.function(batches.wrap(_make_step(model, sums)), jit_compile=jit_compile, reduce_retracing=True)
         return _Direct(fn), sums
 

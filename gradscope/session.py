@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from gradscope.diagnosis import NonFinite, first_nonfinite
-from gradscope.distributed import bad_replica, check_strategy, is_chief
+from gradscope.distributed import bad_replica, check_strategy, is_chief, outside_strategy
 from gradscope.history import GradientHistory
 from gradscope.hooks import HookError, Hooks
 from gradscope.model_layers import LayerSpec, watched_layers
@@ -235,14 +235,14 @@ class RecordingSession:
             self.recorder.restart()
         elif not keep:
             spe = int(getattr(model, "steps_per_execution", 1) or 1)
-            self.recorder = Recorder(
+            self.recorder = outside_strategy(lambda: Recorder(  # plain variables, even in a strategy's scope
                 [s.activation for s in specs],
                 [li for li, s in enumerate(specs) for _ in s.var_indices],
                 # Room for two flush intervals, plus one execution of slack.
                 capacity=2 * -(-o.flush_every // o.every) + 4 * spe,
                 every=o.every, weights_every=o.weights_every, activation_stats=o.activation_stats,
                 saturation_threshold=o.saturation_threshold,
-            )
+            ))
             self._coverage_checked = False
         if not keep:
             self.history = GradientHistory(

@@ -83,16 +83,14 @@ def mirrored() -> dict:
     m.fit(x, y, batch_size=16, shuffle=False, verbose=0, callbacks=[monitor])
     out["fit"] = record(monitor.history)
     out["fit_nonfinite"] = monitor.nonfinite is not None
-    with strategy.scope():
-        m = model()
-    out["train"] = record(gradscope.train(m, x, y, batch_size=16, shuffle=False))
+    with strategy.scope():  # train (and below, fit) called inside the scope work too
+        out["train"] = record(gradscope.train(model(), x, y, batch_size=16, shuffle=False))
     # One replica's share of the first batch holds a NaN: the other stays finite.
     bad = x.copy()
     bad[12, 0] = np.nan
-    with strategy.scope():
-        m = model()
     monitor = gradscope.GradientMonitor()
-    m.fit(bad, y, batch_size=16, shuffle=False, verbose=0, callbacks=[monitor])
+    with strategy.scope():
+        model().fit(bad, y, batch_size=16, shuffle=False, verbose=0, callbacks=[monitor])
     out["bad"] = monitor.nonfinite.sentence() if monitor.nonfinite is not None else None
     return out
 
