@@ -23,7 +23,7 @@ further in every round:
   bare       the same hand-written step recording nothing: the floor of a
              per-step loop, before anything is recorded.
 
-Each call trains one epoch of N = 128 * --steps samples. After one untimed
+Each call trains --epochs epochs (default 1) of N = 128 * --steps samples. After one untimed
 warm-up call per variant (tracing), the variants run in one process,
 interleaved round by round (fit, gradscope, core, tape, bare, fit, ...), and each call is
 timed with ``time.process_time()`` (CPU, all threads; the figure that
@@ -126,7 +126,10 @@ class TapeLoop:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-tape", action="store_true", help="leave out the two hand-written tape-loop references")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="epochs per call, for every variant (default 1; the repeated-call target is for 2)")
     args = parse(parser, argv)
+    epochs = args.epochs
 
     samples = BATCH * args.steps
     x, y = mnist_like(samples, seed=args.seed)
@@ -138,30 +141,31 @@ def main(argv: list[str] | None = None) -> int:
     xla_monitor = gradscope.GradientMonitor()
     variants = {
         "fit": lambda clock: models["fit"].fit(
-            x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=True, callbacks=[clock]
+            x, y, batch_size=BATCH, epochs=epochs, verbose=0, shuffle=True, callbacks=[clock]
         ),
         # One monitor for all rounds, as a user who trains on with the same
         # model would: its traced step is reused by later train() calls.
         "gradscope": lambda clock: gradscope.train(
-            models["gradscope"], x, y, batch_size=BATCH, epochs=1, callbacks=[monitor, clock]
+            models["gradscope"], x, y, batch_size=BATCH, epochs=epochs, callbacks=[monitor, clock]
         ),
         "core": lambda clock: gradscope.train(
-            models["core"], x, y, batch_size=BATCH, epochs=1, callbacks=[core, clock]
+            models["core"], x, y, batch_size=BATCH, epochs=epochs, callbacks=[core, clock]
         ),
         # Everything recorded, the step compiled with XLA (against plain, non-XLA fit).
         "xla": lambda clock: gradscope.train(
-            models["xla"], x, y, batch_size=BATCH, epochs=1, callbacks=[xla_monitor, clock], jit_compile=True
+            models["xla"], x, y, batch_size=BATCH, epochs=epochs, callbacks=[xla_monitor, clock],
+            jit_compile=True
         ),
         # Called again and again with no monitor given: the step traced once must serve every call.
-        "bare_call": lambda clock: gradscope.train(models["bare_call"], x, y, batch_size=BATCH, epochs=1,
+        "bare_call": lambda clock: gradscope.train(models["bare_call"], x, y, batch_size=BATCH, epochs=epochs,
                                                    callbacks=[clock]),
     }
     if not args.no_tape:
         tape = TapeLoop(lecture_mlp(seed=args.seed))
         xt, yt = tf.constant(x), tf.constant(y)
-        variants["tape"] = lambda clock: tape.fit_epoch(xt, yt, clock)
+        variants["tape"] = lambda clock: [tape.fit_epoch(xt, yt, clock) for _ in range(epochs)]
         bare = TapeLoop(lecture_mlp(seed=args.seed), norms=False)
-        variants["bare"] = lambda clock: bare.fit_epoch(xt, yt, clock)
+        variants["bare"] = lambda clock: [bare.fit_epoch(xt, yt, clock) for _ in range(epochs)]
     labels = {
         "fit": "model.fit (baseline)",
         "gradscope": "gradscope.train (records)",
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"bench_loop: lecture_mlp 784-1024-512-512-512-10 tanh, MSE, Adam 1e-3, batch {BATCH}; "
-        f"{args.rounds} rounds x {args.steps} steps per call; TF {tf.__version__}, Keras {keras.__version__}",
+        f"{args.rounds} rounds x {args.steps} steps x {epochs} epochs per call; "
+        f"TF {tf.__version__}, Keras {keras.__version__}",
         flush=True,
     )
     for name, run in variants.items():  # warm-up: trace once, untimed
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(baseline={name: "fit" for name in variants}, steps=args.steps)
     for r in range(args.rounds):
         for name, run in variants.items():
-            results.add(name, timed(run, samples, args.skip))
+            results.add(name, timed(run, samples * epochs, args.skip))
         fit_call = results.runs["fit"][-1].call_cpu
         print(
             f"  round {r + 1}/{args.rounds}: "

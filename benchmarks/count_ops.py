@@ -9,6 +9,8 @@ The step is ``model.train_step`` traced in a `tf.function`, as ``fit`` traces
 it, on tanh MLPs of two depths (Dense layers of 64); ops are counted in the
 step's graph and in every function it calls (cond branches included). The
 difference between the depths gives the ops per layer; the rest is per step.
+Each count is given twice: all graph ops, and only the ops that launch a
+kernel on a GPU (constants, identities and the function's inputs do not).
 
     python benchmarks/count_ops.py
 """
@@ -25,9 +27,14 @@ import tensorflow as tf
 from gradscope import GradientMonitor
 from gradscope.models import lecture_mlp
 
+# Ops that launch no kernel on a GPU: constants (folded before the step
+# runs), identities and no-ops (aliases), the function's inputs.
+NO_KERNEL = frozenset({"Const", "Identity", "IdentityN", "NoOp", "Placeholder"})
 
-def count_ops(layers: int, options: dict | None) -> int:
-    """Ops in the traced train step of a ``layers``-deep MLP; ``options`` None: no monitor."""
+
+def count_ops(layers: int, options: dict | None, kernels_only: bool = False) -> int:
+    """Ops in the traced train step of a ``layers``-deep MLP; ``options`` None: no monitor.
+    With ``kernels_only``, the ops in `NO_KERNEL` are not counted."""
     model = lecture_mlp(input_dim=32, hidden=(64,) * (layers - 1), seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     x, y = tf.constant(np.ones((8, 32), np.float32)), tf.constant(np.ones((8, 10), np.float32))
@@ -40,7 +47,8 @@ def count_ops(layers: int, options: dict | None) -> int:
     graph = tf.function(lambda: model.train_step((x, y))).get_concrete_function().graph.as_graph_def()
     if options is not None:
         monitor.detach()
-    return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return sum(1 for n in nodes if not (kernels_only and n.op in NO_KERNEL))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,17 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         "weights_every=10": {"weights_every": 10},
         "weights_every=10, activation_stats=False": {"weights_every": 10, "activation_stats": False},
     }
-    plain = {d: count_ops(d, None) for d in (shallow, deep)}
-    print(f"count_ops: tanh MLPs of {shallow} and {deep} Dense layers; plain train step: "
-          f"{plain[shallow]} and {plain[deep]} ops ({(plain[deep] - plain[shallow]) / (deep - shallow):.1f} per layer)")
-    print(f"{'configuration':<44} {'ops per layer':>14} {'ops per step':>13}")
     summary = []
-    for label, options in configs.items():
-        added = {d: count_ops(d, options) - plain[d] for d in (shallow, deep)}
-        per_layer = (added[deep] - added[shallow]) / (deep - shallow)
-        per_step = added[shallow] - per_layer * shallow
-        print(f"{label:<44} {per_layer:>14.1f} {per_step:>13.0f}")
-        summary.append(f"{label}: {per_layer:.1f}/layer + {per_step:.0f}/step")
+    for kernels_only in (False, True):
+        kind = "ops that launch a kernel" if kernels_only else "graph ops"
+        plain = {d: count_ops(d, None, kernels_only) for d in (shallow, deep)}
+        print(f"\n{kind}: tanh MLPs of {shallow} and {deep} Dense layers; plain train step: {plain[shallow]} and "
+              f"{plain[deep]} ({(plain[deep] - plain[shallow]) / (deep - shallow):.1f} per layer)")
+        print(f"{'configuration':<44} {'per layer':>10} {'per step':>9}")
+        for label, options in configs.items():
+            added = {d: count_ops(d, options, kernels_only) - plain[d] for d in (shallow, deep)}
+            per_layer = (added[deep] - added[shallow]) / (deep - shallow)
+            per_step = added[shallow] - per_layer * shallow
+            print(f"{label:<44} {per_layer:>10.1f} {per_step:>9.0f}")
+            summary.append(f"{label} ({kind}): {per_layer:.1f}/layer + {per_step:.0f}/step")
     print("\nOPS " + "; ".join(summary))
     return 0
 

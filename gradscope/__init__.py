@@ -24,7 +24,7 @@ from typing import Any
 from gradscope.history import GradientHistory, load_run
 
 __version__ = "0.1.0"  # the one place the version is set; pyproject.toml reads it
-__all__ = ["GradientHistory", "GradientMonitor", "NonFiniteGradientError", "load_run", "train", "diagnose"]
+__all__ = ["GradientHistory", "GradientMonitor", "NonFiniteGradientError", "load_run", "train", "diagnose", "inspect"]
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +37,10 @@ def __getattr__(name: str) -> Any:
         from gradscope.loop import train
 
         return train
+    if name == "inspect":
+        from gradscope.inspection import inspect
+
+        return inspect
     if name == "diagnose":
         from gradscope.diagnosis import diagnose
 

@@ -4,6 +4,7 @@
     gradscope compare      the same network under several activations/initializers
     gradscope report DIR   show a saved run (or comparison) again, without training
     gradscope derivatives  tanh'(s), sigmoid'(s), ReLU'(s) as the lecture tabulates them
+    gradscope inspect M    the gradients of any saved Keras model, at its weights or over a few steps
 
 TensorFlow is imported only by the commands that train and by the float32
 column of ``derivatives``, so ``--help``, ``report`` and
@@ -39,13 +40,13 @@ class UsageError(Exception):
 _MAX_COUNT = 2**31 - 1
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, minimum: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= _MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {_MAX_COUNT:,}, got {value}")
+    if not minimum <= value <= _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from {minimum} to {_MAX_COUNT:,}, got {value}")
     return value
 
 
@@ -132,6 +133,11 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--overwrite", action="store_true",
                      help="replace the run or comparison already saved in --out (default: refuse)")
     out.add_argument("--quiet", action="store_true", help="no live display; print only the summary and verdict")
+    out.add_argument("--tensorboard", metavar="DIR", default=None,
+                     help="also write TensorBoard event files into DIR while training: every recorded step's "
+                     "grad_norm, backprop, saturation, dead and update_ratio per layer, the loss, activation "
+                     "histograms and the verdict (compare: one subfolder per configuration). "
+                     "View them with: tensorboard --logdir DIR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "from the saved record only: TensorFlow is not needed.")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'gradscope run' or 'gradscope compare'")
     rep.add_argument("--no-plots", action="store_true", help="do not redraw the PNG plots")
+    rep.add_argument("--tensorboard", metavar="DIR", default=None,
+                     help="also export the saved record as TensorBoard event files into DIR (a comparison: one "
+                     "subfolder per run), the same files 'run --tensorboard' writes; TensorFlow is not needed")
 
     der = sub.add_parser("derivatives", parents=[common],
                          help="tanh'(s), sigmoid'(s) and ReLU'(s) at a few points, in float64",
@@ -201,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     der.add_argument("--at", nargs="+", type=_finite_float, default=None, metavar="S",
                      help="the points s (default: 0 1 2 4 8)")
     der.add_argument("--no-float32", action="store_true", help="skip the float32 TensorFlow column (no TF import)")
+    add_inspect_parser(sub, common)
     return parser
 
 
@@ -227,11 +237,12 @@ def cmd_run(args: argparse.Namespace, stop: StopSignals) -> int:
     console = _console()
     data = load_data(args, console)
     check_size(config, data.input_dim)
+    tensorboard = _tensorboard_dir(args)
     # The output place is checked, and taken, before any step is spent.
     out = claim_run_folder(Path(args.out) if args.out else None, Path("runs") / config.slug, overwrite=args.overwrite)
     try:
         run_config(config, data, out, console, live=not args.quiet, stop=stop, overwrite=args.overwrite,
-                   strategy=strategy)
+                   tensorboard=tensorboard, strategy=strategy)
     finally:
         release_run_folder(out)  # removes it only if nothing was saved there
     return 0
@@ -261,6 +272,7 @@ def cmd_compare(args: argparse.Namespace, stop: StopSignals) -> int:
     """
     from gradscope.experiments import compare
 
+    _tensorboard_dir(args)
     compare(args, _console(), stop=stop)
     return 0
 
@@ -279,12 +291,13 @@ def cmd_report(args: argparse.Namespace, stop: StopSignals) -> int:
     folder = Path(args.run_dir)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
+    tensorboard = _tensorboard_dir(args)
     console = _console()
     try:
         if (folder / COMPARISON_FILE).is_file():
-            show_comparison(folder, console, plots=not args.no_plots)
+            show_comparison(folder, console, plots=not args.no_plots, tensorboard=tensorboard)
         elif (folder / RUN_FILE).is_file():
-            show_run(folder, console=console, plots=not args.no_plots)
+            show_run(folder, console=console, plots=not args.no_plots, tensorboard=tensorboard)
         else:
             raise UsageError(
                 f"{folder} is not a gradscope run or comparison folder (no {RUN_FILE} or {COMPARISON_FILE})"
@@ -294,6 +307,23 @@ def cmd_report(args: argparse.Namespace, stop: StopSignals) -> int:
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
         raise UsageError(f"cannot read the run folder {folder}: {type(exc).__name__}: {exc}") from None
     return 0
+
+
+def _tensorboard_dir(args: argparse.Namespace) -> Path | None:
+    """``--tensorboard DIR``, made now if missing, so that a folder that cannot be written to
+    is a one-line error before any work; None without the flag."""
+    if args.tensorboard is None:
+        return None
+    from gradscope.run_folder import describe_os_error
+
+    path = Path(args.tensorboard)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--tensorboard {path}: cannot make the folder ({describe_os_error(exc)})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--tensorboard {path}: the folder is not writable")
+    return path
 
 
 def cmd_derivatives(args: argparse.Namespace, stop: StopSignals) -> int:
@@ -356,6 +386,70 @@ def _import_tensorflow_quietly(devices: int = 1) -> None:
 
 
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "derivatives": cmd_derivatives}
+
+
+# -- gradscope inspect ---------------------------------------------------------------------
+def _count_from_0(text: str) -> int:
+    return _positive_int(text, minimum=0)
+
+
+def add_inspect_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Adds ``gradscope inspect`` and its flags to the commands in ``sub``."""
+    ins = sub.add_parser(
+        "inspect", parents=[common], help="the gradients of any saved Keras model, layer by layer",
+        description="Load a model saved with model.save() and show each layer's gradient and the verdict: "
+        "with --steps 0 (the default) at the saved weights, which stay as they are; with --steps N over N "
+        "training steps of a copy. The loss and optimizer come from the model's compile config; the flags "
+        "override them.",
+        epilog="Examples:\n  gradscope inspect model.keras --data pairs.npz          # arrays x and y, any shape\n"
+        "  gradscope inspect model.keras --data ../shared/data/mnist --steps 200\n"
+        "  gradscope inspect model.keras --synthetic --loss mse   # random data: a look at the weights only",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ins.add_argument("model", metavar="MODEL", help="a .keras file written by model.save()")
+    source = ins.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="PATH",
+                        help="an .npz with arrays x and y of any shape (one sample per row), or what 'run' "
+                        "reads: a folder of MNIST IDX files or an .npz with x_train, y_train, x_test, y_test")
+    source.add_argument("--synthetic", action="store_true",
+                        help="random inputs and targets shaped like the model's: a quick look at its weights, "
+                        "which says nothing about your data")
+    ins.add_argument("--steps", type=_count_from_0, default=0, metavar="N",
+                     help="0: the gradients of a few batches at the saved weights, unchanged; N: train a copy "
+                     "N steps and show how the gradients move (default: 0)")
+    ins.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+                     help="samples per batch (default: 32)")
+    ins.add_argument("--loss", default=None, metavar="NAME",
+                     help="any Keras loss name: mse, categorical_crossentropy, ... (default: the compiled one)")
+    ins.add_argument("--optimizer", default=None, metavar="NAME",
+                     help="any Keras optimizer name, for --steps N (default: the compiled one, else adam)")
+    ins.add_argument("--lr", type=_positive_float, default=None,
+                     help="learning rate, for --steps N (default: the compiled optimizer's, else 0.001)")
+    ins.add_argument("--seed", type=_seed, default=0, help="seed of the synthetic data and data order (default: 0)")
+    ins.add_argument("--out", metavar="DIR", default=None,
+                     help="also save the record as a run folder that 'gradscope report' shows again")
+    ins.add_argument("--overwrite", action="store_true", help="replace the run already saved in --out")
+    ins.add_argument("--quiet", action="store_true", help="no live display; print only the summary and verdict")
+
+
+def cmd_inspect(args: argparse.Namespace, stop: StopSignals) -> int:
+    """``gradscope inspect``: loads a saved model, records its gradients and shows them.
+
+    Args:
+        args: the parsed flags of ``inspect``.
+        stop: the command's signal handling.
+    """
+    _import_tensorflow_quietly()
+    from gradscope.inspection import InspectError, show_inspection
+
+    try:
+        show_inspection(args, _console(), stop)
+    except InspectError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+COMMANDS["inspect"] = cmd_inspect
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -404,26 +404,93 @@ def _check_npz_member(path: Path, archive: zipfile.ZipFile, key: str) -> None:
                         f"holds {info.file_size - header:,} bytes; the file is damaged")
 
 
-def _read_npz(path: Path) -> list[np.ndarray]:
+def _read_npz(path: Path, keys: tuple[str, ...] = _NPZ_KEYS) -> list[np.ndarray]:
     if not zipfile.is_zipfile(path):  # else numpy blames pickles, which misleads
         raise DataError(f"{path} is not an .npz archive (not a zip file)")
     try:
         with zipfile.ZipFile(path) as archive:
             present = {name.removesuffix(".npy") for name in archive.namelist()}
-            missing = set(_NPZ_KEYS) - present
+            missing = set(keys) - present
             if missing:
                 raise DataError(f"{path.name} lacks the keys {', '.join(sorted(missing))} "
-                                "(expected x_train, y_train, x_test, y_test)")
-            for key in _NPZ_KEYS:
+                                f"(expected {', '.join(keys)})")
+            for key in keys:
                 _check_npz_member(path, archive, key)
         with np.load(path, allow_pickle=False) as f:  # never unpickle: the file may be hostile
-            return [np.asarray(f[key]) for key in _NPZ_KEYS]
+            return [np.asarray(f[key]) for key in keys]
     except (OSError, EOFError, ValueError, KeyError, MemoryError, RuntimeError, NotImplementedError,
             zipfile.BadZipFile, zlib.error) as err:
         # Damaged archive or .npy header, CRC errors; zipfile raises RuntimeError for an
         # encrypted member and NotImplementedError for an unknown compression method.
         raise DataError(f"cannot read {path}: {_reason(err)}; expected an .npz of numeric arrays "
-                        f"{', '.join(_NPZ_KEYS)}") from None
+                        f"{', '.join(keys)}") from None
+
+
+def npz_keys(path: str | os.PathLike) -> set[str]:
+    """The names of the arrays in an ``.npz`` file, read from its index only.
+
+    Args:
+        path: the file.
+
+    Raises:
+        DataError: the file cannot be read or is not a zip archive.
+
+    Example:
+
+    >>> npz_keys("pairs.npz")  # doctest: +SKIP
+    {'x', 'y'}
+    """
+    path = Path(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path} is not an .npz archive (not a zip file)")
+        with zipfile.ZipFile(path) as archive:
+            return {name.removesuffix(".npy") for name in archive.namelist()}
+    except (OSError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read {path}: {_reason(err)}") from None
+
+
+def load_xy(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``x`` and targets ``y`` of any shape and numeric type from an ``.npz`` file.
+
+    Unlike `load_dataset`, nothing is scaled, flattened or split: the arrays
+    come back as saved, once checked to be numeric, finite and of one sample
+    per row each.
+
+    Args:
+        path: an ``.npz`` with arrays ``x`` and ``y`` (``np.savez(path, x=..., y=...)``).
+
+    Returns:
+        ``(x, y)``, samples first.
+
+    Raises:
+        DataError: a missing key, a damaged file, a non-numeric or non-finite
+            array, or ``x`` and ``y`` of different lengths.
+
+    Example:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     np.savez(f"{folder}/xy.npz", x=np.zeros((4, 3, 2)), y=np.arange(4))
+    ...     x, y = load_xy(f"{folder}/xy.npz")
+    >>> x.shape, y.shape
+    ((4, 3, 2), (4,))
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data path {path} does not exist" if not path.exists() else f"{path} is not a file")
+    x, y = _read_npz(path, ("x", "y"))
+    for key, array in (("x", x), ("y", y)):
+        if array.dtype.kind not in "biuf":
+            raise DataError(f"{path.name}: {key} has dtype {array.dtype}; expected numbers")
+        if array.ndim == 0 or len(array) == 0:
+            raise DataError(f"{path.name}: {key} holds no samples (shape {array.shape}); expected samples first")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise DataError(f"{path.name}: {key} holds {int((~np.isfinite(array)).sum()):,} NaN or infinite "
+                            "values; expected finite numbers")
+    if len(x) != len(y):
+        raise DataError(f"{path.name}: x has {len(x):,} samples but y {len(y):,}: they must match one to one")
+    return x, y
 
 
 def _from_path(path: Path, split: _Splitter) -> Dataset:

@@ -301,7 +301,8 @@ def model_summary(model: Any) -> dict[str, Any]:
 
 def run_config(
     config: Config, data: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True,
-    stop: StopSignals | None = None, overwrite: bool = False, shown_as: Path | None = None, strategy: Any = None,
+    stop: StopSignals | None = None, overwrite: bool = False, shown_as: Path | None = None,
+    tensorboard: Path | None = None, strategy: Any = None,
 ) -> tuple[GradientHistory, Diagnosis]:
     """Builds, trains, diagnoses and saves one configuration, printing as it goes.
 
@@ -317,6 +318,8 @@ def run_config(
         overwrite: replace a run already saved in ``out``. Defaults to `False`.
         shown_as: the path to print for the saved run, when ``out`` is a
             temporary place that will be renamed. Defaults to ``out``.
+        tensorboard: a folder for TensorBoard event files of every recorded step.
+            Defaults to `None`, none.
         strategy: a `tf.distribute` strategy to build and train the model
             under (``gradscope run --devices``). Defaults to `None`.
 
@@ -349,7 +352,8 @@ def run_config(
     console.print(model_table(model_summary(model)))
     # verbose=1 also prints the summary at the end; 2 is the live view only.
     verbose = (1 if show_summary else 2) if live else 0
-    monitor = GradientMonitor(every=config.every, weights_every=config.weights_every, verbose=verbose, console=console)
+    monitor = GradientMonitor(every=config.every, weights_every=config.weights_every, verbose=verbose, console=console,
+                              tensorboard=tensorboard)
     monitor.config = {**asdict(config), "dataset": data.name, "num_classes": data.num_classes,
                       "train_samples": int(len(data.x_train)), "label": config.label,
                       "devices": strategy.num_replicas_in_sync if strategy is not None else 1}
@@ -386,6 +390,10 @@ def run_config(
     # soft_wrap: a hint to paste into a shell must stay on one line.
     console.print(f"saved run to {shown}  (show it again: {shell_command('gradscope', 'report', shown)})",
                   highlight=False, markup=False, soft_wrap=True)
+    if tensorboard is not None:
+        view = shell_command("tensorboard", "--logdir", tensorboard)
+        console.print(f"TensorBoard files in {tensorboard}  (view them: {view})",
+                      highlight=False, markup=False, soft_wrap=True)
     stop.check()  # a signal during the save: the run is saved, now stop
     return history, diagnosis
 
@@ -443,9 +451,10 @@ def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
             data = load_data(args, console)
             for n, config in enumerate(configs, 1):
                 console.rule(f"{n}/{len(configs)}: {config.label}")
+                board = Path(args.tensorboard) / config.slug if getattr(args, "tensorboard", None) else None
                 results[config.label] = run_config(config, data, folder / config.slug, console,
                                                    live=not args.quiet, show_summary=False, stop=stop,
-                                                   shown_as=out / config.slug)
+                                                   shown_as=out / config.slug, tensorboard=board)
         except KeyboardInterrupt as exc:  # keep what finished; the signal is raised again below
             stopped.append(exc)
         saved = [c for c in configs if (folder / c.slug).is_dir()]
@@ -477,6 +486,10 @@ def compare(args: Any, console: Any, stop: StopSignals | None = None) -> Path:
     console.print(f"saved comparison to {out} (plots: {out / PLOTS_DIR}); "
                   f"show it again: {shell_command('gradscope', 'report', out)}", highlight=False, markup=False,
                   soft_wrap=True)
+    if getattr(args, "tensorboard", None):
+        console.print(f"TensorBoard files: one folder per configuration in {args.tensorboard}  (view them side by "
+                      f"side: {shell_command('tensorboard', '--logdir', args.tensorboard)})", highlight=False,
+                      markup=False, soft_wrap=True)
     return out
 
 
@@ -509,22 +522,28 @@ def plot_comparison_folder(results: dict[str, tuple[GradientHistory, Diagnosis]]
     return plot_comparison({k: h for k, (h, _) in results.items()}, plots / "comparison.png")
 
 
-def show_comparison(folder: Path, console: Any, plots: bool = True) -> None:
+def show_comparison(folder: Path, console: Any, plots: bool = True, tensorboard: Path | None = None) -> None:
     """`gradscope report` for a comparison folder: no training, no TensorFlow.
 
     Args:
         folder: a folder written by `compare`.
         console: where to print.
         plots: redraw the comparison plots too.
+        tensorboard: export each run's record as TensorBoard event files into
+            ``tensorboard/<run folder name>``. Defaults to `None`, no export.
 
     Example:
 
     >>> show_comparison(Path("runs/compare-tanh-relu"), console, plots=False)  # doctest: +SKIP
     """
+    from gradscope.report import export_tensorboard
+
     results = {}
     for label, run in comparison_runs(folder):
         history = load_run(run)
         results[label] = (history, diagnose(history))
+        if tensorboard is not None:
+            export_tensorboard(history, results[label][1], tensorboard / run.name, console)
     print_comparison(results, console)
     if plots:
         path = plot_comparison_folder(results, folder)

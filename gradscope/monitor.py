@@ -12,6 +12,8 @@ The measured data flows one way:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -93,6 +95,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
     Each epoch end adds ``grad_norm/<layer>`` (the epoch's mean) to the logs
     for `History`, `CSVLogger` and `TensorBoard`: put the monitor before them.
+    For every step in TensorBoard, give it a log folder (``tensorboard=``).
 
     Args:
         every: record every N-th step. Defaults to `1`.
@@ -112,6 +115,10 @@ class GradientMonitor(keras.callbacks.Callback):
             saturated (sigmoid: a >= it or a <= 1 - it). Defaults to `0.99`.
         flush_every: steps between two fetches from the device. Defaults to `256`.
         console: a `rich.console.Console` for the output. Defaults to standard output.
+        tensorboard: a folder to write TensorBoard event files into, e.g. `"logs/run1"`:
+            every recorded step's scalars per layer, the activation histograms and
+            the verdict, written from the record each time rows are fetched (tags
+            in docs/ecosystem.md). Defaults to `None`, none.
 
     Raises:
         TypeError: an argument of the wrong kind, e.g. ``every=None``.
@@ -142,6 +149,7 @@ class GradientMonitor(keras.callbacks.Callback):
         saturation_threshold: float = 0.99,
         flush_every: int = 256,
         console: Any = None,
+        tensorboard: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if verbose not in (0, 1, 2):
@@ -158,6 +166,15 @@ class GradientMonitor(keras.callbacks.Callback):
         self.on_nonfinite = on_nonfinite
         self.nonfinite_policy = NonFinitePolicy(on_nonfinite)
         self.console = console
+        #: The TensorBoard writer of ``tensorboard=``, or None.
+        self.tensorboard = None
+        if tensorboard is not None:
+            if not isinstance(tensorboard, (str, os.PathLike)):
+                raise TypeError(f"tensorboard must be a folder path (e.g. 'logs/run1') or None; "
+                                f"got {type(tensorboard).__name__} {tensorboard!r}")
+            from gradscope.render.tensorboard import TensorBoardWriter
+
+            self.tensorboard = TensorBoardWriter(tensorboard)
         #: The clock of the live view's refreshes; a test may put a fake one here.
         self.clock: Callable[[], float] = time.monotonic
         self._view: LiveView | None = None
@@ -182,6 +199,8 @@ class GradientMonitor(keras.callbacks.Callback):
         # may have left hooks and unfetched rows behind: keep the rows.
         self.detach()
         self.session.config = dict(self.config)
+        if self.tensorboard is not None:
+            self.tensorboard.open()  # an unwritable folder fails here, before any step is spent
         p = self.params or {}
         self._deferred = not getattr(self.model, "built", False)
         if self._deferred:
@@ -264,6 +283,8 @@ class GradientMonitor(keras.callbacks.Callback):
     def flush(self, check: bool = True) -> int:
         """Fetches pending rows from the device into `history`; returns how many."""
         flushed = self.session.flush(self._fit.epoch, check=check)
+        if flushed.rows:
+            self._write_tensorboard()
         self._fit.since_flush = 0
         self._last_flush = self.clock()
         if flushed.nonfinite is not None:
@@ -281,6 +302,30 @@ class GradientMonitor(keras.callbacks.Callback):
                 self.flush(check=False)
             finally:
                 self.session.detach()
+            # The end histograms are read at detach; the verdict is the whole fit's.
+            self._write_tensorboard(verdict=True)
+
+    def _write_tensorboard(self, verdict: bool = False) -> None:
+        board, history = self.tensorboard, self.history
+        if board is None or history is None or not len(history):
+            return
+        try:
+            board.write(history)
+            if verdict:
+                from gradscope.diagnosis import diagnose
+
+                board.write_verdict(history, diagnose(history))
+        except Exception as exc:
+            # A full disk, say (TensorFlow's record writer raises its own error
+            # types, not OSError). The record is whole in memory: training goes
+            # on, without TensorBoard.
+            self.tensorboard = None
+            with contextlib.suppress(Exception):
+                board.close()
+            from gradscope.run_folder import describe_os_error
+
+            notice(f"gradscope: TensorBoard files in {board.logdir} are no longer written "
+                   f"({' '.join(describe_os_error(exc).split())[:200]}); the record itself is kept")
 
     def _progress(self) -> Progress:
         history = self.history if self.history is not None else GradientHistory([])
@@ -291,7 +336,10 @@ class GradientMonitor(keras.callbacks.Callback):
 
     # -- showing ---------------------------------------------------------------------
     def summary(self, console: Any = None) -> Diagnosis:
-        """Prints the per-layer summary table and the verdict; returns the diagnosis."""
+        """Prints the per-layer summary table and the verdict; returns the diagnosis.
+
+        In a Jupyter notebook the table is drawn as HTML in the cell's output.
+        """
         from gradscope.diagnosis import diagnose
         from gradscope.render.terminal import print_summary
 
@@ -299,11 +347,24 @@ class GradientMonitor(keras.callbacks.Callback):
         print_summary(self.history, diagnosis, console=console or self.console)
         return diagnosis
 
-    def plot(self, path: str = "grads.png") -> Any:
-        """Saves the per-layer gradient norms over the steps as a PNG."""
-        from gradscope.render.plots import plot_grad_norms
+    def plot(self, path: str | os.PathLike | None = None, series: str = "backprop") -> Any:
+        """Returns the overview Figure of the record; a notebook shows it inline.
 
-        return plot_grad_norms(self._require_history(), path)
+        The gradient that reaches each layer's output, over the steps
+        (smoothed), against depth and as a layer x step heat map: see
+        `gradscope.render.plots.overview_figure`.
+
+        Args:
+            path: also save the Figure as a PNG there. Defaults to `None`, not saved.
+            series: the per-layer series to draw (grad_norm where the run has
+                no back-propagated gradient). Defaults to `"backprop"`.
+        """
+        from gradscope.render.plots import overview_figure, save_figure
+
+        fig = overview_figure(self._require_history(), series)
+        if path is not None:
+            save_figure(fig, path)
+        return fig
 
     def save(self, folder: str, overwrite: bool = False) -> Any:
         """Saves the run folder (history, summary, plots), all or nothing; see docs/recording.md.

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gradscope.diagnosis import Diagnosis, diagnose
-from gradscope.history import PLOTS_DIR, GradientHistory, load_run
+from gradscope.history import PLOTS_DIR, GradientHistory, RunFolderError, load_run
 from gradscope.run_folder import SaveError, describe_os_error, rescue_history, write_run_folder
 
 
@@ -127,7 +127,9 @@ def write_run(history: GradientHistory, folder: str | os.PathLike, plots: bool =
         save_run_plots(history, folder)
 
 
-def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True) -> Diagnosis:
+def show_run(
+    folder: str | os.PathLike, console: Any = None, plots: bool = True, tensorboard: str | os.PathLike | None = None
+) -> Diagnosis:
     """Loads a run folder, prints its summary table and verdict,
     and (re)draws its plots; returns the diagnosis.
 
@@ -135,6 +137,11 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
         folder: a run folder written by `save_run`.
         console: where to print (default: `gradscope.render.terminal.default_console`).
         plots: redraw the PNG plots.
+        tensorboard: also export the record as TensorBoard event files into
+            this folder (`export_tensorboard`). Defaults to `None`, no export.
+
+    Raises:
+        RunFolderError: the run folder cannot be read, or ``tensorboard`` written.
 
     Example:
 
@@ -162,6 +169,8 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
     console.print(f"run {folder}: {len(history)} recorded steps, {len(history.layers)} layers",
                   highlight=False, markup=False, soft_wrap=True)
     print_summary(history, diagnosis, console=console)
+    if tensorboard is not None:
+        export_tensorboard(history, diagnosis, tensorboard, console)
     if plots:
         try:
             paths = redraw_plots(history, folder)
@@ -173,6 +182,43 @@ def show_run(folder: str | os.PathLike, console: Any = None, plots: bool = True)
         else:
             console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False, markup=False, soft_wrap=True)
     return diagnosis
+
+
+def export_tensorboard(history: GradientHistory, diagnosis: Diagnosis, logdir: str | os.PathLike,
+                       console: Any = None) -> Path:
+    """Writes a record as a TensorBoard event file into ``logdir`` and says where; returns the file.
+
+    The file holds what ``GradientMonitor(tensorboard=...)`` writes while
+    training (`gradscope.render.tensorboard.export_run`).
+
+    Args:
+        history: the record.
+        diagnosis: its diagnosis, written as the text summary ``verdict``.
+        logdir: the folder to write into (made if missing).
+        console: where to say it. Defaults to `None`, nowhere.
+
+    Raises:
+        RunFolderError: ``logdir`` cannot be written (one line saying why).
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> h = GradientHistory(["dense"])
+    >>> h.append(range(3), {"grad_norm": np.ones((3, 1))})
+    >>> export_tensorboard(h, diagnose(h), tempfile.mkdtemp()).parent.is_dir()
+    True
+    """
+    from gradscope.render.tensorboard import export_run
+
+    try:
+        path = export_run(history, diagnosis, logdir)
+    except OSError as exc:
+        raise RunFolderError(logdir, f"cannot write TensorBoard files ({describe_os_error(exc)})") from None
+    if console is not None:
+        console.print(f"TensorBoard: {len(history)} steps written to {path}", highlight=False, markup=False,
+                      soft_wrap=True)
+    return path
 
 
 def redraw_plots(history: GradientHistory, folder: str | os.PathLike) -> list[Path]:

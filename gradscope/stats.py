@@ -17,6 +17,11 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+try:  # TensorFlow's own test for this; see docs/internals.md
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext as _xla_context_of
+except ImportError:  # pragma: no cover - a TensorFlow without it records with the non-XLA reductions
+    _xla_context_of = None
+
 #: The order of the forward statistics in a recorded row.
 FORWARD_STATS = ("act_mean", "act_std", "saturation", "dead", "dact_mean", "dact_rms", "nonfinite")
 
@@ -41,9 +46,49 @@ def sq_norms(tensors: Sequence[tf.Tensor | tf.IndexedSlices]) -> tf.Tensor:
     >>> sq_norms([tf.constant([3.0, 4.0]), tf.constant([[1.0], [2.0]])]).numpy().tolist()
     [25.0, 5.0]
     """
+    if in_xla_context():
+        return tf.stack([_sq_norm_by_matmul(_f32(_dense(t))) for t in tensors])
     # l2_loss is sum(t^2) / 2 in one fused pass (square + reduce_sum is two),
     # and the factor 2 is applied once to the stacked vector, not per tensor.
     return 2.0 * tf.stack([tf.nn.l2_loss(_f32(_dense(t))) for t in tensors])
+
+
+def in_xla_context() -> bool:
+    """Whether the ops being traced now will be compiled by XLA (inside a
+    ``tf.function(jit_compile=True)``, or a function it calls).
+
+    Example:
+
+    >>> in_xla_context()
+    False
+    >>> bool(tf.function(lambda: tf.constant(in_xla_context()), jit_compile=True)())
+    True
+    """
+    graph = tf.compat.v1.get_default_graph()
+    return bool(_xla_context_of(graph)) if _xla_context_of is not None else False
+
+
+# Under XLA on a CPU a reduction over a big tensor is compiled into a tree of
+# reduce-window loops that read the data several times, on one core: summing
+# the squares of the lecture network's 1.86 M gradients that way costs about
+# 2.5 times what TensorFlow's own l2_loss kernel costs. A matrix product of
+# the squares, laid out as rows of _MATMUL_WIDTH, with a column of ones reads
+# them once through XLA's multi-threaded dot (docs/performance.md, "Under XLA").
+_MATMUL_WIDTH = 128
+_SMALL = 4096  # below this many elements a plain reduction is as cheap
+
+
+def _sq_norm_by_matmul(t: tf.Tensor) -> tf.Tensor:
+    flat = tf.reshape(t, [-1])
+    n = t.shape.num_elements()
+    if n is None or n < _SMALL:
+        return tf.reduce_sum(tf.square(flat))
+    body = n - n % _MATMUL_WIDTH
+    rows = tf.reshape(flat[:body], [-1, _MATMUL_WIDTH])
+    total = tf.reduce_sum(tf.matmul(tf.square(rows), tf.ones([_MATMUL_WIDTH, 1], tf.float32)))
+    if body < n:
+        total += tf.reduce_sum(tf.square(flat[body:]))
+    return total
 
 
 def mean_squares(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -166,6 +211,10 @@ def _as_matrix(a: tf.Tensor) -> tf.Tensor:
 
 def _column_sums(a: tf.Tensor, features: list[tf.Tensor]) -> tf.Tensor:
     """Sums over the batch of each (batch, units) feature, (features, units)."""
+    if in_xla_context():
+        # XLA compiles a row of ones times a (batch, units) matrix into a
+        # slow strided loop on a CPU; its own reduction over the batch is faster.
+        return tf.stack([tf.reduce_sum(f, axis=0) for f in features])
     ones = tf.ones([1, tf.shape(a)[0]], tf.float32)
     return tf.concat([tf.matmul(ones, f) for f in features], 0)
 

@@ -407,3 +407,26 @@ def test_npz_that_is_not_a_zip_is_a_data_error(tmp_path):
     (tmp_path / "fake.npz").write_bytes(b"\x93NUMPY not a zip")
     with pytest.raises(DataError, match=r"fake.npz is not an .npz archive \(not a zip file\)"):
         load_dataset(path=tmp_path / "fake.npz")
+
+
+def test_load_xy_keeps_any_shape_and_dtype(tmp_path):
+    x = np.arange(4 * 3 * 2, dtype=np.int32).reshape(4, 3, 2)  # token ids, say: not scaled, not flattened
+    y = np.linspace(-5, 5, 4 * 7).reshape(4, 7)
+    np.savez(tmp_path / "xy.npz", x=x, y=y, note=np.zeros(1))
+    got_x, got_y = data.load_xy(tmp_path / "xy.npz")
+    assert got_x.dtype == np.int32 and np.array_equal(got_x, x) and np.array_equal(got_y, y)
+    assert data.npz_keys(tmp_path / "xy.npz") == {"x", "y", "note"}
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((4, 2))}, "xy.npz lacks the keys y (expected x, y)"),
+    ({"x": np.zeros((4, 2)), "y": np.zeros(3)}, "xy.npz: x has 4 samples but y 3: they must match one to one"),
+    ({"x": np.full((4, 2), np.nan), "y": np.zeros(4)}, "xy.npz: x holds 8 NaN or infinite values"),
+    ({"x": np.zeros((0, 2)), "y": np.zeros(0)}, "xy.npz: x holds no samples (shape (0, 2))"),
+    ({"x": np.array(["a", "b"]), "y": np.zeros(2)}, "xy.npz: x has dtype <U1; expected numbers"),
+])
+def test_load_xy_refuses_bad_arrays_in_one_line(tmp_path, arrays, message):
+    np.savez(tmp_path / "xy.npz", **arrays)
+    with pytest.raises(DataError) as err:
+        data.load_xy(tmp_path / "xy.npz")
+    assert message in str(err.value) and "\n" not in str(err.value)

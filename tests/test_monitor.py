@@ -806,6 +806,33 @@ def test_under_xla_step0_matches_a_gradient_tape(make, spe, toy):
 
 
 @pytest.mark.slow
+def test_under_xla_wide_layers_match_a_gradient_tape(toy):
+    # Tensors of more than a few thousand numbers are summed by a matrix
+    # product under XLA, with what does not fill its rows of 128 summed apart:
+    # 12 x 700 = 8,400 kernel numbers (80 left over), a (32, 700) backprop.
+    x, y = toy[0][:32], toy[1][:32]
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(700, activation="tanh"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True)
+    before = [v.numpy() for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    # The weight norms are read after the step's update.
+    after = [v.numpy().astype(np.float64) for v in model.trainable_variables]
+    np.testing.assert_allclose(monitor.history["weight_norm"][0, 0],
+                               np.sqrt(np.sum(after[0] ** 2) + np.sum(after[1] ** 2)), rtol=1e-5)
+    for v, w in zip(model.trainable_variables, before, strict=True):
+        v.assign(w)
+    expected, _ = _reference(model, x, y)
+    np.testing.assert_allclose(monitor.history["grad_norm"][0], expected, rtol=1e-5)
+    with tf.GradientTape() as tape:
+        outs, pred = _hidden_outputs(model, tf.constant(x))
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, pred))
+    rms = [np.sqrt(np.mean(g.numpy().astype(np.float64) ** 2)) for g in tape.gradient(loss, outs)]
+    np.testing.assert_allclose(monitor.history["backprop"][0, :1], rms, rtol=1e-5)
+
+
+@pytest.mark.slow
 def test_the_loop_under_xla_matches_a_gradient_tape_for_each_model_kind(toy):
     import gradscope
 
@@ -820,3 +847,23 @@ def test_the_loop_under_xla_matches_a_gradient_tape_for_each_model_kind(toy):
             v.assign(w)
         expected, _ = _reference(model, x[:32], y[:32])
         np.testing.assert_allclose(history["grad_norm"][0], expected, rtol=1e-5, err_msg=make.__name__)
+
+
+@pytest.mark.slow
+def test_plot_returns_the_overview_figure_of_the_record(toy, tmp_path):
+    x, y = toy
+    model = _sequential()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    monitor = GradientMonitor()
+    with pytest.raises(RuntimeError, match="recorded nothing yet"):
+        monitor.plot()
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    fig = monitor.plot()
+    steps_ax, depth_ax, heat_ax = fig.axes[:3]
+    backprop = monitor.history["backprop"]
+    np.testing.assert_allclose(steps_ax.lines[0].get_ydata(), backprop[:, 0])  # 6 steps: raw lines, no smoothing
+    np.testing.assert_allclose(depth_ax.lines[-1].get_ydata(), backprop[-1])
+    np.testing.assert_allclose(heat_ax.collections[0].get_array(), backprop.T)
+    saved = monitor.plot(tmp_path / "overview.png", series="grad_norm")
+    assert saved.axes[0].get_ylabel() == "weight gradient (L2 norm of dL/dW)"
+    assert (tmp_path / "overview.png").read_bytes()[:4] == b"\x89PNG"

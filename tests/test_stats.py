@@ -46,6 +46,23 @@ def test_sq_norm_and_accuracy():
     assert float(batch_accuracy(tf.constant([1, 1]), p)) == 1.0
 
 
+@pytest.mark.parametrize("shape", [(3,), (784, 1024), (5001,), (37, 129), (2, 3, 64, 64)])
+def test_sq_norms_under_xla_equal_the_sum_of_squares(shape):
+    # Under XLA big tensors are summed through a matrix product, with the
+    # elements that do not fill a row of the product summed apart.
+    t = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    xla = tf.function(lambda x: sq_norms([x, 2.0 * x]), jit_compile=True)(tf.constant(t)).numpy()
+    exact = np.sum(t.astype(np.float64) ** 2)
+    np.testing.assert_allclose(xla, [exact, 4 * exact], rtol=1e-5)
+
+
+def test_sq_norms_under_xla_keep_non_finite_values():
+    t = np.ones((64, 128), np.float32)
+    t[3, 5] = np.nan
+    got = tf.function(lambda x: sq_norms([x, tf.where(tf.math.is_nan(x), np.inf, x)]), jit_compile=True)(t)
+    assert np.isnan(got[0]) and np.isinf(got[1])
+
+
 def _numpy_stats(a, activation, t=0.99):
     """The FORWARD_STATS of a (batch, ...) array, straight from their definitions."""
     a = a.reshape(len(a), -1).astype(np.float64)
@@ -78,10 +95,12 @@ _SAMPLES = {
 }
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("activation", list(_SAMPLES))
-def test_forward_stats_match_their_definitions(activation):
+def test_forward_stats_match_their_definitions(activation, jit):
     a = _SAMPLES[activation](np.random.default_rng(1)).astype(np.float32)
-    got = forward_stats(tf.constant(a), activation, 0.99).numpy()
+    # Under XLA the batch sums are taken another way (see stats._column_sums).
+    got = tf.function(lambda x: forward_stats(x, activation, 0.99), jit_compile=jit)(tf.constant(a)).numpy()
     np.testing.assert_allclose(got, _numpy_stats(a, activation), rtol=2e-5, atol=1e-6, equal_nan=True)
 
 

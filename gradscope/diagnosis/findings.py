@@ -113,6 +113,12 @@ class Diagnosis:
             out.append(f"[{f.rule}] {f.message} Cause: {f.cause}. Remedy: {f.remedy}.")
         return out
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # IPython shows a returned Diagnosis (``monitor.summary()`` as a cell's last line) with this:
+        # one line under the printed table, not the dataclass' every field.
+        rules = ", ".join(f.rule for f in self.findings) or "none"
+        printer.text(f"<Diagnosis: {self.shrink_sentence()}; rules fired: {rules}>")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["sentences"] = self.sentences()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import math
 import os
 import subprocess
 import sys
@@ -12,17 +14,23 @@ import pytest
 
 from gradscope.history import PLOTS_DIR, GradientHistory, load_run
 from gradscope.render.plots import (
+    HEATMAP_LAYERS,
     activation_histograms_figure,
     comparison_figure,
     default_moments,
+    default_smoothing,
+    depth_heatmap_figure,
     depth_profile_figure,
     grad_norms_figure,
+    overview_figure,
     pick_series,
     plot_activation_histograms,
     plot_comparison,
     plot_depth_profile,
     plot_grad_norms,
+    save_figure,
     save_run_plots,
+    smooth,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -87,25 +95,215 @@ def test_plot_grad_norms(tmp_path: Path) -> None:
 
 
 def test_grad_norms_figure_draws_each_layers_series_on_a_log_axis() -> None:
-    h = make_history(n_layers=4, n_steps=12)
+    h = make_history(n_layers=4, n_steps=12)  # 12 steps: too few to smooth, the raw lines alone
     ax = grad_norms_figure(h).axes[0]
     assert ax.get_yscale() == "log"
     assert [line.get_label() for line in ax.lines] == h.layers
     for li, line in enumerate(ax.lines):
         np.testing.assert_array_equal(line.get_xdata(), h.steps)
         np.testing.assert_allclose(line.get_ydata(), h["grad_norm"][:, li])
+        assert line.get_alpha() is None  # not faint: nothing is drawn over it
+    assert ax.get_ylabel() == "weight gradient (L2 norm of dL/dW)"
     bp = grad_norms_figure(h, "backprop").axes[0]
-    assert bp.get_ylabel() == "backprop"
+    assert bp.get_ylabel() == "back-propagated gradient (RMS of dL/da)"
+    assert bp.get_title() == "back-propagated gradient per layer \u2014 tanh-small"
     np.testing.assert_allclose(bp.lines[0].get_ydata(), h["backprop"][:, 0])
+
+
+def tensorboard_ema(values: list[float], weight: float) -> list[float]:
+    """TensorBoard's scalar smoothing, written out point by point as its chart code does it."""
+    out, last, count = [], 0.0, 0
+    for value in values:
+        if not math.isfinite(value):
+            out.append(value)  # passed through, and not counted
+            continue
+        last = last * weight + (1 - weight) * value
+        count += 1
+        out.append(last / (1 - weight**count))
+    return out
+
+
+def noisy_history(n_layers: int = 3, n_steps: int = 100) -> GradientHistory:
+    """Per-step noise around a gradient that shrinks 10x per layer towards the input."""
+    rng = np.random.default_rng(7)
+    h = GradientHistory([f"dense_{i}" for i in range(n_layers)])
+    depth = 10.0 ** (np.arange(n_layers) - (n_layers - 1))
+    values = depth * np.exp(rng.normal(0, 0.5, (n_steps, n_layers)))
+    h.append(np.arange(n_steps), {"grad_norm": values, "backprop": 0.3 * values})
+    return h
+
+
+def test_smooth_is_tensorboards_debiased_moving_average() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.exponential(size=(40, 3))
+    values[5, 1] = np.nan  # a layer not measured at one step
+    values[9, 2] = np.inf
+    for weight in (0.0, 0.6, 0.95):
+        got = smooth(values, weight)
+        for col in range(3):
+            np.testing.assert_allclose(got[:, col], tensorboard_ema(values[:, col].tolist(), weight))
+    # Debiased: the first point is the first value, not pulled towards the starting 0.
+    assert smooth(np.array([5.0, 5.0, 5.0]), 0.9).tolist() == pytest.approx([5.0, 5.0, 5.0])
+    with pytest.raises(ValueError, match=r"smoothing weight must be in \[0, 1\)"):
+        smooth(values, 1.0)
+
+
+def test_default_smoothing_grows_with_the_run() -> None:
+    assert [default_smoothing(n) for n in (1, 20, 21, 40, 100, 1000, 10**6)] == [0.0, 0.0, 0.05, 0.5, 0.8, 0.98, 0.99]
+
+
+def test_grad_norms_figure_draws_a_smoothed_line_over_the_faint_raw_series() -> None:
+    h = noisy_history(n_steps=100)
+    ax = grad_norms_figure(h, "backprop").axes[0]
+    weight = default_smoothing(100)
+    # Per layer: the raw line, faint and out of the legend, then the smoothed line over it.
+    assert [line.get_label() for line in ax.lines] == [
+        label for name in h.layers for label in (f"_raw {name}", name)
+    ]
+    for li in range(3):
+        raw, smoothed = ax.lines[2 * li], ax.lines[2 * li + 1]
+        np.testing.assert_allclose(raw.get_ydata(), h["backprop"][:, li])
+        np.testing.assert_allclose(smoothed.get_ydata(), tensorboard_ema(h["backprop"][:, li].tolist(), weight))
+        np.testing.assert_array_equal(smoothed.get_xdata(), h.steps)
+        assert raw.get_alpha() < 0.5 and smoothed.get_alpha() is None
+        assert raw.get_color() == smoothed.get_color()
+        # Smoothing removes noise: the smoothed line moves less from step to step.
+        assert np.std(np.diff(np.log(smoothed.get_ydata()))) < 0.5 * np.std(np.diff(np.log(raw.get_ydata())))
+    # The legend names the layers, then says how the lines were drawn.
+    assert legend_texts(ax) == [*h.layers, "smoothed (moving average, weight 0.80)", "faint: raw, every recorded step"]
+    # An explicit weight is used, and said.
+    ax = grad_norms_figure(h, smoothing=0.5).axes[0]
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), tensorboard_ema(h["grad_norm"][:, 0].tolist(), 0.5))
+    assert "smoothed (moving average, weight 0.50)" in legend_texts(ax)
+    # 25 to 99 layers: a colour bar names the layers, the legend only says how they are drawn.
+    ax = grad_norms_figure(noisy_history(n_layers=30)).axes[0]
+    assert legend_texts(ax) == ["smoothed (moving average, weight 0.80)", "faint: raw, every recorded step"]
+    assert len(ax.lines) == 60
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_comparison_figure_smooths_each_runs_first_layer_over_the_steps() -> None:
+    runs = {"tanh": noisy_history(n_steps=100), "relu": noisy_history(n_layers=5, n_steps=60)}
+    _, step_ax = comparison_figure(runs, smoothing=0.9).axes
+    assert [line.get_label() for line in step_ax.lines] == ["_raw tanh: dense_0", "tanh: dense_0",
+                                                           "_raw relu: dense_0", "relu: dense_0"]
+    np.testing.assert_allclose(step_ax.lines[2].get_ydata(), runs["relu"]["backprop"][:, 0])
+    np.testing.assert_allclose(step_ax.lines[3].get_ydata(),
+                               tensorboard_ema(runs["relu"]["backprop"][:, 0].tolist(), 0.9))
+    assert step_ax.get_ylabel() == "back-propagated gradient (RMS of dL/da)"
+    assert legend_texts(step_ax) == ["tanh: dense_0", "relu: dense_0", "smoothed (moving average, weight 0.90)",
+                                     "faint: raw, every recorded step"]
+
+
+def heatmap_of(ax):
+    (mesh,) = ax.collections
+    return mesh
+
+
+def test_depth_heatmap_draws_the_history_layer_by_step_on_a_log_colour_scale() -> None:
+    from matplotlib.colors import LogNorm
+
+    h = make_history(n_layers=4, n_steps=21, histograms=False)
+    h.append([21, 22], {"grad_norm": np.ones((2, 4)), "backprop": np.array([[np.nan, 0.0, np.inf, 1.0]] * 2)})
+    fig = depth_heatmap_figure(h)
+    ax, bar = fig.axes
+    mesh = heatmap_of(ax)
+    # Rows are layers (input first, drawn at the bottom), columns the recorded steps.
+    shown = np.ma.getdata(mesh.get_array()).astype(float)
+    masked = np.ma.getmaskarray(mesh.get_array())
+    expected = h["backprop"].T
+    drawable = np.isfinite(expected) & (expected > 0)
+    np.testing.assert_array_equal(masked, ~drawable)  # NaN, 0 and inf: grey, not a colour
+    np.testing.assert_allclose(shown[drawable], expected[drawable])
+    assert isinstance(mesh.norm, LogNorm)
+    assert mesh.norm.vmin == pytest.approx(np.min(expected[drawable]))
+    assert mesh.norm.vmax == pytest.approx(np.max(expected[drawable]))
+    # The constructed vanishing gradient: the input layer's row is the darkest (smallest) band.
+    assert np.argmin(np.nanmean(np.where(drawable, expected, np.nan), axis=1)) == 0
+    assert ax.get_ylim() == (0.5, 4.5)
+    assert [t.get_text() for t in ax.get_yticklabels()] == h.layers
+    assert ax.get_ylabel() == "layer (input at the bottom)" and ax.get_xlabel() == "step"
+    assert bar.get_ylabel() == "back-propagated gradient (RMS of dL/da), log scale"
+    # Each column is centred on its step, halfway to its neighbours.
+    np.testing.assert_allclose(mesh.get_coordinates()[0, :, 0], np.arange(-0.5, 23.0))
+    # A run without back-propagated gradients shows grad_norm.
+    fallback = heatmap_of(depth_heatmap_figure(make_history(backprop=False)).axes[0])
+    np.testing.assert_allclose(fallback.get_array(), make_history()["grad_norm"].T)
+
+
+def test_from_a_hundred_layers_the_per_layer_plot_is_a_heat_map_not_lines() -> None:
+    assert HEATMAP_LAYERS == 100
+    h = make_history(n_layers=150, n_steps=30, histograms=False)
+    ax = grad_norms_figure(h).axes[0]
+    assert not ax.lines  # not 150 lines
+    np.testing.assert_allclose(heatmap_of(ax).get_array(), h["grad_norm"].T)
+    # Names are thinned out to about 20, input at the bottom.
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "dense_0" and 15 <= len(labels) <= 25
+    assert grad_norms_figure(make_history(n_layers=99, histograms=False)).axes[0].lines
+
+
+def test_overview_figure_draws_steps_depth_and_heat_map_of_one_series() -> None:
+    h = noisy_history(n_layers=4, n_steps=60)
+    fig = overview_figure(h)
+    steps_ax, depth_ax, heat_ax = fig.axes[:3]
+    assert [ax.get_title() for ax in (steps_ax, depth_ax, heat_ax)] == [
+        "over the steps", "against depth", "layer by layer over the steps",
+    ]
+    weight = default_smoothing(60)
+    np.testing.assert_allclose(steps_ax.lines[1].get_ydata(), tensorboard_ema(h["backprop"][:, 0].tolist(), weight))
+    assert [line.get_label() for line in depth_ax.lines] == [f"step {m}" for m in default_moments(h.steps)]
+    np.testing.assert_allclose(depth_ax.lines[-1].get_ydata(), h["backprop"][-1])
+    np.testing.assert_allclose(heatmap_of(heat_ax).get_array(), h["backprop"].T)
+    assert steps_ax.get_ylabel() == depth_ax.get_ylabel() == "back-propagated gradient (RMS of dL/da)"
+    assert fig.get_suptitle().startswith("back-propagated gradient (RMS of dL/da): dark = small")
+    # Many layers: the heat map replaces the lines over the steps.
+    big = overview_figure(make_history(n_layers=120, histograms=False), "grad_norm")
+    assert [ax.get_title() for ax in big.axes[:2]] == ["against depth", "layer by layer over the steps"]
+
+
+@pytest.mark.slow
+def test_save_figure_keeps_the_figure(tmp_path: Path) -> None:
+    fig = overview_figure(make_history())
+    assert_png(save_figure(fig, tmp_path / "sub" / "o.png"))
+    assert len(fig.axes) == 4  # three panels and the heat map's colour bar, still there to show
+
+
+def test_a_figure_shows_inline_in_ipython() -> None:
+    # An in-process IPython shell: with no pyplot imported it would print "<Figure size ...>".
+    # (A real Jupyter kernel shows it too: see the notebook's test in tests/test_examples.py.)
+    import builtins
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database, no thread
+    names = set(vars(builtins))
+    shell = InteractiveShell.instance(config=config)
+    try:
+        fig = grad_norms_figure(make_history())
+        data, _ = shell.display_formatter.format(fig)
+        assert base64.b64decode(data["image/png"])[:8] == PNG_MAGIC
+    finally:
+        InteractiveShell.clear_instance()
+        # IPython leaves __IPYTHON__ and display behind: later tests must not think they run in IPython.
+        for name in set(vars(builtins)) - names:
+            delattr(builtins, name)
 
 
 def test_depth_profile_figure_draws_grad_norm_and_backprop_against_depth() -> None:
     h = make_history(n_layers=4, n_steps=21)
     fig = depth_profile_figure(h)
-    assert [ax.get_ylabel() for ax in fig.axes] == ["grad_norm", "backprop"]
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "weight gradient (L2 norm of dL/dW)", "back-propagated gradient (RMS of dL/da)",
+    ]
     moments = default_moments(h.steps)  # steps 0, 2, 10, 20
-    for ax in fig.axes:
-        series = h[ax.get_ylabel()]
+    for ax, name in zip(fig.axes, ["grad_norm", "backprop"], strict=True):
+        series = h[name]
         assert ax.get_yscale() == "log"
         assert [line.get_label() for line in ax.lines] == [f"step {m}" for m in moments]
         for line, step in zip(ax.lines, moments, strict=False):
@@ -116,7 +314,9 @@ def test_depth_profile_figure_draws_grad_norm_and_backprop_against_depth() -> No
     ax = depth_profile_figure(h, "grad_norm", moments=[3, 3, 500]).axes[0]
     assert [line.get_label() for line in ax.lines] == ["step 3", "step 20"]
     # A run without back-propagated gradients gets one grad_norm panel, not two.
-    assert [ax.get_ylabel() for ax in depth_profile_figure(make_history(backprop=False)).axes] == ["grad_norm"]
+    assert [ax.get_title() for ax in depth_profile_figure(make_history(backprop=False)).axes] == [
+        "weight gradient against depth"
+    ]
 
 
 def test_comparison_figure_draws_each_runs_last_step_and_first_layer() -> None:
@@ -170,7 +370,7 @@ def test_grad_norms_figure_with_many_layers_has_a_colour_bar_not_a_legend() -> N
 def test_depth_profile_figure_without_backprop_draws_grad_norm_at_the_asked_moments() -> None:
     h = make_history(backprop=False)
     (ax,) = depth_profile_figure(h, moments=[3, 3, 19, 500]).axes
-    assert ax.get_ylabel() == "grad_norm" and ax.get_yscale() == "log"
+    assert ax.get_ylabel() == "weight gradient (L2 norm of dL/dW)" and ax.get_yscale() == "log"
     # Step 500 is past the end: its nearest row is step 19, drawn once.
     assert [line.get_label() for line in ax.lines] == ["step 3", "step 19"]
     np.testing.assert_allclose(ax.lines[0].get_ydata(), h["grad_norm"][3])
@@ -226,10 +426,14 @@ def test_nan_and_inf_still_render(tmp_path: Path) -> None:
     # What is drawn: what a log axis can show, with gaps where it cannot.
     ax = grad_norms_figure(h).axes[0]
     assert ax.get_yscale() == "log"
-    assert np.isnan(ax.lines[0].get_ydata()[20:]).all()  # the weightless layer, from step 20: nothing
-    shown = np.isfinite(ax.lines[1].get_ydata())
+    raw = {line.get_label(): line.get_ydata() for line in ax.lines}
+    assert np.isnan(raw["_raw dense_0"][20:]).all() and np.isnan(raw["dense_0"][20:]).all()  # weightless: nothing
+    shown = np.isfinite(raw["_raw dense_1"])
     assert np.flatnonzero(~shown).tolist() == [22, *range(25, 40)]  # the zero, then inf from step 25 on
-    np.testing.assert_allclose(ax.lines[1].get_ydata()[shown], h["grad_norm"][shown, 1])
+    np.testing.assert_allclose(raw["_raw dense_1"][shown], h["grad_norm"][shown, 1])
+    # The smoothed line has the same gaps, and skips them: the zero does not drag it down.
+    assert np.flatnonzero(~np.isfinite(raw["dense_1"])).tolist() == [22, *range(25, 40)]
+    assert raw["dense_1"][23] == pytest.approx(smooth(np.delete(h["grad_norm"][:24, 1], 22), 0.5)[22])
     # A moment with no finite value says so rather than vanishing silently.
     for ax in depth_profile_figure(h).axes:
         assert [line.get_label() for line in ax.lines] == ["step 0", "step 4", "step 19", "step 39 (no finite value)"]
