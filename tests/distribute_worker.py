@@ -110,5 +110,8 @@ def worker(folder: str) -> dict:
 
 
 if __name__ == "__main__":
+    # Few threads: these runs are tiny, and a large pool only fights the other tests for the cores.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
     result = mirrored() if sys.argv[1] == "mirrored" else worker(sys.argv[2])
     print(json.dumps(result))
