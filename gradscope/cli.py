@@ -15,6 +15,7 @@ print is drawn by `gradscope.render.terminal`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -203,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  gradscope run --epochs 30        # the lecture's full run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    run.add_argument("--devices", type=_positive_int, default=1, metavar="N",
+                     help="train on N devices under tf.distribute.MirroredStrategy: N GPUs if there are N, "
+                          "else N logical CPU devices (same numbers, not faster: to try the distributed path). "
+                          "--batch-size is the global batch, split between them (default: 1)")
     run.add_argument("--activation", default="tanh", metavar="NAME",
                      help="hidden-layer activation, any Keras name: tanh, sigmoid, relu, elu, ... (default: tanh)")
     _training_arguments(run)
@@ -267,6 +272,7 @@ def cmd_run(args: argparse.Namespace, stop: StopSignals) -> int:
 
     config = Config.for_run(args)
     check_names(config)
+    strategy = _strategy(args.devices)
     console = _console()
     data = load_data(args, console)
     check_size(config, data.input_dim)
@@ -275,10 +281,25 @@ def cmd_run(args: argparse.Namespace, stop: StopSignals) -> int:
     out = claim_run_folder(Path(args.out) if args.out else None, Path("runs") / config.slug, overwrite=args.overwrite)
     try:
         run_config(config, data, out, console, live=not args.quiet, stop=stop, overwrite=args.overwrite,
-                   tensorboard=tensorboard)
+                   tensorboard=tensorboard, strategy=strategy)
     finally:
         release_run_folder(out)  # removes it only if nothing was saved there
     return 0
+
+
+def _strategy(devices: int) -> Any:
+    """``--devices N``: a `MirroredStrategy` on N GPUs, or N logical CPU devices (with a notice); None for 1."""
+    if devices == 1:
+        return None
+    from gradscope.distributed import DistributionError, mirrored_on
+
+    try:
+        strategy, note = mirrored_on(devices)
+    except DistributionError as exc:
+        raise UsageError(f"--devices {devices}: {exc}") from None
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    return strategy
 
 
 def cmd_compare(args: argparse.Namespace, stop: StopSignals) -> int:
@@ -371,12 +392,15 @@ def cmd_derivatives(args: argparse.Namespace, stop: StopSignals) -> int:
     return 0
 
 
-def _import_tensorflow_quietly() -> None:
+def _import_tensorflow_quietly(devices: int = 1) -> None:
     """Imports TensorFlow with its C++ start-up log lines sent to /dev/null.
 
     TensorFlow 2.21 prints oneDNN/CUDA notices through absl before any
     Python setting can stop them (TF_CPP_MIN_LOG_LEVEL does not), which
     buries gradscope's first lines. Set GRADSCOPE_TF_LOGS=1 to see them.
+    With ``devices > 1`` and fewer GPUs, the CPU is split into that many
+    logical devices first: that is possible only before TensorFlow sets up
+    its devices (``gradscope run --devices`` reports it when it was too late).
     """
     if os.environ.get("GRADSCOPE_TF_LOGS") or "tensorflow" in sys.modules:
         return
@@ -387,7 +411,12 @@ def _import_tensorflow_quietly() -> None:
         os.dup2(devnull, 2)
         import tensorflow as tf
 
-        tf.config.list_physical_devices()  # device set-up logs its CUDA probe here
+        gpus = tf.config.list_physical_devices("GPU")  # device set-up logs its CUDA probe here
+        if devices > len(gpus):
+            from gradscope.distributed import DistributionError, logical_cpus
+
+            with contextlib.suppress(DistributionError):
+                logical_cpus(devices)
         tf.constant(0.0) + 0.0
     finally:
         os.dup2(saved, 2)
@@ -508,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(command: str, args: argparse.Namespace, stop: StopSignals) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for this audience
     if command in ("run", "compare") or (command == "derivatives" and not args.no_float32):
-        _import_tensorflow_quietly()
+        _import_tensorflow_quietly(args.devices if command == "run" else 1)
     from gradscope.data import DataError
     from gradscope.experiments import ConfigError
     from gradscope.history import RunFolderError

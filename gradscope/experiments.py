@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -249,12 +250,13 @@ def check_size(config: Config, input_dim: int, memory_bytes: int | None = None) 
         )
 
 
-def build_model(config: Config, data: Any) -> Any:
+def build_model(config: Config, data: Any, strategy: Any = None) -> Any:
     """The lecture's network as ``config`` sets it, compiled, its weights drawn from ``config.seed``.
 
     Args:
         config: the configuration.
         data: the `gradscope.data.Dataset` (its input size and number of classes).
+        strategy: a `tf.distribute` strategy to build it under. Defaults to `None`.
 
     Example:
 
@@ -270,14 +272,16 @@ def build_model(config: Config, data: Any) -> Any:
     check_names(config)
     check_size(config, data.input_dim)
     keras.utils.set_random_seed(config.seed)
-    model = lecture_mlp(
-        input_dim=data.input_dim, hidden=config.hidden, outputs=data.num_classes,
-        activation=config.activation, output_activation=config.out_activation, init=config.init, seed=config.seed,
-        dropout=config.dropout, l2=config.weight_decay, augment=image_shape(data.input_dim) if config.augment else None,
-    )
-    optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.lr}})
-    loss = "mean_squared_error" if config.loss == "mse" else "categorical_crossentropy"
-    model.compile(optimizer=optimizer, loss=loss)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = lecture_mlp(
+            input_dim=data.input_dim, hidden=config.hidden, outputs=data.num_classes,
+            activation=config.activation, output_activation=config.out_activation, init=config.init,
+            seed=config.seed, dropout=config.dropout, l2=config.weight_decay,
+            augment=image_shape(data.input_dim) if config.augment else None,
+        )
+        optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.lr}})
+        loss = "mean_squared_error" if config.loss == "mse" else "categorical_crossentropy"
+        model.compile(optimizer=optimizer, loss=loss)
     return model
 
 
@@ -331,7 +335,7 @@ def model_summary(model: Any) -> dict[str, Any]:
 def run_config(
     config: Config, data: Any, out: Path, console: Any, live: bool = True, show_summary: bool = True,
     stop: StopSignals | None = None, overwrite: bool = False, shown_as: Path | None = None,
-    tensorboard: Path | None = None,
+    tensorboard: Path | None = None, strategy: Any = None,
 ) -> tuple[GradientHistory, Diagnosis]:
     """Builds, trains, diagnoses and saves one configuration, printing as it goes.
 
@@ -349,6 +353,8 @@ def run_config(
             temporary place that will be renamed. Defaults to ``out``.
         tensorboard: a folder for TensorBoard event files of every recorded step.
             Defaults to `None`, none.
+        strategy: a `tf.distribute` strategy to build and train the model
+            under (``gradscope run --devices``). Defaults to `None`.
 
     Raises:
         gradscope.signals.Interrupted: after a signal, once the recorded steps are saved.
@@ -378,10 +384,6 @@ def run_config(
     shown = shown_as or out
     # verbose=1 also prints the summary at the end; 2 is the live view only.
     verbose = (1 if show_summary and config.ensemble == 1 else 2) if live else 0
-    monitor = GradientMonitor(every=config.every, weights_every=config.weights_every, verbose=verbose, console=console,
-                              tensorboard=tensorboard)
-    monitor.config = {**asdict(config), "dataset": data.name, "num_classes": data.num_classes,
-                      "train_samples": int(len(data.x_train)), "label": config.label}
     y_train, y_val = data.one_hot(data.y_train), data.one_hot(data.y_val)
     length = f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
     # An ensemble's members are trained one after another, seeds seed, seed+1, ...; the first member's
@@ -390,13 +392,16 @@ def run_config(
     kept: list[EpochPredictions] = []
     try:
         for k, member in enumerate(ensemble_members(config)):
-            model = build_model(member, data)
+            model = build_model(member, data, strategy)
             if k == 0:
                 console.print(model_table(model_summary(model)))
+            # The first member's record is the run's: it alone goes to TensorBoard.
             monitors.append(GradientMonitor(every=config.every, weights_every=config.weights_every,
-                                            verbose=verbose, console=console))
+                                            verbose=verbose, console=console,
+                                            tensorboard=tensorboard if k == 0 else None))
             monitors[-1].config = {**asdict(member), "dataset": data.name, "num_classes": data.num_classes,
-                                   "train_samples": int(len(data.x_train)), "label": config.label}
+                                   "train_samples": int(len(data.x_train)), "label": config.label,
+                                   "devices": strategy.num_replicas_in_sync if strategy is not None else 1}
             member_note = f" (member {k + 1} of {config.ensemble}, seed {member.seed})" if config.ensemble > 1 else ""
             console.print(f"training {config.label}{member_note} on {data.name}: {len(data.x_train):,} samples, "
                           f"batch {config.batch_size}, {length}", highlight=False, markup=False)
@@ -407,7 +412,8 @@ def run_config(
                     model, data.x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
                     steps=config.steps, validation_data=(data.x_val, y_val),
                     callbacks=[monitors[-1], *extra, stop.callback()], seed=member.seed,
-                    jit_compile="auto" if config.jit else False,
+                    # XLA compiles one device's step, not a step across devices.
+                    jit_compile="auto" if config.jit and strategy is None else False,
                 )
             if k == 0:
                 history = trained

@@ -42,6 +42,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from gradscope.distributed import replica_aliases, strategy_scope
 from gradscope.model_layers import LayerSpec
 from gradscope.recorder import Recorder
 
@@ -94,6 +95,8 @@ class Hooks:
                 inner = getattr(v, "value", None)
                 if isinstance(inner, tf.Variable):
                     self.var_index[id(inner)] = column
+                for alias in replica_aliases(v):  # under tf.distribute, the copy the optimizer writes
+                    self.var_index[id(alias)] = column
                 column += 1
 
     # -- install / remove ------------------------------------------------------
@@ -193,7 +196,8 @@ class Hooks:
         if not getattr(optimizer, "built", True) and self.model.built:
             # The loss scale (and the slots) exist only once the optimizer is
             # built; the taps read the scale while the step is traced.
-            optimizer.build(self.model.trainable_variables)
+            with strategy_scope(self.model):  # under tf.distribute, slots are made in its scope
+                optimizer.build(self.model.trainable_variables)
         if inner is not None:
             self.recorder.stage.scale_fn = lambda: optimizer.dynamic_scale
         elif getattr(optimizer, "loss_scale_factor", None):

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from gradscope.distributed import on_replicas, outside_strategy, strategy_of
 from gradscope.history import GradientHistory
 from gradscope.monitor import GradientMonitor
 from gradscope.session import notice, whole_number
@@ -116,7 +117,8 @@ def train(
         monitor.verbose = verbose
         callbacks.insert(0, monitor)
 
-    batches = _Batches(x, y, batch_size, shuffle, seed)
+    strategy = strategy_of(model)
+    batches = _Batches(x, y, batch_size, shuffle, seed, strategy)
     if epochs is None and steps and not batches.per_epoch:
         # A dataset of unknown length (e.g. after .filter): pass over it again
         # until `steps`; each pass has at least one step, so `steps` passes suffice.
@@ -188,7 +190,8 @@ def _compiled_step(monitor: GradientMonitor, model: keras.Model, batches: _Batch
     its next train() on the same model: tracing costs as much as dozens of steps."""
 
     def build() -> tuple[Any, tf.Variable]:
-        sums = tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums")  # loss, accuracy, samples
+        sums = outside_strategy(  # loss, accuracy, samples; summed by every replica
+            lambda: tf.Variable(tf.zeros(3), trainable=False, name="gradscope_epoch_sums"))
         fn = tf.function(batches.wrap(_make_step(model, sums)), jit_compile=jit_compile, reduce_retracing=True)
         return _Direct(fn), sums
 
@@ -245,6 +248,8 @@ class _Direct:
 
 def _make_step(model: keras.Model, sums: tf.Variable):
     def step(xb, yb):
+        # Under tf.distribute Keras scales each replica's loss by 1/replicas.
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         with tf.GradientTape() as tape:
             y_pred = model(xb, training=True)
             loss = model.compute_loss(x=xb, y=yb, y_pred=y_pred, training=True)
@@ -253,10 +258,14 @@ def _make_step(model: keras.Model, sums: tf.Variable):
         model.optimizer.apply(grads, model.trainable_variables)
         n = tf.cast(tf.shape(y_pred)[0], tf.float32)
         acc = batch_accuracy(yb, y_pred)
-        sums.assign_add(tf.stack([tf.cast(loss, tf.float32) * n, acc * n, n]))
+        sums.assign_add(tf.stack([tf.cast(loss, tf.float32) * (n * replicas), acc * n, n]))
+        return means()
+
+    def means():
         return sums[0] / sums[2], sums[1] / sums[2]
 
-    return step
+    strategy = strategy_of(model)
+    return step if strategy is None else on_replicas(strategy, step, means)
 
 
 class _Batches:
@@ -267,9 +276,11 @@ class _Batches:
     step costs one call from Python and no per-batch host copies.
     """
 
-    def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool, seed: int | None) -> None:
+    def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool, seed: int | None, strategy: Any = None) -> None:
         self.dataset = x if isinstance(x, tf.data.Dataset) else None
         if self.dataset is not None:
+            # Under tf.distribute each replica gets its share of every batch.
+            self.batches = self.dataset if strategy is None else strategy.experimental_distribute_dataset(self.dataset)
             card = int(self.dataset.cardinality())
             self.per_epoch = card if card > 0 else 0
             return
@@ -317,7 +328,7 @@ class _Batches:
 
     def epoch(self):
         if self.dataset is not None:
-            yield from self.dataset
+            yield from self.batches
             return
         if self.shuffle:
             self.order.assign(self.rng.permutation(self.n).astype(np.int32))

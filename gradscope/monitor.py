@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from gradscope.diagnosis import Diagnosis, NonFinite
+from gradscope.distributed import is_chief
 from gradscope.history import GradientHistory
 from gradscope.model_layers import is_built
 from gradscope.render.live import LiveView, Progress
@@ -228,7 +229,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if self.history is not None and len(self.history.evaluations):
             self._fit.evaluation_offset = self.history.evaluations.steps[-1]
         self._last_flush = self.clock()
-        if self.verbose:
+        if self.verbose and is_chief():  # under a multi-worker strategy the chief alone shows
             self._view = LiveView({**p, "total_steps": self._fit.total}, console=self.console,
                                   keras_bar=bool(p.get("verbose")), get_time=self.clock)
             self._view.start(self._progress())
@@ -294,7 +295,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if self._fit.attached and len(self.history) == self._fit.start_rows and not self.session.saw_apply:
             notice("gradscope: no step was recorded: the model's train_step never called "
                    "optimizer.apply / apply_gradients")
-        if self.verbose == 1 and self.history is not None and len(self.history):
+        if self.verbose == 1 and self.history is not None and len(self.history) and is_chief():
             self.summary()
 
     # -- the record ------------------------------------------------------------------
@@ -406,7 +407,11 @@ class GradientMonitor(keras.callbacks.Callback):
         """Saves the run folder (history, summary, plots), all or nothing; see docs/recording.md.
 
         A folder that already holds a run is replaced only with ``overwrite``.
+        On the workers of a multi-worker run other than the chief, nothing is
+        written and None is returned.
         """
+        if not is_chief():
+            return None
         from gradscope.report import save_run
 
         return save_run(self._require_history(), folder, overwrite=overwrite)

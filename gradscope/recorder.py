@@ -33,7 +33,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import prod
 from typing import Any
@@ -41,9 +41,19 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from gradscope.distributed import commit_across_replicas, replica_context
 from gradscope.schedule import Schedule
 from gradscope.staging import Staged, Staging, variable_value
-from gradscope.stats import FORWARD_STATS, batch_accuracy, forward_stats_many, histogram, mean_squares, sq_norms
+from gradscope.stats import (
+    FORWARD_STATS,
+    batch_accuracy,
+    finite_or_inf,
+    forward_stats_many,
+    histogram,
+    mean_squares,
+    placed,
+    sq_norms,
+)
 
 _NAN = float("nan")
 SCALARS = ("loss", "accuracy", "loss_scale")
@@ -164,13 +174,16 @@ class ActivationHistograms:
             self.step = tf.Variable(-1, trainable=False, name="gradscope_hist_step", dtype=tf.int64)
 
     def fill_if_asked(self, outputs: dict[int, tf.Tensor], step: tf.Tensor) -> None:
-        """In the graph: bins ``outputs`` (layer index -> output) when asked."""
+        """In the graph: bins ``outputs`` (layer index -> output, or a function giving it) when asked."""
         if not outputs:
             return
 
         def fill() -> tf.Tensor:
             idx = sorted(outputs)
-            parts = [histogram(outputs[i], self.activations[i], self.bins) for i in idx]
+            # An output may come as a function (under tf.distribute: the
+            # gather of every replica's batch), called only here.
+            parts = [histogram(outputs[i]() if callable(outputs[i]) else outputs[i], self.activations[i], self.bins)
+                     for i in idx]
             rows = [[i] for i in idx]
             self.counts.assign(tf.tensor_scatter_nd_update(self.counts, rows, tf.stack([c for c, _ in parts])))
             self.ranges.assign(tf.tensor_scatter_nd_update(self.ranges, rows, tf.stack([r for _, r in parts])))
@@ -252,15 +265,31 @@ class Recorder:
                 norms are read here, after the update.
         """
         staged = self.stage.collect()
+        if replica_context() is not None:
+            # Under tf.distribute: each replica hands its sums over, and the
+            # row of the global step is written once, across replicas.
+            commit_across_replicas(self, staged, list(weights))
+            return
+        self.write(lambda: self._row_parts(staged, list(weights)), staged.forward, staged.slow)
+
+    def write(self, parts: Callable[[], dict[str, tf.Tensor]], outputs: dict[int, Any], slow: bool = False) -> None:
+        """Writes one row on recorded steps and counts the step.
+
+        Args:
+            parts: makes the row's parts (in the recorded branch only).
+            outputs: layer index -> output (or a function giving it), for
+                the histograms when they are asked for.
+            slow: the pending variables were written this step.
+        """
 
         def write() -> tf.Tensor:
-            row = self.layout.concat(self._row_parts(staged, list(weights)))
+            row = self.layout.concat(parts())
             slot = self.count % self.capacity
             self.ring.scatter_nd_update([[slot]], [row])
             self.ring_steps.scatter_nd_update([[slot]], [self.schedule.calls])
             self.count.assign_add(1)
-            self.histograms.fill_if_asked(staged.forward, self.schedule.calls)
-            if staged.slow:
+            self.histograms.fill_if_asked(outputs, self.schedule.calls)
+            if slow:
                 self.stage.clear_pending()
             return tf.constant(0)
 
@@ -274,25 +303,25 @@ class Recorder:
         grads = b.grads or []
         present = [(c, g) for c, g in grads if g is not None]
         sq = stage.unscale(sq_norms([g for _, g in present]), scale) if present else None
-        grad = _placed([V], [c for c, _ in present], _finite_or_inf(sq) if present else None)
+        grad = placed([V], [c for c, _ in present], finite_or_inf(sq) if present else None)
         # A None gradient (a branch the loss does not reach) is a zero one.
         zero = [c for c, g in grads if g is None]
         if zero:
-            grad = _placed([V], zero, tf.zeros([len(zero)]), base=grad)
+            grad = placed([V], zero, tf.zeros([len(zero)]), base=grad)
         def not_measured() -> tuple[tf.Tensor, tf.Tensor]:
             nan = tf.fill([V], _NAN)  # one op for both: each op costs in every step
             return nan, nan
 
-        weight, update = self.schedule.when_weighing(lambda: self._weights_and_updates(b, weights), not_measured)
+        weight, update = self.schedule.when_weighing(lambda: self.weights_and_updates(b, weights), not_measured)
         # Pending values (the slow path) are the base the staged ones go onto.
         idx = sorted(b.forward)
         stats = forward_stats_many([b.forward[i] for i in idx], [self.activations[i] for i in idx],
                                    stage.saturation_threshold) if idx else None
         pending = tf.convert_to_tensor(stage.pending_forward) if b.slow else None
-        forward = _placed([L, len(FORWARD_STATS)], idx, stats, pending)
+        forward = placed([L, len(FORWARD_STATS)], idx, stats, pending)
         idx = sorted(b.backprop)
         ms = stage.unscale(mean_squares([b.backprop[i] for i in idx]), scale) if idx else None
-        backprop = _placed([L], idx, ms, tf.convert_to_tensor(stage.pending_backprop) if b.slow else None)
+        backprop = placed([L], idx, ms, tf.convert_to_tensor(stage.pending_backprop) if b.slow else None)
         if b.loss is not None:
             loss, y_true, y_pred = b.loss
             loss_acc = tf.stack([tf.cast(loss, tf.float32), batch_accuracy(y_true, y_pred)])
@@ -304,13 +333,13 @@ class Recorder:
         return {"forward": forward, "backprop_sq": backprop, "grad_sq": grad,
                 "weight_sq": weight, "update_sq": update, "scalars": scalars}
 
-    def _weights_and_updates(self, b: Staged, weights: list[tuple[int, Any]]) -> tuple[tf.Tensor, tf.Tensor]:
+    def weights_and_updates(self, b: Staged, weights: list[tuple[int, Any]]) -> tuple[tf.Tensor, tf.Tensor]:
         """Squared norms of the weights (read now, after the update) and of
         the updates; NaN where not measured, +inf where non-finite."""
         V = self.layout.variables
-        weight = _placed(
+        weight = placed(
             [V], [c for c, _ in weights],
-            _finite_or_inf(sq_norms([variable_value(v) for _, v in weights])) if weights else None,
+            finite_or_inf(sq_norms([variable_value(v) for _, v in weights])) if weights else None,
         )
         update = tf.convert_to_tensor(self.stage.pending_update) if b.slow else tf.zeros([V])
         if b.updates:
@@ -321,7 +350,7 @@ class Recorder:
                 owner = [k for k, i in enumerate(idx) for _ in b.updates[i]]
                 norms = tf.math.unsorted_segment_sum(norms, owner, len(idx))
             update = tf.tensor_scatter_nd_add(update, [[i] for i in idx], norms)
-        return weight, _finite_or_inf(update)
+        return weight, finite_or_inf(update)
 
     # -- on the host -------------------------------------------------------------
     def restart(self) -> None:
@@ -347,19 +376,3 @@ class Recorder:
         rows = self.layout.split(block, steps)
         rows.lost = count - len(block)
         return rows
-
-
-def _placed(shape: list[int], rows: list[int], values: tf.Tensor | None, base: tf.Tensor | None = None) -> tf.Tensor:
-    """A tensor of ``shape`` with ``values`` at ``rows`` and NaN (or ``base``)
-    elsewhere; no op at all when ``values`` already fill every row in order."""
-    if base is None and rows == list(range(shape[0])):
-        return values
-    base = tf.fill(shape, _NAN) if base is None else base
-    if not rows:
-        return base
-    return tf.tensor_scatter_nd_update(base, [[r] for r in rows], values)
-
-
-def _finite_or_inf(x: tf.Tensor) -> tf.Tensor:
-    """+inf where ``x`` is NaN or Inf: in the record, NaN means "not measured"."""
-    return tf.where(tf.math.is_finite(x), x, tf.constant(float("inf"), x.dtype))

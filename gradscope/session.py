@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from gradscope.diagnosis import NonFinite, first_nonfinite
+from gradscope.distributed import bad_replica, check_strategy, is_chief, outside_strategy
 from gradscope.history import GradientHistory
 from gradscope.hooks import HookError, Hooks
 from gradscope.model_layers import LayerSpec, watched_layers
@@ -193,6 +195,7 @@ class RecordingSession:
         """
         self.nonfinite = None
         self._model = model
+        check_strategy(getattr(model, "distribute_strategy", None))  # TPU, parameter servers: refused
         try:
             self._prepare(model)
             self.hooks = Hooks(model, self.recorder, self._specs)
@@ -239,14 +242,14 @@ class RecordingSession:
             self.recorder.restart()
         elif not keep:
             spe = int(getattr(model, "steps_per_execution", 1) or 1)
-            self.recorder = Recorder(
+            self.recorder = outside_strategy(lambda: Recorder(  # plain variables, even in a strategy's scope
                 [s.activation for s in specs],
                 [li for li, s in enumerate(specs) for _ in s.var_indices],
                 # Room for two flush intervals, plus one execution of slack.
                 capacity=2 * -(-o.flush_every // o.every) + 4 * spe,
                 every=o.every, weights_every=o.weights_every, activation_stats=o.activation_stats,
                 saturation_threshold=o.saturation_threshold,
-            )
+            ))
             self._coverage_checked = False
         if not keep:
             self.history = GradientHistory(
@@ -302,7 +305,10 @@ class RecordingSession:
         found = None
         if check and self.nonfinite is None:
             # Only the new rows are searched, so the check costs O(rows).
-            found = self.nonfinite = first_nonfinite(new, loss_scaled=self.recorder.stage.scale_fn is not None)
+            found = first_nonfinite(new, loss_scaled=self.recorder.stage.scale_fn is not None)
+            if found is not None:
+                found = dataclasses.replace(found, replica=bad_replica(self.recorder, found.step))
+            self.nonfinite = found
         return Flushed(len(rows), found)
 
     def request_end_histogram(self) -> None:
@@ -447,5 +453,7 @@ def whole_number(name: str, value: Any, minimum: int = 1, maximum: int = MAX_INT
 
 
 def notice(message: str) -> None:
-    """One line on standard error, at once."""
+    """One line on standard error, at once (under a multi-worker strategy, on the chief only)."""
+    if not is_chief():
+        return
     print(message, file=sys.stderr, flush=True)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from gradscope.distributed import replica_key
 from gradscope.schedule import Schedule
 from gradscope.stats import FORWARD_STATS, batch_accuracy, forward_stats, mean_squares, sq_norms
 
@@ -83,7 +84,10 @@ class Staging:
         self.seen_backprop: set[int] = set()
         #: The optimizer's apply handed over gradients at least once.
         self.seen_gradients = False
-        self._stashes: weakref.WeakKeyDictionary[Any, Staged] = weakref.WeakKeyDictionary()
+        # Per traced graph, per replica: under tf.distribute every replica
+        # traces the step into the same graph (None: no strategy, or its
+        # cross-replica context).
+        self._stashes: weakref.WeakKeyDictionary[Any, dict[int | None, Staged]] = weakref.WeakKeyDictionary()
         self._eager = Staged()  # eager mode: the pending variables hold this step's values
         L, F = len(self.activations), len(FORWARD_STATS)
         with tf.init_scope():
@@ -174,8 +178,9 @@ class Staging:
         step = _step_graph()
         # Forward and backward were staged in the step's graph; the gradients
         # where apply runs (the same graph, or a branch of a custom train_step).
-        outer = self._stashes.pop(step, None) or Staged()
-        local = (self._stashes.pop(here, None) if here is not step else outer) or Staged()
+        replica = replica_key()
+        outer = self._stashes.get(step, {}).pop(replica, None) or Staged()
+        local = (self._stashes.get(here, {}).pop(replica, None) if here is not step else outer) or Staged()
         return dataclasses.replace(outer, grads=local.grads, scale=local.scale,
                                    updates={**outer.updates, **local.updates}, slow=outer.slow or local.slow)
 
@@ -187,10 +192,10 @@ class Staging:
 
     # -- where a staged tensor goes ---------------------------------------------------
     def _stash(self, graph: Any) -> Staged:
-        bucket = self._stashes.get(graph)
-        if bucket is None:
-            bucket = self._stashes[graph] = Staged()
-        return bucket
+        replicas = self._stashes.get(graph)
+        if replicas is None:
+            replicas = self._stashes[graph] = {}
+        return replicas.setdefault(replica_key(), Staged())
 
     def _stage(self, keep: Callable[[Staged], None], reduce_now: Callable[[], Any], weighing: bool = False) -> None:
         """Keeps a tensor for the commit (the usual case: it was made in the

@@ -143,6 +143,35 @@ def forward_stats_many(
         activations: each layer's activation name, or None.
         saturation_threshold: |a| at or above which a tanh unit counts as saturated.
     """
+    pairs = [unit_sums(a, act, saturation_threshold) for a, act in zip(outputs, activations, strict=True)]
+    return stats_from_unit_sums([c for c, _ in pairs], [r for _, r in pairs], activations)
+
+
+def unit_sums(a: tf.Tensor, activation: str | None, saturation_threshold: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """A layer's output reduced over its batch: the sums of its features
+    (a, a^2, ...), one column per unit, shape (features, units); and the
+    batch's row count. Sums of several batches (replicas) add up to the sums
+    of the batch they make together, which `stats_from_unit_sums` turns into
+    the same statistics as `forward_stats` of that batch."""
+    a = _as_matrix(a)
+    kind = activation if activation in _FEATURES else None
+    return _column_sums(a, _FEATURES[kind](a, saturation_threshold)), tf.cast(tf.shape(a)[0], tf.float32)
+
+
+def stats_from_unit_sums(
+    sums: Sequence[tf.Tensor], rows: Sequence[tf.Tensor], activations: Sequence[str | None]
+) -> tf.Tensor:
+    """The (layers, 7) `FORWARD_STATS` from each layer's `unit_sums` and row count.
+
+    Example:
+
+    >>> a = tf.constant([[0.0, 2.0], [1.0, 0.0]])
+    >>> halves = [unit_sums(a[:1], "relu", 0.99), unit_sums(a[1:], "relu", 0.99)]
+    >>> whole = stats_from_unit_sums([halves[0][0] + halves[1][0]], [halves[0][1] + halves[1][1]], ["relu"])
+    >>> import numpy as np
+    >>> bool(np.allclose(whole[0], forward_stats(a, "relu", 0.99), equal_nan=True))
+    True
+    """
     groups: dict[str, list[int]] = {}
     for i, act in enumerate(activations):
         kind = act if act in _FEATURES else None
@@ -151,11 +180,10 @@ def forward_stats_many(
     for kind, members in groups.items():
         totals, sizes, dead = [], [], []
         for i in members:
-            a = _as_matrix(outputs[i])
-            cols = _column_sums(a, _FEATURES[kind](a, saturation_threshold))
+            cols = sums[i]
             totals.append(tf.reduce_sum(cols, axis=1))
-            sizes.append(tf.cast(tf.shape(a)[0], tf.float32) * float(a.shape[1]) if a.shape[1] is not None
-                         else tf.cast(tf.size(a), tf.float32))
+            units = float(cols.shape[1]) if cols.shape[1] is not None else tf.cast(tf.shape(cols)[1], tf.float32)
+            sizes.append(rows[i] * units)
             if kind in _RELU_LIKE:
                 # Row 2 counts each unit's active samples: 1 - count > 0 only at 0.
                 dead.append(tf.reduce_sum(tf.nn.relu(1.0 - cols[2])) / tf.cast(tf.shape(cols)[1], tf.float32))
@@ -324,3 +352,19 @@ def batch_accuracy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     else:
         return tf.constant(_NAN, tf.float32)
     return tf.reduce_mean(tf.cast(hit, tf.float32))
+
+
+def placed(shape: list[int], rows: list[int], values: tf.Tensor | None, base: tf.Tensor | None = None) -> tf.Tensor:
+    """A tensor of ``shape`` with ``values`` at ``rows`` and NaN (or ``base``)
+    elsewhere; no op at all when ``values`` already fill every row in order."""
+    if base is None and rows == list(range(shape[0])):
+        return values
+    base = tf.fill(shape, _NAN) if base is None else base
+    if not rows:
+        return base
+    return tf.tensor_scatter_nd_update(base, [[r] for r in rows], values)
+
+
+def finite_or_inf(x: tf.Tensor) -> tf.Tensor:
+    """+inf where ``x`` is NaN or Inf: in the record, NaN means "not measured"."""
+    return tf.where(tf.math.is_finite(x), x, tf.constant(float("inf"), x.dtype))

@@ -20,6 +20,7 @@ class NonFinite:
     layer: str | None
     variable: str | None
     where: str  # "weights", "activations", "loss" or "gradients"
+    replica: int | None = None  # under tf.distribute, the one replica that went bad
 
     def sentence(self) -> str:
         place = {
@@ -28,7 +29,8 @@ class NonFinite:
             "loss": "the loss",
             "gradients": f"the gradient of layer {self.layer} ({self.variable})",
         }[self.where]
-        return f"non-finite values (NaN/Inf) first appeared at step {self.step} in {place}"
+        on = f" (on replica {self.replica} only)" if self.replica is not None else ""
+        return f"non-finite values (NaN/Inf) first appeared at step {self.step} in {place}{on}"
 
 
 @dataclass
