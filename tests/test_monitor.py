@@ -894,7 +894,7 @@ def test_a_streamed_run_is_finished_in_place(toy, tmp_path):
     assert monitor.history.nbytes <= 64 * 8 * (1 + 11 * 3 + 4 + 3 * 6)  # room for 64 rows at most
     monitor.save(tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "histograms.npz", "history", "plots", "run.json", "summary.json"]
+        "evaluations.json", "histograms.npz", "history", "plots", "run.json", "summary.json"]
     loaded = load_run(tmp_path / "run")
     assert loaded.steps.tolist() == list(range(12)) and sorted(loaded.histograms) == ["end", "start"]
     np.testing.assert_array_equal(loaded["grad_norm"], monitor.history["grad_norm"])
