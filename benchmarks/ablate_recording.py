@@ -82,9 +82,10 @@ def _without(parts: set[str], tf_reductions: bool = False) -> Iterator[None]:
         recorder_module.mean_squares, Staging.gradients, stats_module.in_xla_context = saved
 
 
-def build(name: str, xs: tf.Tensor, ys: tf.Tensor, jit: bool = False) -> Callable[[], object]:
-    """A traced, warmed-up train step for one variant (compiled with XLA with ``jit``)."""
-    model = lecture_mlp(seed=0)
+def build(name: str, xs: tf.Tensor, ys: tf.Tensor, jit: bool = False, deep: int = 0) -> Callable[[], object]:
+    """A traced, warmed-up train step for one variant (compiled with XLA with ``jit``; on a
+    ``deep``-layer MLP of 128 tanh units instead of the lecture network when ``deep``)."""
+    model = lecture_mlp(hidden=(128,) * (deep - 1), seed=0) if deep else lecture_mlp(seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     model.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0)  # builds the model and the optimizer
     step = tf.function(lambda: model.train_step((xs, ys)), jit_compile=jit)
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds (default 40)")
     parser.add_argument("--steps", type=int, default=10, help="steps per variant per round (default 10)")
     parser.add_argument("--jit", action="store_true", help="compile every variant's step with XLA")
+    parser.add_argument("--deep", type=int, default=0,
+                        help="a tanh MLP of this many Dense layers of 128 instead of the lecture network")
     parser.add_argument("variants", nargs="*", default=list(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
     names = ["plain"] + [v for v in args.variants if v != "plain"]
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     x, y = mnist_like(BATCH)
     xs, ys = tf.constant(x), tf.constant(y)
-    steps = {name: build(name, xs, ys, args.jit) for name in names}
+    steps = {name: build(name, xs, ys, args.jit, args.deep) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
         order = names[:]
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 steps[name]()
             times[name].append((time.process_time() - t0) / args.steps)
 
-    print(f"ablate_recording: lecture_mlp, batch {BATCH}, {args.rounds} rounds x {args.steps} steps; "
+    network = f"{args.deep}-layer x 128 tanh MLP" if args.deep else "lecture_mlp"
+    print(f"ablate_recording: {network}, batch {BATCH}, {args.rounds} rounds x {args.steps} steps; "
           f"TF {tf.__version__}, Keras {keras.__version__}" + ("; XLA" if args.jit else ""))
     print(f"{'variant':10s} {'ratio':>7s}  {'IQR':>13s}   "
           "(plain CPU time per step / the variant's, median over rounds)")
