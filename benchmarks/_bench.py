@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out of the tables
 
 import gc
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +30,21 @@ import keras
 import numpy as np
 
 BATCH = 128
+
+
+def interleaved_cpu_times(calls: dict[str, Callable[[], object]], rounds: int, repeats: int) -> dict[str, list[float]]:
+    """CPU seconds per call of each function, one figure per round: every round calls each
+    function ``repeats`` times, the functions in a new random order each round."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(rounds):
+        order = list(calls)
+        random.Random(r).shuffle(order)
+        for name in order:
+            t0 = time.process_time()
+            for _ in range(repeats):
+                calls[name]()
+            times[name].append((time.process_time() - t0) / repeats)
+    return times
 
 
 def parse(parser, argv: list[str] | None):

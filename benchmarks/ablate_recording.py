@@ -40,16 +40,14 @@ Command (about 2 minutes; ``--jit`` compiles every variant with XLA):
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import keras
 import tensorflow as tf
-from _bench import BATCH, mnist_like
+from _bench import BATCH, interleaved_cpu_times, mnist_like
 
 import gradscope.recorder as recorder_module
 import gradscope.stats as stats_module
@@ -123,15 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     x, y = mnist_like(BATCH)
     xs, ys = tf.constant(x), tf.constant(y)
     steps = {name: build(name, xs, ys, args.jit, args.deep) for name in names}
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(args.rounds):
-        order = names[:]
-        random.Random(r).shuffle(order)
-        for name in order:
-            t0 = time.process_time()
-            for _ in range(args.steps):
-                steps[name]()
-            times[name].append((time.process_time() - t0) / args.steps)
+    times = interleaved_cpu_times(steps, args.rounds, args.steps)
 
     network = f"{args.deep}-layer x 128 tanh MLP" if args.deep else "lecture_mlp"
     print(f"ablate_recording: {network}, batch {BATCH}, {args.rounds} rounds x {args.steps} steps; "

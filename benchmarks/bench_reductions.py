@@ -22,14 +22,13 @@ to ``l2_loss`` without XLA (above 1: cheaper).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+from _bench import interleaved_cpu_times
 
 from gradscope.stats import sq_norms
 
@@ -72,15 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     tensors = [tf.constant(rng.normal(size=s).astype(np.float32)) for s in SHAPES]
     fns = variants(tensors)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(args.rounds):
-        order = list(fns)
-        random.Random(r).shuffle(order)
-        for name in order:
-            t0 = time.process_time()
-            for _ in range(args.calls):
-                fns[name]()
-            times[name].append((time.process_time() - t0) / args.calls)
+    times = interleaved_cpu_times(fns, args.rounds, args.calls)
     exact = np.array([np.sum(t.numpy().astype(np.float64) ** 2) for t in tensors])
     print(f"bench_reductions: squared norms of {sum(int(np.prod(s)) for s in SHAPES):,} numbers in {len(SHAPES)} "
           f"tensors; {args.rounds} rounds x {args.calls} calls; TF {tf.__version__}")

@@ -912,6 +912,8 @@ def test_stream_to_a_folder_holding_a_run_fails_before_training(toy, tmp_path):
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     with pytest.raises(RunFolderError, match="a run is saved there"):
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[GradientMonitor(stream_to=tmp_path / "run")])
+
+
 @pytest.mark.slow
 def test_plot_returns_the_overview_figure_of_the_record(toy, tmp_path):
     x, y = toy
