@@ -1,41 +1,45 @@
-"""In-graph statistics: tensors in, a few scalars out.
+"""In-graph statistics of TensorFlow's step: tensors in, a few scalars out.
 
-Everything here runs inside the compiled training step, so it is written with
-`tf` ops only and reduces big tensors to scalars on the device. Nothing here
-touches the host.
+Everything here runs inside the compiled training step and reduces big
+tensors to scalars on the device; nothing here touches the host. The
+statistics themselves (the features of an output, the algebra from their
+means, the histogram, the accuracy) are written once, with `keras.ops`, in
+`gradscope.portable_stats`, which the JAX step shares. What stays here is
+TensorFlow's own faster way to do the big reductions: squared norms by
+``l2_loss`` (or, under XLA, a matrix product), batch sums by a matrix product,
+sparse gradients, and the placing of values into a row.
 
 Example:
 
 >>> import tensorflow as tf
+
 >>> sq_norms([tf.constant([3.0, 4.0])]).numpy().tolist()
 [25.0]
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
+
+# The histogram is TensorFlow's too: the recorder takes it from here.
+from gradscope.portable_stats import (  # noqa: F401
+    FEATURES,
+    FORWARD_STATS,
+    RELU_LIKE,
+    feature_kind,
+    histogram,
+    statistics,
+)
+from gradscope.portable_stats import batch_accuracy as _batch_accuracy
 
 try:  # TensorFlow's own test for this; see docs/internals.md
     from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext as _xla_context_of
 except ImportError:  # pragma: no cover - a TensorFlow without it records with the non-XLA reductions
     _xla_context_of = None
 
-#: The order of the forward statistics in a recorded row.
-FORWARD_STATS = ("act_mean", "act_std", "saturation", "dead", "dact_mean", "dact_rms", "nonfinite")
-
 _NAN = float("nan")
-
-# Activations (besides tanh, sigmoid and the ReLUs, which have their own
-# algebra below) whose derivative f'(s) can be read from the output a = f(s),
-# so measuring it needs no second look at the pre-activation.
-_DERIVATIVE_FROM_OUTPUT = {
-    "elu": lambda a: tf.where(a > 0, tf.ones_like(a), a + 1.0),
-    "softplus": lambda a: 1.0 - tf.exp(-a),
-}
-_RELU_LIKE = ("relu", "relu6")
-
 
 def sq_norms(tensors: Sequence[tf.Tensor | tf.IndexedSlices]) -> tf.Tensor:
     """Squared L2 norms as a float32 vector, one per tensor (an
@@ -154,8 +158,8 @@ def unit_sums(a: tf.Tensor, activation: str | None, saturation_threshold: float)
     of the batch they make together, which `stats_from_unit_sums` turns into
     the same statistics as `forward_stats` of that batch."""
     a = _as_matrix(a)
-    kind = activation if activation in _FEATURES else None
-    return _column_sums(a, _FEATURES[kind](a, saturation_threshold)), tf.cast(tf.shape(a)[0], tf.float32)
+    kind = feature_kind(activation)
+    return _column_sums(a, FEATURES[kind](a, saturation_threshold)), tf.cast(tf.shape(a)[0], tf.float32)
 
 
 def stats_from_unit_sums(
@@ -174,7 +178,7 @@ def stats_from_unit_sums(
     """
     groups: dict[str, list[int]] = {}
     for i, act in enumerate(activations):
-        kind = act if act in _FEATURES else None
+        kind = feature_kind(act)
         groups.setdefault(kind, []).append(i)
     parts, order = [], []
     for kind, members in groups.items():
@@ -184,11 +188,11 @@ def stats_from_unit_sums(
             totals.append(tf.reduce_sum(cols, axis=1))
             units = float(cols.shape[1]) if cols.shape[1] is not None else tf.cast(tf.shape(cols)[1], tf.float32)
             sizes.append(rows[i] * units)
-            if kind in _RELU_LIKE:
+            if kind in RELU_LIKE:
                 # Row 2 counts each unit's active samples: 1 - count > 0 only at 0.
                 dead.append(tf.reduce_sum(tf.nn.relu(1.0 - cols[2])) / tf.cast(tf.shape(cols)[1], tf.float32))
         means = tf.stack(totals) / tf.stack(sizes)[:, None]  # (members, features)
-        parts.append(_statistics(kind, means, tf.stack(dead) if dead else None))
+        parts.append(statistics(kind, means, tf.stack(dead) if dead else None))
         order.extend(members)
     stats = parts[0] if len(parts) == 1 else tf.concat(parts, 0)
     if order != sorted(order):
@@ -219,139 +223,9 @@ def _column_sums(a: tf.Tensor, features: list[tf.Tensor]) -> tf.Tensor:
     return tf.concat([tf.matmul(ones, f) for f in features], 0)
 
 
-def _at_least(x: tf.Tensor, bound: float) -> tf.Tensor:
-    """1.0 where ``x >= bound`` (x in [0, 1]), else 0.0, by arithmetic."""
-    if bound <= 0.0:
-        return tf.ones_like(x)
-    scaled = tf.floor(x * (1.0 / bound))
-    # floor(x / bound) is 0 or 1 as long as x < 2 * bound; clip otherwise.
-    return scaled if bound > 0.5 else tf.minimum(scaled, 1.0)
-
-
-def _tanh_features(a: tf.Tensor, t: float) -> list[tf.Tensor]:
-    a2 = tf.square(a)
-    return [a, a2, tf.square(a2), _at_least(a2, t * t)]
-
-
-def _sigmoid_features(a: tf.Tensor, t: float) -> list[tf.Tensor]:
-    a2 = tf.square(a)
-    # (2a - 1)^2 >= (2t - 1)^2 exactly when a >= t or a <= 1 - t.
-    return [a, a2, tf.square(a - a2), _at_least(tf.square(2.0 * a - 1.0), (2.0 * t - 1.0) ** 2)]
-
-
-def _relu_features(a: tf.Tensor, t: float) -> list[tf.Tensor]:
-    return [a, tf.square(a), tf.nn.relu(tf.sign(a))]  # the last: 1 where a > 0
-
-
-def _relu6_features(a: tf.Tensor, t: float) -> list[tf.Tensor]:
-    active = tf.nn.relu(tf.sign(a))
-    # ... and a < 6: floor(a / 6) is 1 at a = 6 (relu6 never exceeds it).
-    return [a, tf.square(a), active - tf.minimum(tf.floor(a / 6.0), 1.0) * active]
-
-
-def _derivative_features(activation: str) -> Callable[[tf.Tensor, float], list[tf.Tensor]]:
-    def features(a: tf.Tensor, t: float) -> list[tf.Tensor]:
-        d = _DERIVATIVE_FROM_OUTPUT[activation](a)
-        return [a, tf.square(a), d, tf.square(d)]
-
-    return features
-
-
-#: The elementwise features each activation's statistics are built from;
-#: the first two are always a and a^2. None: any other activation.
-_FEATURES: dict[str | None, Callable[[tf.Tensor, float], list[tf.Tensor]]] = {
-    "tanh": _tanh_features,
-    "sigmoid": _sigmoid_features,
-    "relu": _relu_features,
-    "relu6": _relu6_features,
-    "elu": _derivative_features("elu"),
-    "softplus": _derivative_features("softplus"),
-    "linear": lambda a, t: [a, tf.square(a)],
-    None: lambda a, t: [a, tf.square(a)],
-}
-
-
-def _statistics(kind: str | None, m: tf.Tensor, dead: tf.Tensor | None) -> tf.Tensor:
-    """(layers, 7) statistics from the (layers, features) means of the features."""
-    m1, m2 = m[:, 0], m[:, 1]
-    nan = tf.fill(tf.shape(m1), _NAN)
-    saturation = dead_share = dact = dact_rms = nan
-    if kind == "tanh":
-        saturation = m[:, 3]
-        dact = 1.0 - m2  # mean of 1 - a^2
-        dact_rms = tf.sqrt(tf.maximum(1.0 - 2.0 * m2 + m[:, 2], 0.0))  # (1 - a^2)^2 = 1 - 2a^2 + a^4
-    elif kind == "sigmoid":
-        saturation = m[:, 3]
-        dact = m1 - m2  # mean of a - a^2
-        dact_rms = tf.sqrt(m[:, 2])
-    elif kind in _RELU_LIKE:
-        dact = m[:, 2]
-        dact_rms = tf.sqrt(dact)  # f'(s) is 0 or 1
-        dead_share = dead
-    elif kind == "linear":
-        dact = dact_rms = tf.ones_like(m1)
-    elif kind is not None:
-        dact, dact_rms = m[:, 2], tf.sqrt(m[:, 3])
-    # 1 where any output is NaN or Inf: they make the sums non-finite, so no
-    # extra pass is needed. (A finite sum that overflows counts too.)
-    finite = tf.math.is_finite(m1 + m2)
-    if dead_share is not None:
-        dead_share = tf.where(finite, dead_share, nan)
-    nonfinite = 1.0 - tf.cast(finite, tf.float32)
-    std = tf.sqrt(tf.maximum(m2 - tf.square(m1), 0.0))
-    return tf.stack([m1, std, saturation, dead_share, dact, dact_rms, nonfinite], axis=1)
-
-
-def histogram(a: tf.Tensor, activation: str | None, bins: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Counts of ``a`` in ``bins`` equal bins, and the (low, high) range used.
-
-    tanh and sigmoid get their natural range so histograms of different
-    moments line up; other activations use the batch's own min and max.
-    Built from `unsorted_segment_sum` because it also compiles under XLA.
-    """
-    a = tf.reshape(tf.cast(a, tf.float32), [-1])
-    if activation == "tanh":
-        lo, hi = tf.constant(-1.0), tf.constant(1.0)
-    elif activation == "sigmoid":
-        lo, hi = tf.constant(0.0), tf.constant(1.0)
-    else:
-        # Min and max over the finite values only; masked with where (not
-        # boolean_mask) to keep shapes static for XLA.
-        finite = tf.math.is_finite(a)
-        lo = tf.reduce_min(tf.where(finite, a, tf.float32.max))
-        hi = tf.reduce_max(tf.where(finite, a, tf.float32.min))
-        lo = tf.where(lo <= hi, lo, 0.0)
-        hi = tf.where(hi >= lo, hi, 1.0)
-        hi = tf.maximum(hi, lo + 1e-6)
-    scaled = (a - lo) / (hi - lo) * bins
-    idx = tf.clip_by_value(tf.cast(tf.floor(tf.where(tf.math.is_finite(scaled), scaled, 0.0)), tf.int32), 0, bins - 1)
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(a), idx, bins)
-    return counts, tf.stack([lo, hi])
-
-
 def batch_accuracy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-    """Share of correct predictions in the batch, float32; NaN if undefined.
-
-    One-hot targets are compared by argmax, integer labels against the
-    argmax, and single-output models by thresholding at 0.5.
-    """
-    if y_true is None or y_pred is None or not isinstance(y_pred, tf.Tensor):
-        return tf.constant(_NAN, tf.float32)
-    y_pred = tf.cast(y_pred, tf.float32)
-    y_true = tf.convert_to_tensor(y_true)
-    if y_pred.shape.rank is None or y_pred.shape.rank < 1:
-        return tf.constant(_NAN, tf.float32)
-    width = y_pred.shape[-1]
-    if width == 1:
-        hit = tf.equal(tf.cast(y_pred > 0.5, tf.int64), tf.cast(tf.reshape(y_true, tf.shape(y_pred)), tf.int64))
-    elif y_true.shape.rank == y_pred.shape.rank and y_true.shape[-1] == width:
-        hit = tf.equal(tf.argmax(y_pred, -1), tf.argmax(y_true, -1))
-    elif y_true.shape.rank in (y_pred.shape.rank - 1, y_pred.shape.rank):
-        labels = tf.reshape(tf.cast(y_true, tf.int64), tf.shape(y_pred)[:-1])
-        hit = tf.equal(tf.argmax(y_pred, -1), labels)
-    else:
-        return tf.constant(_NAN, tf.float32)
-    return tf.reduce_mean(tf.cast(hit, tf.float32))
+    """`gradscope.portable_stats.batch_accuracy` with TensorFlow's own argmax."""
+    return _batch_accuracy(y_true, y_pred, argmax=lambda x: tf.argmax(x, -1, output_type=tf.int32))
 
 
 def placed(shape: list[int], rows: list[int], values: tf.Tensor | None, base: tf.Tensor | None = None) -> tf.Tensor:
