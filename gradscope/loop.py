@@ -84,11 +84,17 @@ def train(
 
     Raises:
         TypeError: ``model`` is not a Keras model, or a count is not a whole number.
+        RuntimeError: Keras runs on another backend than TensorFlow.
         ValueError: a count below 1 (``batch_size=0``), no loss to train with,
             or arrays ``x`` and ``y`` of different lengths.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"train(model, ...): model must be a keras.Model; got {type(model).__name__}")
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"gradscope.train runs on Keras' TensorFlow backend (its step is a tf.GradientTape); Keras runs on "
+            f"{keras.backend.backend()} here: use model.fit(..., callbacks=[gradscope.GradientMonitor()]) "
+            "instead, which records on JAX too (docs/backends.md)")
     batch_size = whole_number("batch_size", batch_size)
     epochs = None if epochs is None else whole_number("epochs", epochs)
     steps = None if steps is None else whole_number("steps", steps)

@@ -166,6 +166,8 @@ class RecordingSession:
         self._want_start_histogram = False
         self._coverage_checked = False  # the gradients-only notice, once per history
         self._streams = 0  # histories streamed so far: the second goes to "<stream_to>-2"
+        #: Keras runs on JAX: the session drives `gradscope.jax_step` instead of the TensorFlow hooks.
+        self._jax = keras_backend() == "jax"
 
     def __repr__(self) -> str:
         rows = len(self.history) if self.history is not None else 0
@@ -198,7 +200,12 @@ class RecordingSession:
         check_strategy(getattr(model, "distribute_strategy", None))  # TPU, parameter servers: refused
         try:
             self._prepare(model)
-            self.hooks = Hooks(model, self.recorder, self._specs)
+            if self._jax:
+                from gradscope.jax_step import JaxHooks
+
+                self.hooks = JaxHooks(model, self.recorder, self._specs)
+            else:
+                self.hooks = Hooks(model, self.recorder, self._specs)
             self.hooks.install()
         except (HookError, AttributeError, TypeError) as exc:
             if self.hooks is not None:
@@ -208,7 +215,8 @@ class RecordingSession:
             return False
         if first_step is not None:
             self.recorder.schedule.start_at(self.recorder.schedule.step + first_step)
-        self._swap_train_function(model)
+        if not self._jax:  # the JAX hooks put their own train function in place
+            self._swap_train_function(model)
         self._want_start_histogram = "start" not in self.history.histograms
         if self._want_start_histogram:
             # Only the first fit of a history has a start; a histogram step
@@ -240,6 +248,15 @@ class RecordingSession:
             # The same model and layers, a fresh record: the recorder, and the
             # functions traced with it (tracing costs dozens of steps), serve again.
             self.recorder.restart()
+        elif not keep and self._jax:
+            from gradscope.jax_step import JaxRecorder
+
+            self.recorder = JaxRecorder(
+                [s.activation for s in specs], [li for li, s in enumerate(specs) for _ in s.var_indices],
+                every=o.every, weights_every=o.weights_every, activation_stats=o.activation_stats,
+                saturation_threshold=o.saturation_threshold,
+            )
+            self._coverage_checked = False
         elif not keep:
             spe = int(getattr(model, "steps_per_execution", 1) or 1)
             self.recorder = outside_strategy(lambda: Recorder(  # plain variables, even in a strategy's scope
@@ -390,7 +407,7 @@ class RecordingSession:
             # it had (or none), so a later fit without gradscope runs clean.
             model = self._model
             hooked = getattr(model, "train_function", None)
-            if hooked is not None and hasattr(model, "make_train_function"):
+            if hooked is not None and hasattr(model, "make_train_function") and not self._jax:
                 self._traced = TracedTrain(self.recorder, model, self._plain_train, hooked)
                 model.train_function = self._plain_train
             self._plain_train = None
@@ -450,6 +467,13 @@ def whole_number(name: str, value: Any, minimum: int = 1, maximum: int = MAX_INT
     if value > maximum:
         raise ValueError(f"{name} must be at most {maximum:,}; got {value!r}")
     return int(value)
+
+
+def keras_backend() -> str:
+    """The backend Keras runs on: "tensorflow", "jax" or "torch"."""
+    import keras
+
+    return keras.backend.backend()
 
 
 def notice(message: str) -> None:

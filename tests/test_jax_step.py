@@ -1,0 +1,234 @@
+"""GradientMonitor under Keras 3's JAX backend (gradscope/jax_step.py).
+
+Keras picks its backend once per process, so the tests marked `jax_only` run
+in a fresh process with ``KERAS_BACKEND=jax``: `test_the_jax_tests_pass`
+starts it from the TensorFlow suite and checks its outcome. Every reference
+gradient is an independent ``jax.grad`` of a forward pass written here with
+``jnp`` from the model's weights, not through Keras or gradscope.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ON_JAX = keras.backend.backend() == "jax"
+jax_only = pytest.mark.skipif(not ON_JAX, reason="runs under KERAS_BACKEND=jax, in test_the_jax_tests_pass")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ON_JAX, reason="this is the runner")
+def test_the_jax_tests_pass():
+    pytest.importorskip("jax", reason="the JAX extra is not installed: pip install -e '.[jax]'")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                           str(Path(__file__)), "-m", "not slow"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    tail = done.stdout[-3000:] + done.stderr[-2000:]
+    assert done.returncode == 0, tail
+    # Every JAX test ran: none was skipped for a missing backend.
+    count = sum(1 for line in Path(__file__).read_text().splitlines() if line.startswith("@jax_only"))
+    assert f"{count} passed" in done.stdout, tail
+
+
+# -- the JAX side --------------------------------------------------------------------------
+
+def _data(n=64, d=12, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = np.eye(classes, dtype="float32")[rng.integers(0, classes, n)]
+    return x, y
+
+
+def _mlp(kind="sequential"):
+    if kind == "sequential":
+        return keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="tanh"),
+                                 keras.layers.Dense(8, activation="relu"), keras.layers.Dense(4)])
+    if kind == "functional":
+        inp = keras.Input((12,))
+        h = keras.layers.Dense(16, activation="tanh")(inp)
+        h = keras.layers.Dense(8, activation="relu")(h)
+        return keras.Model(inp, keras.layers.Dense(4)(h))
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a = keras.layers.Dense(16, activation="tanh")
+            self.b = keras.layers.Dense(8, activation="relu")
+            self.c = keras.layers.Dense(4)
+
+        def call(self, x):
+            return self.c(self.b(self.a(x)))
+
+    model = Subclassed()
+    model(np.zeros((1, 12), "float32"))
+    return model
+
+
+def _reference(weights, x, y):
+    """Loss, per-layer weight-gradient norms and d(loss)/d(output) RMS of the
+    12-16-8-4 tanh/relu/linear MLP under MSE, by jax.grad on a jnp forward pass."""
+    import jax
+    import jax.numpy as jnp
+
+    acts = [jnp.tanh, jax.nn.relu, lambda s: s]
+
+    def loss_fn(ws, probes):
+        h = x
+        for i, act in enumerate(acts):
+            h = act(h @ ws[2 * i] + ws[2 * i + 1]) + probes[i]
+        return jnp.mean(jnp.square(h - y))
+
+    probes = [jnp.zeros((len(x), w.shape[1])) for w in weights[::2]]
+    loss, (gw, gp) = jax.value_and_grad(loss_fn, argnums=(0, 1))(weights, probes)
+    grad = [float(np.sqrt(sum(float(jnp.sum(g ** 2)) for g in gw[2 * i:2 * i + 2]))) for i in range(3)]
+    backprop = [float(jnp.sqrt(jnp.mean(g ** 2))) for g in gp]
+    return float(loss), np.array(grad), np.array(backprop)
+
+
+@jax_only
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_step_zero_matches_jax_grad(kind):
+    from gradscope import GradientMonitor
+
+    model = _mlp(kind)
+    model.compile(optimizer="adam", loss="mse")
+    x, y = _data()
+    weights = [np.array(v.numpy()) for v in model.trainable_variables]
+    loss, grad, backprop = _reference(weights, x[:32], y[:32])
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    h = monitor.history
+    assert h.steps.tolist() == [0, 1]
+    np.testing.assert_allclose(h["grad_norm"][0], grad, rtol=1e-5)
+    np.testing.assert_allclose(h["backprop"][0], backprop, rtol=1e-5)
+    np.testing.assert_allclose(h.scalars["loss"][0], loss, rtol=1e-5)
+
+
+@jax_only
+def test_forward_statistics_weights_and_updates_match_their_definitions():
+    from gradscope import GradientMonitor
+
+    model = _mlp()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x, y = _data()
+    w0 = [np.array(v.numpy(), np.float64) for v in model.trainable_variables]
+    monitor = GradientMonitor()
+    model.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    h = monitor.history
+    a1 = np.tanh(x[:32] @ w0[0] + w0[1])
+    a2 = np.maximum(a1 @ w0[2] + w0[3], 0.0)
+    np.testing.assert_allclose(h["act_mean"][0][:2], [a1.mean(), a2.mean()], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(h["act_std"][0][:2], [a1.std(), a2.std()], rtol=1e-4)
+    assert h["saturation"][0][0] == pytest.approx(np.mean(np.abs(a1) >= 0.99))
+    assert h["dead"][0][1] == pytest.approx(np.mean(np.all(a2 == 0, axis=0)))
+    w1 = [np.array(v.numpy(), np.float64) for v in model.trainable_variables]
+    weight = [np.sqrt(np.sum(w1[2 * i] ** 2) + np.sum(w1[2 * i + 1] ** 2)) for i in range(3)]
+    update = [np.sqrt(np.sum((w1[2 * i] - w0[2 * i]) ** 2) + np.sum((w1[2 * i + 1] - w0[2 * i + 1]) ** 2))
+              for i in range(3)]
+    np.testing.assert_allclose(h["weight_norm"][0], weight, rtol=1e-5)
+    np.testing.assert_allclose(h["update_ratio"][0], np.array(update) / weight, rtol=1e-3)
+    assert set(h.histograms) == {"start"}  # one step: the start is also the end
+    counts = h.histograms["start"]["counts"]
+    assert counts.shape == (3, 40) and counts.sum(axis=1).tolist() == [32 * 16, 32 * 8, 32 * 4]
+
+
+@jax_only
+def test_steps_per_execution_gives_a_row_per_step_and_fits_reuse_the_compiled_step():
+    from gradscope import GradientMonitor
+
+    model = _mlp()
+    model.compile(optimizer="adam", loss="mse", steps_per_execution=3)
+    x, y = _data(n=128)
+    monitor = GradientMonitor()
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history.steps.tolist() == list(range(8))
+    steps = monitor.session.recorder.steps
+    assert steps.traces == 1
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.session.recorder.steps is steps and steps.traces == 1
+    assert monitor.history.steps.tolist() == list(range(16))
+    # The epoch's mean gradient norm per layer reaches fit's own History.
+    assert sorted(k for k in history.history if k.startswith("grad_norm/")) == [
+        f"grad_norm/{name}" for name in sorted(monitor.history.layers)]
+    # A fit without the monitor runs Keras' own train function again.
+    assert "train_function" not in vars(model) or model.train_function is not steps
+
+
+@jax_only
+def test_every_and_weights_every():
+    from gradscope import GradientMonitor
+
+    model = _mlp()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = _data(n=96)
+    monitor = GradientMonitor(every=2, weights_every=2)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    h = monitor.history
+    assert h.steps.tolist() == [0, 2, 4]
+    weighed = ~np.isnan(h["weight_norm"][:, 0])
+    assert weighed.tolist() == [True, False, True]
+    assert np.all(np.isfinite(h["grad_norm"]))
+
+
+@jax_only
+def test_nonfinite_is_traced_to_its_layer_and_the_policies_act():
+    from gradscope import GradientMonitor, NonFiniteGradientError
+
+    def poisoned():
+        model = _mlp()
+        model.compile(optimizer="sgd", loss="mse")
+        w = model.layers[1].kernel
+        bad = np.array(w.numpy())
+        bad[0, 0] = np.inf  # the relu layer's output goes non-finite at step 0
+        w.assign(bad)
+        return model
+
+    x, y = _data(n=64)
+    monitor = GradientMonitor(on_nonfinite="stop")
+    poisoned().fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[monitor])
+    assert monitor.nonfinite is not None and monitor.nonfinite.step == 0
+    assert monitor.nonfinite.layer == monitor.history.layers[1]
+    assert len(monitor.history) == 1  # stopped at once
+    model = poisoned()
+    with pytest.raises(NonFiniteGradientError, match="at step 0 in the output of layer") as raised:
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[GradientMonitor(on_nonfinite="raise")])
+    assert raised.value.report.layer == model.layers[1].name
+
+
+@jax_only
+def test_accuracy_and_softmax_output(tmp_path):
+    from gradscope import GradientMonitor, load_run
+
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, activation="tanh"),
+                              keras.layers.Dense(4, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    x, y = _data(n=32)
+    probs = np.asarray(model.predict(x, verbose=0))
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history.scalars["accuracy"][0] == pytest.approx(np.mean(probs.argmax(1) == y.argmax(1)))
+    folder = monitor.save(str(tmp_path / "run"))
+    again = load_run(folder)
+    np.testing.assert_array_equal(again["grad_norm"], monitor.history["grad_norm"])
+
+
+@jax_only
+def test_the_cli_and_train_say_they_run_on_tensorflow(capsys):
+    from gradscope import train
+    from gradscope.cli import main
+
+    assert main(["run", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "KERAS_BACKEND=jax" in err and "GradientMonitor" in err
+    model = _mlp()
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(RuntimeError, match="TensorFlow backend"):
+        train(model, *_data(), epochs=1)
