@@ -305,9 +305,9 @@ class RecordedSteps:
             hooks.trace = None
         if trace.grads is None:
             raise RuntimeError("gradscope: the JAX train_step did not call optimizer.stateless_apply")
-        return logs, state, self._row(trace, flags[1] > 0)
+        return logs, state, self.row(trace, flags[1] > 0)
 
-    def _row(self, t: StepTrace, weigh: Any) -> tuple[Any, Any]:
+    def row(self, t: StepTrace, weigh: Any) -> tuple[Any, Any]:
         """The step's row in `RowLayout` order, and its histograms (L, bins + 2)."""
         hooks, recorder = self.hooks, self.hooks.recorder
         L, V = recorder.layout.layers, recorder.layout.variables
@@ -376,6 +376,7 @@ class JaxHooks:
                               recorder.probe) for s in specs]
         self.installed: list[tuple[Any, str]] = []
         self._plain_train: Any = None
+        self._flag_arrays: dict[tuple[bool, bool], Any] = {}
 
     # -- install / remove ------------------------------------------------------
     def install(self) -> None:
@@ -515,15 +516,23 @@ class JaxHooks:
                 break
             schedule = recorder.schedule
             if schedule.recorded():
-                flags = np.array([recorder.histograms.wanted, schedule.weighing()], np.int32)
+                flags = self._flags(recorder.histograms.wanted, schedule.weighing())
                 logs, state, (row, hist) = self._call_recorded(steps, state, data, flags)
                 recorder.add(schedule.step, row)
-                if flags[0]:
+                if recorder.histograms.wanted:
                     recorder.histograms.take(schedule.step, hist)
             else:
                 logs, state = steps.plain(state, data)
             schedule.step += 1
         return logs, state
+
+    def _flags(self, histogram: bool, weigh: bool) -> Any:
+        """The step's flags as a device array, made once per combination (a new
+        array every step would be a transfer to the device every step)."""
+        key = (bool(histogram), bool(weigh))
+        if key not in self._flag_arrays:
+            self._flag_arrays[key] = jnp.asarray(np.array(key, np.int32))
+        return self._flag_arrays[key]
 
     def _call_recorded(self, steps: RecordedSteps, state: Any, data: Any, flags: np.ndarray) -> Any:
         try:

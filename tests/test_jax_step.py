@@ -232,3 +232,30 @@ def test_the_cli_and_train_say_they_run_on_tensorflow(capsys):
     model.compile(optimizer="adam", loss="mse")
     with pytest.raises(RuntimeError, match="TensorFlow backend"):
         train(model, *_data(), epochs=1)
+
+
+@jax_only
+def test_mixed_precision_gradients_are_unscaled():
+    import jax
+    import jax.numpy as jnp
+
+    from gradscope import GradientMonitor
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="tanh"),
+                              keras.layers.Dense(4, dtype="float32")])
+    model.compile(optimizer="adam", loss="mse")
+    x, y = _data(n=32)
+    w = [np.array(v.numpy(), np.float32) for v in model.trainable_variables]
+
+    def loss_fn(ws):
+        return jnp.mean((jnp.tanh(x @ ws[0] + ws[1]) @ ws[2] + ws[3] - y) ** 2)
+
+    g = jax.grad(loss_fn)(w)
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    h = monitor.history
+    assert h.scalars["loss_scale"][0] > 1000  # the gradients came scaled ...
+    # ... and are recorded unscaled, to float16's precision in the forward pass.
+    expected = [np.sqrt(sum(float(jnp.sum(gi ** 2)) for gi in g[2 * i:2 * i + 2])) for i in range(2)]
+    np.testing.assert_allclose(h["grad_norm"][0], expected, rtol=2e-3)
