@@ -11,6 +11,8 @@ MNIST-shaped data:
     warmed once; every round calls ``fit`` for one epoch of ``--steps``
     steps on each, in a new random order, and the ratio is plain CPU time
     per sample over the variant's, median over rounds (above 1: faster).
+    ``--ablate`` adds the floor (hooks, probes and row, no statistic) and
+    the gradient norms alone.
 
 ``--mode backends``
     plain ``fit`` per step on TensorFlow, TensorFlow with
@@ -20,7 +22,7 @@ MNIST-shaped data:
     medians over rounds of each process's median epoch: wall milliseconds
     per step, and CPU milliseconds per step (all threads).
 
-    python benchmarks/bench_jax.py --rounds 15
+    python benchmarks/bench_jax.py --rounds 15 --ablate
     python benchmarks/bench_jax.py --mode backends --rounds 5
 """
 
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds (default 9)")
     parser.add_argument("--steps", type=int, default=60, help="steps of 128 per fit call (default 60)")
     parser.add_argument("--epochs", type=int, default=5, help="--mode backends: timed epochs per process (default 5)")
+    parser.add_argument("--ablate", action="store_true",
+                        help="--mode monitor: also the floor (no statistic) and the gradient norms alone")
     parser.add_argument("--backend", default="jax", help=argparse.SUPPRESS)  # --mode worker
     args = parser.parse_args(argv)
     if args.mode == "backends":
@@ -91,9 +95,16 @@ def monitor(args: argparse.Namespace) -> None:
     variants = {
         "plain fit": None,
         "GradientMonitor()": GradientMonitor(),
+        "weights_every=10": GradientMonitor(weights_every=10),
         "lean": GradientMonitor(weights_every=10, activation_stats=False),
+        "every=4": GradientMonitor(every=4),
     }
+    if args.ablate:
+        variants["floor"] = GradientMonitor(activation_stats=False)
+        variants["gradient norms only"] = GradientMonitor(activation_stats=False)
     models = {name: _lecture_model() for name in variants}
+    if args.ablate:
+        _ablate(variants, models, x, y)
 
     def call(name):
         callbacks = [variants[name]] if variants[name] is not None else []
@@ -115,6 +126,32 @@ def monitor(args: argparse.Namespace) -> None:
     for name in variants:
         ratios = [p / v for p, v in zip(cpu["plain fit"], cpu[name], strict=True)]
         print(f"{name:20} {statistics.median(cpu[name]) * 1e6:14.1f} {statistics.median(ratios):14.3f}x")
+
+
+def _ablate(variants, models, x, y) -> None:
+    """The floor (the hooks, the probes and the row's plumbing, with no
+    statistic: XLA drops what nothing reads) and the gradient norms alone,
+    by steps whose row computes only that."""
+    import jax.numpy as jnp
+
+    from gradscope.jax_step import RecordedSteps
+
+    class Floor(RecordedSteps):
+        def row(self, t, weigh):
+            r = self.hooks.recorder
+            return jnp.zeros((r.layout.width,)), jnp.zeros((r.layout.layers, r.probe.bins + 2))
+
+    class GradientNorms(Floor):
+        def row(self, t, weigh):
+            zeros, hist = super().row(t, weigh)
+            norms = jnp.stack([jnp.sum(jnp.square(t.grads[i])) for i in self.hooks.columns])
+            return zeros.at[: len(norms)].set(norms), hist
+
+    for name, kind in (("floor", Floor), ("gradient norms only", GradientNorms)):
+        monitor, model = variants[name], models[name]
+        model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, epochs=1, verbose=0, callbacks=[monitor])
+        recorder = monitor.session.recorder
+        recorder.steps = kind(recorder.steps.hooks)  # the next fit keeps it: same model and optimizer
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -250,6 +250,10 @@ class JaxRecorder:
         self.histograms.clear()
 
 
+class NoApply(RuntimeError):
+    """The traced train_step applied no gradients through ``optimizer.stateless_apply``."""
+
+
 @dataclasses.dataclass
 class StepTrace:
     """What the wrappers hand each other while the recorded step is traced."""
@@ -277,6 +281,8 @@ class RecordedSteps:
         self.model = hooks.model
         self.optimizer = hooks.model.optimizer
         self.with_probes = True
+        #: Nothing can be recorded (the step applies no gradients gradscope sees): plain steps only.
+        self.disabled = False
         #: How many times the recorded step was traced (compiled).
         self.traces = 0
         self.recorded = jax.jit(self._recorded_step, donate_argnums=0)
@@ -304,7 +310,7 @@ class RecordedSteps:
         finally:
             hooks.trace = None
         if trace.grads is None:
-            raise RuntimeError("gradscope: the JAX train_step did not call optimizer.stateless_apply")
+            raise NoApply("the model's train_step never called optimizer.stateless_apply")
         return logs, state, self.row(trace, flags[1] > 0)
 
     def row(self, t: StepTrace, weigh: Any) -> tuple[Any, Any]:
@@ -515,9 +521,12 @@ class JaxHooks:
                     raise
                 break
             schedule = recorder.schedule
-            if schedule.recorded():
+            if schedule.recorded() and not steps.disabled:
                 flags = self._flags(recorder.histograms.wanted, schedule.weighing())
                 logs, state, (row, hist) = self._call_recorded(steps, state, data, flags)
+                if row is None:  # nothing could be recorded
+                    schedule.step += 1
+                    continue
                 recorder.add(schedule.step, row)
                 if recorder.histograms.wanted:
                     recorder.histograms.take(schedule.step, hist)
@@ -534,9 +543,14 @@ class JaxHooks:
             self._flag_arrays[key] = jnp.asarray(np.array(key, np.int32))
         return self._flag_arrays[key]
 
-    def _call_recorded(self, steps: RecordedSteps, state: Any, data: Any, flags: np.ndarray) -> Any:
+    def _call_recorded(self, steps: RecordedSteps, state: Any, data: Any, flags: Any) -> Any:
         try:
             return steps.recorded(state, data, flags)
+        except NoApply:
+            # Training goes on unrecorded; the monitor says so when fit ends.
+            steps.disabled = True
+            logs, state = steps.plain(state, data)
+            return logs, state, (None, None)
         except (TypeError, ValueError, IndexError) as exc:
             if not steps.with_probes:
                 raise
