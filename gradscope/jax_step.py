@@ -551,7 +551,7 @@ class JaxHooks:
             steps.disabled = True
             logs, state = steps.plain(state, data)
             return logs, state, (None, None)
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError, IndexError):
             if not steps.with_probes:
                 raise
             # A train_step of its own that does not pass the variables through
@@ -561,7 +561,6 @@ class JaxHooks:
             steps.recorded = jax.jit(steps._recorded_step, donate_argnums=0)
             self.recorder.stage.seen_forward.clear()
             self.recorder.stage.seen_backprop.clear()
-            del exc
             return steps.recorded(state, data, flags)
 
 
