@@ -50,11 +50,6 @@ _NAN = float("nan")
 _MARK = "__gradscope_original__"
 
 
-def jax_backend() -> bool:
-    """Keras runs on JAX (``KERAS_BACKEND=jax``)."""
-    return keras.backend.backend() == "jax"
-
-
 @dataclasses.dataclass(frozen=True)
 class ProbeLayout:
     """What one layer's probe vector carries back as its "gradient".
