@@ -211,12 +211,31 @@ def test_accuracy_and_softmax_output(tmp_path):
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     x, y = _data(n=32)
     probs = np.asarray(model.predict(x, verbose=0))
-    monitor = GradientMonitor()
+    monitor = GradientMonitor(tensorboard=str(tmp_path / "logs"), stream_to=str(tmp_path / "streamed"))
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))
+    np.testing.assert_array_equal(load_run(str(tmp_path / "streamed"))["grad_norm"], monitor.history["grad_norm"])
     assert monitor.history.scalars["accuracy"][0] == pytest.approx(np.mean(probs.argmax(1) == y.argmax(1)))
     folder = monitor.save(str(tmp_path / "run"))
     again = load_run(folder)
     np.testing.assert_array_equal(again["grad_norm"], monitor.history["grad_norm"])
+
+
+@jax_only
+def test_keras_distribution_is_refused_in_one_line():
+    import jax
+
+    from gradscope import GradientMonitor
+    from gradscope.distributed import DistributionError
+
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    try:
+        model = _mlp()
+        model.compile(optimizer="sgd", loss="mse")
+        with pytest.raises(DistributionError, match="keras.distribution"):
+            model.fit(*_data(n=32), batch_size=16, verbose=0, callbacks=[GradientMonitor()])
+    finally:
+        keras.distribution.set_distribution(None)
 
 
 @jax_only
