@@ -540,12 +540,16 @@ TRAINING_COMMANDS = ("run", "compare", "inspect", "reproduce")
 
 def _run(command: str, args: argparse.Namespace, stop: StopSignals) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for this audience
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if command in TRAINING_COMMANDS and backend != "tensorflow":
-        print(f"gradscope {command}: error: this command trains with TensorFlow, and KERAS_BACKEND={backend} is "
-              "set: run it with KERAS_BACKEND=tensorflow (or unset); under JAX, add gradscope.GradientMonitor "
-              "to your own model.fit, then `gradscope report` the saved run (docs/backends.md)", file=sys.stderr)
-        return EXIT_USAGE
+    if command in TRAINING_COMMANDS:
+        _import_tensorflow_quietly(getattr(args, "devices", 1) if command == "run" else 1)
+        import keras  # the backend: KERAS_BACKEND, else ~/.keras/keras.json
+
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            print(f"gradscope {command}: error: this command trains with TensorFlow, and Keras runs on {backend} "
+                  "here: set KERAS_BACKEND=tensorflow; under JAX, add gradscope.GradientMonitor to your own "
+                  "model.fit, then `gradscope report` the saved run (docs/backends.md)", file=sys.stderr)
+            return EXIT_USAGE
     if command in ("run", "compare") or (command == "derivatives" and not args.no_float32):
         _import_tensorflow_quietly(args.devices if command == "run" else 1)
     from gradscope.data import DataError

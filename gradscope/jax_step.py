@@ -137,12 +137,21 @@ class Coverage:
     seen_forward: set[int] = dataclasses.field(default_factory=set)
     seen_backprop: set[int] = dataclasses.field(default_factory=set)
     seen_gradients: bool = False
-    scale_fn: Any = None  # not None under loss scaling (only tested for truth)
+    #: Not None under loss scaling (the session only asks whether it is None: a
+    #: loss scaler skips a non-finite step itself, so that is not reported).
+    scale_fn: Any = None
 
 
 class HostSchedule:
     """Which steps are recorded, decided on the host: the JAX step takes the
-    decision as an argument, so there is no counter on the device."""
+    decision as an argument, so there is no counter on the device. The
+    same steps as the TensorFlow `Schedule`.
+
+    Args:
+        every: record every N-th step. Defaults to `1`.
+        weights_every: of the recorded steps, measure the weight and update
+            norms on every N-th only. Defaults to `1`.
+    """
 
     def __init__(self, every: int = 1, weights_every: int = 1) -> None:
         self.every = int(every)
@@ -151,12 +160,15 @@ class HostSchedule:
         self.step = 0
 
     def recorded(self) -> bool:
+        """The next step is recorded."""
         return self.step % self.every == 0
 
     def weighing(self) -> bool:
+        """The next step also measures the weight and update norms."""
         return self.step % (self.every * self.weights_every) == 0
 
     def start_at(self, step: int) -> None:
+        """Sets the global step of the next step."""
         self.step = int(step)
 
 
@@ -168,9 +180,11 @@ class HostHistograms:
         self._taken: tuple[int, Any] | None = None  # (step, (L, bins + 2) device array)
 
     def request(self) -> None:
+        """Asks the next recorded step for the histograms."""
         self.wanted = True
 
     def take(self, step: int, hist: Any) -> None:
+        """Keeps ``hist`` (on the device) as the histograms of ``step``."""
         self._taken = (step, hist)
         self.wanted = False
 
@@ -201,6 +215,7 @@ class JaxRecorder:
         weights_every: weight and update norms on every N-th recorded step. Defaults to `1`.
         saturation_threshold: |a| at which a tanh unit counts as saturated. Defaults to `0.99`.
         histogram_bins: bins of the activation histograms. Defaults to `40`.
+        capacity: rows kept between two flushes. Defaults to `1024`.
     """
 
     def __init__(
@@ -213,6 +228,7 @@ class JaxRecorder:
         weights_every: int = 1,
         saturation_threshold: float = 0.99,
         histogram_bins: int = 40,
+        capacity: int = 1024,
     ) -> None:
         self.activations = list(layer_activations)
         self.var_layer = list(var_layer)
@@ -223,24 +239,35 @@ class JaxRecorder:
         self.schedule = HostSchedule(every, weights_every)
         self.histograms = HostHistograms()
         self.stage = Coverage()
+        #: Rows kept between two flushes; older ones are dropped and counted as lost.
+        self.capacity = int(capacity)
         self.pending: list[tuple[int, Any]] = []  # (global step, row on the device)
+        self._lost = 0
         #: The compiled steps, kept across fits of the same model.
         self.steps: RecordedSteps | None = None
 
     def add(self, step: int, row: Any) -> None:
+        """Keeps one step's row (a device array) until the next flush."""
         self.pending.append((step, row))
+        if len(self.pending) > self.capacity:  # nobody flushes (an interrupted fit): memory stays bounded
+            del self.pending[0]
+            self._lost += 1
 
     def flush(self) -> Rows:
-        """The rows recorded since the last flush, fetched in one transfer."""
+        """The rows recorded since the last flush, stacked on the device and fetched in one transfer."""
         pending, self.pending = self.pending, []
+        lost, self._lost = self._lost, 0
         if not pending:
-            return self.layout.split(np.zeros((0, self.layout.width), np.float32), np.zeros(0, np.int64))
-        block = np.stack(jax.device_get([row for _, row in pending]))
-        return self.layout.split(block, np.array([s for s, _ in pending], np.int64))
+            rows = self.layout.split(np.zeros((0, self.layout.width), np.float32), np.zeros(0, np.int64))
+        else:
+            block = np.asarray(jax.device_get(jnp.stack([row for _, row in pending])))
+            rows = self.layout.split(block, np.array([s for s, _ in pending], np.int64))
+        rows.lost = lost
+        return rows
 
     def restart(self) -> None:
         """A new record: step 0 next, no pending rows, no histograms yet."""
-        self.pending = []
+        self.pending, self._lost = [], 0
         self.schedule.start_at(0)
         self.histograms.clear()
 
@@ -271,11 +298,16 @@ class RecordedSteps:
     steps, so later ``fit`` calls reuse them.
     """
 
-    def __init__(self, hooks: JaxHooks) -> None:
+    def __init__(self, hooks: JaxHooks, plain_train: Any) -> None:
         self.hooks = hooks
         self.model = hooks.model
         self.optimizer = hooks.model.optimizer
-        self.with_probes = True
+        self.plain_train = plain_train
+        # The probes ride in as extra trainable variables, which only Keras'
+        # own train_step hands on untouched to compute_loss_and_updates; a
+        # train_step of the user's own could see them (in a clipping norm,
+        # say). There, the gradients it applies are recorded, and no more.
+        self.with_probes = type(self.model).train_step is keras.Model.train_step
         #: Nothing can be recorded (the step applies no gradients gradscope sees): plain steps only.
         self.disabled = False
         #: How many times the recorded step was traced (compiled).
@@ -283,8 +315,11 @@ class RecordedSteps:
         self.recorded = jax.jit(self._recorded_step, donate_argnums=0)
         self.plain = jax.jit(self._plain_step, donate_argnums=0)
 
-    def fits(self, model: Any) -> bool:
-        return model is self.model and model.optimizer is self.optimizer
+    def fits(self, model: Any, plain_train: Any) -> bool:
+        """Still valid for ``model``: the same model and optimizer, and Keras'
+        own train function unchanged (a ``compile()`` in between makes a new
+        one, and may have changed the loss the compiled step bakes in)."""
+        return model is self.model and model.optimizer is self.optimizer and plain_train is self.plain_train
 
     def _plain_step(self, state: Any, data: Any) -> Any:
         return type(self.model).train_step(self.model, state, data)
@@ -378,9 +413,17 @@ class JaxHooks:
         self.installed: list[tuple[Any, str]] = []
         self._plain_train: Any = None
         self._flag_arrays: dict[tuple[bool, bool], Any] = {}
+        # One bound method, so remove() can tell it is still the one installed.
+        self._installed_train = self._train_function
 
     # -- install / remove ------------------------------------------------------
     def install(self) -> None:
+        """Wraps the model's and optimizer's methods and puts gradscope's train function in place.
+
+        Raises:
+            HookError: no optimizer, ``run_eagerly=True`` or ``jit_compile=False``.
+            DistributionError: under ``keras.distribution``.
+        """
         from gradscope.hooks import HookError
 
         model = self.model
@@ -396,8 +439,10 @@ class JaxHooks:
                 "single-device run, or use the TensorFlow backend's tf.distribute (docs/backends.md)")
         if getattr(model, "run_eagerly", False):
             raise HookError("run_eagerly=True: the JAX backend records compiled steps only")
-        if hasattr(optimizer, "inner_optimizer"):
-            self.recorder.stage.scale_fn = True  # a LossScaleOptimizer: non-finite steps are skipped, not fatal
+        if not getattr(model, "jit_compile", True):
+            raise HookError("jit_compile=False: the JAX backend records compiled steps only")
+        # A LossScaleOptimizer skips non-finite steps itself: not reported as fatal.
+        self.recorder.stage.scale_fn = True if hasattr(optimizer, "inner_optimizer") else None
         self._patch(model, "compute_loss_and_updates", self._wrap_loss_and_updates)
         self._patch(model, "compute_metrics", self._wrap_compute_metrics)
         self._patch(optimizer, "stateless_apply", self._wrap_stateless_apply)
@@ -405,20 +450,21 @@ class JaxHooks:
             if spec.layer is not model:
                 self._patch(spec.tap, "call", self._wrap_layer_call(i))
         recorder = self.recorder
-        if recorder.steps is None or not recorder.steps.fits(model):
-            recorder.steps = RecordedSteps(self)
+        self._plain_train = model.train_function
+        if recorder.steps is None or not recorder.steps.fits(model, self._plain_train):
+            recorder.steps = RecordedSteps(self, self._plain_train)
         else:
             recorder.steps.hooks = self  # the compiled steps call back into the hooks only while traced
-        self._plain_train = model.train_function
-        object.__setattr__(model, "train_function", self._train_function)
+        object.__setattr__(model, "train_function", self._installed_train)
 
     def remove(self) -> None:
+        """Takes the wrappers off and gives the model back Keras' own train function."""
         for obj, name in reversed(self.installed):
             current = obj.__dict__.get(name)
             if current is not None and hasattr(current, _MARK):
                 object.__delattr__(obj, name)
         self.installed.clear()
-        if self.model.__dict__.get("train_function") is self._train_function:
+        if self.model.__dict__.get("train_function") is self._installed_train:
             object.__setattr__(self.model, "train_function", self._plain_train)
 
     def suspend(self) -> None:
@@ -458,7 +504,9 @@ class JaxHooks:
             def call(*args, **kwargs):
                 out = original(*args, **kwargs)
                 t = self.trace
-                if t is None or t.probes is None or not _float_array(out):
+                if t is None or t.probes is None or not _float_array(out) or index in t.tapped:
+                    # A layer called twice in one step is measured at its first call:
+                    # a second tap of the same probe would add the two calls' statistics.
                     return out
                 t.tapped.add(index)
                 self.recorder.stage.seen_backprop.add(index)
@@ -524,7 +572,10 @@ class JaxHooks:
                     continue
                 recorder.add(schedule.step, row)
                 if recorder.histograms.wanted:
-                    recorder.histograms.take(schedule.step, hist)
+                    if recorder.activation_stats and steps.with_probes:
+                        recorder.histograms.take(schedule.step, hist)
+                    else:  # nothing was binned: no histograms, as on TensorFlow
+                        recorder.histograms.wanted = False
             else:
                 logs, state = steps.plain(state, data)
             schedule.step += 1
@@ -546,17 +597,6 @@ class JaxHooks:
             steps.disabled = True
             logs, state = steps.plain(state, data)
             return logs, state, (None, None)
-        except (TypeError, ValueError, IndexError):
-            if not steps.with_probes:
-                raise
-            # A train_step of its own that does not pass the variables through
-            # compute_loss_and_updates: record the gradients it applies only
-            # (the session says which layers get gradients only).
-            steps.with_probes = False
-            steps.recorded = jax.jit(steps._recorded_step, donate_argnums=0)
-            self.recorder.stage.seen_forward.clear()
-            self.recorder.stage.seen_backprop.clear()
-            return steps.recorded(state, data, flags)
 
 
 def _float_array(x: Any) -> bool:

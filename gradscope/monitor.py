@@ -294,7 +294,7 @@ class GradientMonitor(keras.callbacks.Callback):
             self._view = None
         if self._fit.attached and len(self.history) == self._fit.start_rows and not self.session.saw_apply:
             notice("gradscope: no step was recorded: the model's train_step never called "
-                   "optimizer.apply / apply_gradients")
+                   "optimizer.apply / apply_gradients (on JAX: optimizer.stateless_apply)")
         if self.verbose == 1 and self.history is not None and len(self.history) and is_chief():
             self.summary()
 

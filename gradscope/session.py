@@ -198,6 +198,10 @@ class RecordingSession:
         self.nonfinite = None
         self._model = model
         check_strategy(getattr(model, "distribute_strategy", None))  # TPU, parameter servers: refused
+        if keras_backend() not in ("tensorflow", "jax"):
+            notice(f"gradscope: Keras runs on {keras_backend()} here; gradscope records on TensorFlow and JAX "
+                   "only (docs/backends.md), so training goes on without gradient records")
+            return False
         try:
             self._prepare(model)
             if self._jax:

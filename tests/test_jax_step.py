@@ -157,8 +157,54 @@ def test_steps_per_execution_gives_a_row_per_step_and_fits_reuse_the_compiled_st
     # The epoch's mean gradient norm per layer reaches fit's own History.
     assert sorted(k for k in history.history if k.startswith("grad_norm/")) == [
         f"grad_norm/{name}" for name in sorted(monitor.history.layers)]
-    # A fit without the monitor runs Keras' own train function again.
-    assert "train_function" not in vars(model) or model.train_function is not steps
+    # A fit without the monitor runs Keras' own train function again: nothing more is recorded.
+    recorder = monitor.session.recorder
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert recorder.pending == [] and recorder.schedule.step == 16
+
+
+@jax_only
+def test_training_is_the_same_with_and_without_the_monitor_and_a_recompile_is_seen():
+    from gradscope import GradientMonitor
+
+    x, y = _data(n=64)
+    optimizer = keras.optimizers.Adam(1e-2)
+    models = [_mlp(), _mlp()]
+    models[1].set_weights(models[0].get_weights())
+    models[0].compile(optimizer=optimizer, loss="mse")
+    models[1].compile(optimizer="adam", loss="mse")
+    models[1].optimizer.learning_rate = 1e-2
+    monitor = GradientMonitor(every=2)
+    models[0].fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    models[1].fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The same optimizer, another loss: the compiled step is built again, with the new loss.
+    models[0].compile(optimizer=optimizer, loss="mae")
+    mae = float(np.mean(np.abs(np.asarray(models[0].predict(x[:16], verbose=0)) - y[:16])))
+    models[0].fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history.scalars["loss"][-1] == pytest.approx(mae, rel=1e-5)
+
+
+@jax_only
+def test_a_layer_called_twice_is_measured_at_its_first_call_and_no_statistics_means_no_histograms():
+    from gradscope import GradientMonitor
+
+    inp = keras.Input((12,))
+    shared = keras.layers.Dense(12, activation="tanh")
+    model = keras.Model(inp, keras.layers.Dense(4)(shared(shared(inp))))
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _data(n=32)
+    w, b = (np.asarray(v.numpy(), np.float64) for v in shared.weights)
+    first = np.tanh(x @ w + b)
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history["act_mean"][0][0] == pytest.approx(first.mean(), rel=1e-5)
+    assert monitor.history.histograms["start"]["counts"][0].sum() == first.size
+    lean = GradientMonitor(activation_stats=False)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[lean])
+    assert lean.history.histograms == {} and np.isnan(lean.history["act_mean"]).all()
+    assert np.isfinite(lean.history["backprop"]).all()
 
 
 @jax_only
@@ -245,7 +291,7 @@ def test_the_cli_and_train_say_they_run_on_tensorflow(capsys):
 
     assert main(["run", "--steps", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "KERAS_BACKEND=jax" in err and "GradientMonitor" in err
+    assert err.count("\n") == 1 and "Keras runs on jax" in err and "GradientMonitor" in err
     model = _mlp()
     model.compile(optimizer="adam", loss="mse")
     with pytest.raises(RuntimeError, match="TensorFlow backend"):
@@ -297,6 +343,8 @@ def test_a_train_step_of_its_own(capsys):
                 return keras.ops.mean(keras.ops.square(y_pred - y))
 
             grads = jax.grad(loss_fn)(tv)
+            norm = keras.ops.sqrt(sum(keras.ops.sum(keras.ops.square(g)) for g in grads))
+            grads = [g * keras.ops.minimum(1.0, 0.1 / norm) for g in grads]  # clipped to a global norm of 0.1
             tv, ov = self.optimizer.stateless_apply(ov, grads, tv)
             return {}, (tv, ntv, ov, mv)
 
@@ -308,12 +356,21 @@ def test_a_train_step_of_its_own(capsys):
     for kind, expected_rows in ((OwnLoss, 2), (NoUpdate, 0)):
         model = kind([keras.Input((12,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(4)])
         model.compile(optimizer="sgd", loss="mse")
+        start = model.get_weights()
         monitor = GradientMonitor()
-        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
         assert len(monitor.history) == expected_rows
         err = capsys.readouterr().err
         if expected_rows:
             assert np.all(np.isfinite(monitor.history["grad_norm"])) and np.all(np.isnan(monitor.history["backprop"]))
             assert "gradients only" in err
+            # The applied (clipped) gradients, and training exactly as without the monitor.
+            np.testing.assert_allclose(np.linalg.norm(monitor.history["grad_norm"], axis=1), 0.1, rtol=1e-5)
+            twin = kind([keras.Input((12,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(4)])
+            twin.compile(optimizer="sgd", loss="mse")
+            twin.set_weights(start)
+            twin.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+            for a, b in zip(model.get_weights(), twin.get_weights(), strict=True):
+                np.testing.assert_array_equal(a, b)
         else:
             assert "no step was recorded" in err
