@@ -100,11 +100,19 @@ def reproduction_figure(spec: Figure) -> Any:
         measured = np.asarray(series.measured, dtype=np.float64)
         if spec.log_y:
             measured = np.where(measured > 0, measured, floor)  # a measured 0 sits on the bottom edge
-        ax.plot(series.x, measured, marker="o", markersize=3.5, color=colour, label=f"{series.label}, measured")
+        marker = "o" if len(series.x) <= 60 else None  # a line over the steps needs none
+        ax.plot(series.x, measured, marker=marker, markersize=3.5, color=colour, label=f"{series.label}, measured")
         if series.theory is not None:
-            ax.plot(series.x, series.theory, linestyle="--", color=colour, alpha=0.8, label=f"{series.label}, theory")
+            line = np.asarray(series.theory, dtype=np.float64)
+            if spec.log_y:
+                line = np.where(line > 0, line, floor)
+            ax.plot(series.x, line, linestyle="--", color=colour, alpha=0.8, label=f"{series.label}, theory")
     if spec.log_y:
         ax.set_yscale("log")
+    if spec.xlabel.startswith("hidden layer"):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(spec.title, fontsize=10)
     ax.set_xlabel(spec.xlabel)
     ax.set_ylabel(spec.ylabel)
