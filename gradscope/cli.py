@@ -549,7 +549,7 @@ def cmd_reproduce(args: argparse.Namespace, stop: StopSignals) -> int:
         raise UsageError(f"unknown reproduction {args.name!r}: choose one of {', '.join(REPRODUCTIONS)}")
     _import_tensorflow_quietly()
     from gradscope.experiments import load_data, shell_command
-    from gradscope.render.reproduction import print_reproduction
+    from gradscope.render.claims import print_reproduction
     from gradscope.report import save_reproduction_folder
     from gradscope.reproduce import reproduce
     from gradscope.run_folder import claim_run_folder, release_run_folder

@@ -297,7 +297,7 @@ def save_reproduction_folder(record: Reproduction, folder: str | os.PathLike, pl
     ...     sorted(p.name for p in save_reproduction_folder(record, Path(folder) / "r").iterdir())
     ['reproduction.json']
     """
-    from gradscope.render.reproduction import plot_reproduction
+    from gradscope.render.claims import plot_reproduction
 
     def fill(tmp: Path) -> None:
         save_reproduction(record, tmp)
@@ -331,7 +331,7 @@ def show_reproduction(folder: str | os.PathLike, console: Any = None, plots: boo
                                    demo: a demo (1 of 1 claims agree)
     ...
     """
-    from gradscope.render.reproduction import plot_reproduction, print_reproduction
+    from gradscope.render.claims import plot_reproduction, print_reproduction
     from gradscope.render.terminal import default_console
 
     record = load_reproduction(folder)

@@ -4,7 +4,7 @@ Each reproduction builds MLPs, records them with gradscope's own recording
 (`gradscope.inspection.inspect` at the initial weights, `gradscope.train`
 for the training runs), reads per-layer profiles off the records, and sets
 them beside the closed forms of `gradscope.theory`. The result is a plain
-`gradscope.reproduction.Reproduction`; `gradscope.render.reproduction`
+`gradscope.reproduction.Reproduction`; `gradscope.render.claims`
 draws it.
 
 * ``glorot2010``: Glorot & Bengio (2010): the back-propagated gradient's factor per layer under their
