@@ -20,6 +20,7 @@ import contextlib
 import math
 import os
 import sys
+import textwrap
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -508,11 +509,12 @@ def add_reproduce_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     names = "\n".join(f"  {name:<11} {what}" for name, (_, what) in REPRODUCTIONS.items())
     rep = sub.add_parser(
         "reproduce", parents=[common], help="a paper's claims, theory beside measurement (glorot2010, he2015, lecture)",
-        description="Build the networks a paper (or the lecture) describes, measure them with gradscope, and set "
-        "each measurement beside the closed form the paper's variance argument gives: a table with a mark where "
-        "they agree within the stated tolerance, per-layer profiles against depth with the theory's line, and a "
-        "folder that 'gradscope report' shows again. About a minute each on 2 CPU cores; docs/papers.md explains "
-        "every row.\n\nNAME is one of:\n" + names,
+        description=textwrap.fill(
+            "Build the networks a paper (or the lecture) describes, measure them with gradscope, and set each "
+            "measurement beside the closed form of the paper's variance argument: a table with a mark where they "
+            "agree within the stated tolerance, per-layer profiles against depth with the theory's line, and a "
+            "folder that 'gradscope report' shows again. Under a minute each on 2 CPU cores; docs/papers.md "
+            "explains every row.", 100) + "\n\nNAME is one of:\n" + names,
         epilog="Examples:\n  gradscope reproduce glorot2010 --data ../shared/data/mnist\n"
         "  gradscope reproduce he2015 --full          # the longer depth experiment\n"
         "  gradscope report runs/reproduce-lecture    # the same table again, without TensorFlow",

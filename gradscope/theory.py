@@ -1,4 +1,5 @@
-"""The lecture's analytic facts: activation derivatives and closed-form depth ratios.
+"""The lecture's analytic facts: activation derivatives, closed-form depth ratios, and the variance argument of
+Glorot & Bengio (2010) and He et al. (2015) at initialisation (`layer_profile`; docs/papers.md).
 
 Computed in float64 with numpy, so the numbers are the mathematical ones;
 `float32_autodiff` shows what TensorFlow's float32 arithmetic makes of them.
