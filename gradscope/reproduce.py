@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -220,9 +220,25 @@ def _worst(measured: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
     return float(measured[k]), float(predicted[k])
 
 
-def _progress(say: Callable[[str], None], step: list[int], total: int, text: str) -> None:
-    step[0] += 1
-    say(f"[{step[0]}/{total}] {text}")
+@dataclass
+class Progress:
+    """Numbers the progress lines of one reproduction: ``[2/4] text``.
+
+    Example:
+
+    >>> say = Progress(2, print)
+    >>> say("first"); say("second")
+    [1/2] first
+    [2/2] second
+    """
+
+    total: int
+    say: Callable[[str], None]
+    done: int = 0
+
+    def __call__(self, text: str) -> None:
+        self.done += 1
+        self.say(f"[{self.done}/{self.total}] {text}")
 
 
 # -- glorot2010 --------------------------------------------------------------------------------
@@ -246,19 +262,20 @@ def glorot2010(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None
     hidden = [scale.width] * scale.depth
     widths = [data.input_dim, *hidden]
     setup = f"{scale.depth} tanh layers of {scale.width}"
-    claims, backprop, weights = [], Figure(
-        "backprop", f"Glorot & Bengio (2010): {setup}, back-propagated gradient at initialisation",
-        "hidden layer (1 = nearest the input)", "RMS of d(loss)/d(output), relative to the top hidden layer"), Figure(
-        "weight_gradients", f"Glorot & Bengio (2010): {setup}, one sample's weight gradient (eq. 14)",
-        "hidden layer (1 = nearest the input)", "RMS per kernel entry, relative to the top hidden layer", log_y=False)
-    step = [0]
+    mean_square = input_mean_square(data, scale.batch_size * scale.batches)
+    claims = []
+    backprop = Figure("backprop", f"Glorot & Bengio (2010): {setup}, back-propagated gradient at initialisation",
+                      "hidden layer (1 = nearest the input)",
+                      "RMS of d(loss)/d(output), relative to the top hidden layer")
+    weights = Figure("weight_gradients", f"Glorot & Bengio (2010): {setup}, one sample's weight gradient (eq. 14)",
+                     "hidden layer (1 = nearest the input)", "RMS per kernel entry, relative to the top hidden layer",
+                     log_y=False)
+    progress = Progress(2 * len(GLOROT_INITS), say)
     for init, (name, formula) in GLOROT_INITS.items():
-        _progress(say, step, 4, f"{setup}, {name}: {scale.batches} batches of {scale.batch_size} at the initial "
-                                "weights")
+        progress(f"{setup}, {name}: {scale.batches} batches of {scale.batch_size} at the initial weights")
         history = measure_at_init(data, hidden, "tanh", init, seed=seed, batch_size=scale.batch_size,
                                   batches=scale.batches)
-        predicted = theory.layer_profile(widths, init, "tanh",
-                                         input_mean_square(data, scale.batch_size * scale.batches))
+        predicted = theory.layer_profile(widths, init, "tanh", mean_square)
         measured = hidden_profile(history, "backprop")
         claims.append(Claim(
             f"Glorot & Bengio 2010: {setup}, {name}", "back-propagated RMS: factor per layer toward the input "
@@ -267,7 +284,7 @@ def glorot2010(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None
             tolerance=TOLERANCE))
         backprop.series.append(Series(name, _depth_axis(len(hidden)), _relative(measured),
                                       [float(v) for v in predicted["backprop"]]))
-        _progress(say, step, 4, f"{setup}, {name}: {scale.samples} one-sample weight gradients")
+        progress(f"{setup}, {name}: {scale.samples} one-sample weight gradients")
         single = measure_at_init(data, hidden, "tanh", init, seed=seed, batch_size=1, batches=scale.samples)
         grads = kernel_gradient_profile(single, widths)
         predicted_w = theory.layer_profile(widths, init, "tanh", input_mean_square(data, scale.samples))
@@ -280,7 +297,7 @@ def glorot2010(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None
             theory_text=_range_text(predicted_w["weight_grad"]), measured_text=_range_text(relative)))
         weights.series.append(Series(name, _depth_axis(len(hidden)), [float(v) for v in relative],
                                      [float(v) for v in predicted_w["weight_grad"]]))
-    notes = [f"inputs: {data.name}; E[x^2] of the inputs = {input_mean_square(data, scale.batch_size):.4g} "
+    notes = [f"inputs: {data.name}; E[x^2] of the inputs = {mean_square:.4g} "
              "(the one fact about the data the theory uses)",
              f"at the initial weights: {scale.batches} batches of {scale.batch_size} (back-propagated gradient), "
              f"{scale.samples} single samples (weight gradients); softmax output, cross-entropy, seed {seed}",
@@ -314,10 +331,9 @@ def he2015(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] = 
     backprop = Figure("backprop", f"He et al. (2015): {setup}, back-propagated gradient at initialisation",
                       "hidden layer (1 = nearest the input)",
                       "RMS of d(loss)/d(output), relative to the top hidden layer")
-    step = [0]
+    progress = Progress(len(HE_INITS) * (2 if scale.train_steps else 1), say)
     for init, (name, formula) in HE_INITS.items():
-        _progress(say, step, 4, f"{setup}, {name}: {scale.batches} batches of {scale.batch_size} at the initial "
-                                "weights")
+        progress(f"{setup}, {name}: {scale.batches} batches of {scale.batch_size} at the initial weights")
         history = measure_at_init(data, hidden, "relu", init, seed=seed, batch_size=scale.batch_size,
                                   batches=scale.batches)
         predicted = theory.layer_profile(widths, init, "relu", 1.0)  # ReLU's factor needs no input statistic
@@ -332,7 +348,7 @@ def he2015(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] = 
     notes = [f"inputs: {data.name}; softmax output, cross-entropy; seed {seed}",
              f"at the initial weights: {scale.batches} batches of {scale.batch_size}"]
     if scale.train_steps:
-        depth_claims, training = depth_experiment(data, scale, seed, lambda text: _progress(say, step, 4, text))
+        depth_claims, training = depth_experiment(data, scale, seed, progress)
         claims += depth_claims
         figures.append(training)
         notes.append(f"depth experiment: SGD with momentum 0.9 (He et al.'s optimiser), learning rate {scale.lr:g}, "
@@ -436,10 +452,9 @@ def lecture(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] =
     records: dict[tuple[str, str], GradientHistory] = {}
     runs = [("tanh", "glorot_uniform"), ("tanh", "he_normal"), ("relu", "glorot_uniform"), ("relu", "he_normal"),
             ("tanh", "random_uniform")]
-    step = [0]
+    progress = Progress(len(runs) + 1, say)
     for activation, init in runs:
-        _progress(say, step, len(runs) + 1, f"{net}, {activation}, {init}: {scale.batches} batches of "
-                                            f"{scale.batch_size} at the initial weights")
+        progress(f"{net}, {activation}, {init}: {scale.batches} batches of {scale.batch_size} at the initial weights")
         records[activation, init] = measure_at_init(data, hidden, activation, init, seed=seed,
                                                     batch_size=scale.batch_size, batches=scale.batches,
                                                     output_activation="tanh", loss="mse")
@@ -467,7 +482,7 @@ def lecture(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] =
                             measured_text=" ".join(f"{v:.3g}" for v in measured)))
         spread_fig.series.append(Series(f"tanh, {init}", _depth_axis(len(hidden)), [float(v) for v in measured],
                                         [float(v) for v in predicted]))
-    _progress(say, step, len(runs) + 1, "tanh'(s) and ReLU'(s) by TensorFlow's autodiff, float64 and float32")
+    progress("tanh'(s) and ReLU'(s) by TensorFlow's autodiff, float64 and float32")
     points = [float(s) for s in np.linspace(0.0, 10.0, 41)]
     tanh64, tanh32 = autodiff("tanh", points, "float64"), autodiff("tanh", points, "float32")
     at8 = points.index(8.0)
@@ -518,7 +533,7 @@ def reproduce(name: str, data: Any, full: bool = False, seed: int = 0, say: Call
     scale = scale or (FULL_SCALES if full else SCALES)[name]
     wall, cpu = time.perf_counter(), time.process_time()
     record = function(data, scale, seed=seed, say=say)
-    record.config = {"full": full, "seed": seed, "dataset": data.name, "scale": {**scale.__dict__},
+    record.config = {"full": full, "seed": seed, "dataset": data.name, "scale": asdict(scale),
                      "wall_seconds": round(time.perf_counter() - wall, 1),
                      "cpu_seconds": round(time.process_time() - cpu, 1)}
     return record
