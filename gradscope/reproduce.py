@@ -491,12 +491,12 @@ def lecture(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] =
                         measured=float(tanh64[at8]), tolerance=DERIVATIVE_TOLERANCE))
     relu = autodiff("relu", points, "float64")
     derivative_points = Figure("tanh_derivative", "tanh'(s) and ReLU'(s): the lecture's tanh'(8) = 4.5e-7",
-                               "s", "f'(s)", [
-                                   Series("tanh', float64 autodiff", points, [float(v) for v in tanh64],
+                               "s", "f'(s): measured by TensorFlow's autodiff, theory sech^2(s) and the step", [
+                                   Series("tanh'(s), float64", points, [float(v) for v in tanh64],
                                           [float(v) for v in theory.derivative("tanh", np.array(points))]),
-                                   Series("tanh', float32 autodiff (0 is drawn at the bottom edge)", points,
+                                   Series("tanh'(s), float32 (0 drawn at the bottom edge)", points,
                                           [float(v) for v in tanh32]),
-                                   Series("ReLU', float64 autodiff", points, [float(v) for v in relu],
+                                   Series("ReLU'(s), float64", points, [float(v) for v in relu],
                                           [float(v) for v in theory.derivative("relu", np.array(points))])])
     notes = [f"inputs: {data.name}; E[x^2] of the inputs = {mean_square:.4g}; the lecture's tanh output and MSE; "
              f"{scale.batches} batches of {scale.batch_size} at the initial weights, seed {seed}",

@@ -89,7 +89,7 @@ def reproduction_figure(spec: Figure) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
-    fig = MplFigure(figsize=(7.5, 4.8), dpi=110, layout="constrained")
+    fig = MplFigure(figsize=(10, 4.8), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     values = np.array([v for s in spec.series for v in [*s.measured, *(s.theory or [])]], dtype=np.float64)
@@ -117,7 +117,7 @@ def reproduction_figure(spec: Figure) -> Any:
     ax.set_xlabel(spec.xlabel)
     ax.set_ylabel(spec.ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a line
     return fig
 
 
