@@ -552,7 +552,7 @@ def cmd_reproduce(args: argparse.Namespace, stop: StopSignals) -> int:
     _import_tensorflow_quietly()
     from gradscope.experiments import load_data, shell_command
     from gradscope.render.claims import print_reproduction
-    from gradscope.report import save_reproduction_folder
+    from gradscope.report import print_recorded_runs, save_reproduction_folder
     from gradscope.reproduce import reproduce
     from gradscope.run_folder import claim_run_folder, release_run_folder
 
@@ -571,6 +571,7 @@ def cmd_reproduce(args: argparse.Namespace, stop: StopSignals) -> int:
     finally:
         release_run_folder(out)  # removes it only if nothing was saved
     print_reproduction(record, console)
+    print_recorded_runs(record, out, console)
     console.print(f"saved to {out}  (show it again: {shell_command('gradscope', 'report', out)})",
                   highlight=False, markup=False, soft_wrap=True)
     return 0

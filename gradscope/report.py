@@ -35,6 +35,9 @@ from gradscope.history import PLOTS_DIR, GradientHistory, RunFolderError, load_o
 from gradscope.reproduction import Reproduction, load_reproduction, save_reproduction
 from gradscope.run_folder import SaveError, describe_os_error, rescue_history, write_run_folder
 
+#: The sub-folder of a reproduction folder that holds its recorded runs.
+RUNS_DIR = "runs"
+
 
 def save_run(
     history: GradientHistory,
@@ -277,7 +280,8 @@ def redraw_plots(history: GradientHistory, folder: str | os.PathLike) -> list[Pa
 
 def save_reproduction_folder(record: Reproduction, folder: str | os.PathLike, plots: bool = True,
                              overwrite: bool = False) -> Path:
-    """Saves a reproduction as a folder, all or nothing: ``reproduction.json`` and ``plots/<figure>.png``.
+    """Saves a reproduction as a folder, all or nothing: ``reproduction.json``, ``plots/<figure>.png``, and each
+    recorded run as a run folder, ``runs/<name>/``.
 
     Args:
         record: what ``gradscope reproduce`` measured.
@@ -300,6 +304,9 @@ def save_reproduction_folder(record: Reproduction, folder: str | os.PathLike, pl
     from gradscope.render.claims import plot_reproduction
 
     def fill(tmp: Path) -> None:
+        for name, history in record.histories.items():
+            write_run(history, tmp / RUNS_DIR / name, plots=False)  # `gradscope report` draws them when asked
+        record.runs = list(record.histories)
         save_reproduction(record, tmp)
         if plots:
             plot_reproduction(record, tmp / PLOTS_DIR)
@@ -346,4 +353,20 @@ def show_reproduction(folder: str | os.PathLike, console: Any = None, plots: boo
                           highlight=False, markup=False, soft_wrap=True)
         else:
             console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False, markup=False, soft_wrap=True)
+    print_recorded_runs(record, folder, console)
     return record
+
+
+def print_recorded_runs(record: Reproduction, folder: str | os.PathLike, console: Any) -> None:
+    """Says where a reproduction's recorded runs are, and how to see one, in one line.
+
+    Args:
+        record: the reproduction.
+        folder: its folder.
+        console: where to print.
+    """
+    if record.runs:
+        example = Path(folder) / RUNS_DIR / record.runs[-1]
+        console.print(f"{len(record.runs)} recorded runs in {Path(folder) / RUNS_DIR}: {', '.join(record.runs)} "
+                      f"(each one's table and verdict: gradscope report {example})", highlight=False, markup=False,
+                      soft_wrap=True)

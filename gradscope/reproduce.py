@@ -271,6 +271,7 @@ def glorot2010(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None
                      "hidden layer (1 = nearest the input)", "RMS per kernel entry, relative to the top hidden layer",
                      log_y=False)
     progress = Progress(2 * len(GLOROT_INITS), say)
+    runs: dict[str, GradientHistory] = {}
     for init, (name, formula) in GLOROT_INITS.items():
         progress(f"{setup}, {name}: {scale.batches} batches of {scale.batch_size} at the initial weights")
         history = measure_at_init(data, hidden, "tanh", init, seed=seed, batch_size=scale.batch_size,
@@ -286,6 +287,8 @@ def glorot2010(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None
                                       [float(v) for v in predicted["backprop"]]))
         progress(f"{setup}, {name}: {scale.samples} one-sample weight gradients")
         single = measure_at_init(data, hidden, "tanh", init, seed=seed, batch_size=1, batches=scale.samples)
+        runs[f"{init}-tanh-{scale.depth}x{scale.width}"], runs[f"{init}-tanh-{scale.depth}x{scale.width}-single"] = (
+            history, single)
         grads = kernel_gradient_profile(single, widths)
         predicted_w = theory.layer_profile(widths, init, "tanh", input_mean_square(data, scale.samples))
         relative = grads / grads[-1]
@@ -304,7 +307,7 @@ def glorot2010(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None
              "a per-layer factor is the geometric mean from the top hidden layer down to layer 1; a profile claim "
              "is judged by its layer furthest from the theory"]
     return Reproduction("glorot2010", "Glorot & Bengio (2010), Understanding the difficulty of training deep "
-                        "feedforward neural networks", claims, [backprop, weights], notes)
+                        "feedforward neural networks", claims, [backprop, weights], notes, histories=runs)
 
 
 # -- he2015 ------------------------------------------------------------------------------------
@@ -332,10 +335,12 @@ def he2015(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] = 
                       "hidden layer (1 = nearest the input)",
                       "RMS of d(loss)/d(output), relative to the top hidden layer")
     progress = Progress(len(HE_INITS) * (2 if scale.train_steps else 1), say)
+    runs: dict[str, GradientHistory] = {}
     for init, (name, formula) in HE_INITS.items():
         progress(f"{setup}, {name}: {scale.batches} batches of {scale.batch_size} at the initial weights")
         history = measure_at_init(data, hidden, "relu", init, seed=seed, batch_size=scale.batch_size,
                                   batches=scale.batches)
+        runs[f"{init}-relu-{scale.depth}x{scale.width}"] = history
         predicted = theory.layer_profile(widths, init, "relu", 1.0)  # ReLU's factor needs no input statistic
         measured = hidden_profile(history, "backprop")
         claims.append(Claim(f"He et al. 2015 section 2.2: {setup}, {name}",
@@ -348,18 +353,18 @@ def he2015(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] = 
     notes = [f"inputs: {data.name}; softmax output, cross-entropy; seed {seed}",
              f"at the initial weights: {scale.batches} batches of {scale.batch_size}"]
     if scale.train_steps:
-        depth_claims, training = depth_experiment(data, scale, seed, progress)
+        depth_claims, training = depth_experiment(data, scale, seed, progress, runs)
         claims += depth_claims
         figures.append(training)
         notes.append(f"depth experiment: SGD with momentum 0.9 (He et al.'s optimiser), learning rate {scale.lr:g}, "
                      f"batches of {scale.train_batch}, {scale.train_steps} steps; 'trains' means neither the vanishing "
                      "nor the stalled rule fires (docs/diagnosis.md)")
     return Reproduction("he2015", "He et al. (2015), Delving deep into rectifiers, section 2.2", claims,
-                        figures, notes)
+                        figures, notes, histories=runs)
 
 
-def depth_experiment(data: Any, scale: Scale, seed: int, say: Callable[[str], None] = print
-                     ) -> tuple[list[Claim], Figure]:
+def depth_experiment(data: Any, scale: Scale, seed: int, say: Callable[[str], None] = print,
+                     runs: dict[str, GradientHistory] | None = None) -> tuple[list[Claim], Figure]:
     """He et al.'s depth experiment in small: the deep ReLU MLP under He init trains, under Glorot init it stalls.
 
     Each verdict is gradscope's own: "trains" when neither the vanishing nor the stalled rule fires,
@@ -370,6 +375,7 @@ def depth_experiment(data: Any, scale: Scale, seed: int, say: Callable[[str], No
         scale: the sizes and budget (``train_*``, ``lr``).
         seed: the weights' and data order's seed.
         say: where progress lines go. Defaults to `print`.
+        runs: where to put each training's record, by name. Defaults to `None`, nowhere.
 
     Returns:
         One claim per initializer, and the figure of training accuracy over the steps.
@@ -380,6 +386,8 @@ def depth_experiment(data: Any, scale: Scale, seed: int, say: Callable[[str], No
     for init, (name, _) in HE_INITS.items():
         say(f"{scale.train_depth} ReLU layers of {scale.train_width}, {name}: {scale.train_steps} SGD steps")
         history, findings = train_deep_relu(data, scale, init, seed)
+        if runs is not None:
+            runs[f"{init}-relu-{scale.train_depth}x{scale.train_width}-sgd{scale.train_steps}"] = history
         accuracy = history.scalars["accuracy"]
         last = float(np.nanmean(accuracy[-max(1, len(accuracy) // 10):]))
         first = hidden_profile(history, "backprop", rows=slice(0, 1))
@@ -505,8 +513,9 @@ def lecture(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] =
              f"in float32, TensorFlow's autodiff gives tanh'(8) = {tanh32[at8]:.3g}: its float32 tanh returns "
              f"{float(autodiff_value('tanh', 8.0, 'float32')):.9g} at s = 8, where the float32 nearest tanh(8) is "
              f"{float(np.float32(np.tanh(8.0))):.9g}"]
+    runs = {f"{activation}-{init}-lecture": history for (activation, init), history in records.items()}
     return Reproduction("lecture", "The lecture's claims: tanh against ReLU, random_uniform against Glorot, tanh'(8)",
-                        claims, [derivative_fig, spread_fig, derivative_points], notes)
+                        claims, [derivative_fig, spread_fig, derivative_points], notes, histories=runs)
 
 
 #: Every reproduction ``gradscope reproduce`` knows, by name, with what it reproduces.

@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from gradscope.history import RunFolderError, atomic_write, dumps_json
+from gradscope.history import GradientHistory, RunFolderError, atomic_write, dumps_json
 
 REPRODUCTION_FILE = "reproduction.json"
 REPRODUCTION_FORMAT = "gradscope-reproduction"
@@ -99,6 +99,17 @@ class Claim:
         return self.measured_text or _number(self.measured)
 
 
+def _plain_dict(values: dict[str, Any]) -> dict[str, Any]:
+    """Each dataclass among ``values`` (or in a list there) as a plain dictionary, for JSON."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return asdict(value) if is_dataclass(value) else value
+
+    return {key: plain(value) for key, value in values.items()}
+
+
 def _number(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "-"
@@ -154,6 +165,9 @@ class Reproduction:
         figures: the figures. Defaults to none.
         notes: one-line facts about the set-up (data, batches, sizes). Defaults to none.
         config: the settings it ran with (``full``, ``seed``, ``dataset``, timings). Defaults to empty.
+        runs: the names of the recorded runs saved beside it, ``runs/<name>/`` in its folder. Defaults to none.
+        histories: the records themselves, by name, until they are saved; not part of ``reproduction.json``.
+            Defaults to none.
     """
 
     name: str
@@ -162,6 +176,8 @@ class Reproduction:
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    runs: list[str] = field(default_factory=list)
+    histories: dict[str, GradientHistory] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def agreed(self) -> int:
@@ -169,7 +185,9 @@ class Reproduction:
         return sum(claim.agrees for claim in self.claims)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": REPRODUCTION_FORMAT, "version": _VERSION, **asdict(self)}
+        # Not asdict(self): it would deep-copy the histories, which stay out of the file.
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "histories"}
+        return {"format": REPRODUCTION_FORMAT, "version": _VERSION, **_plain_dict(plain)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reproduction:
@@ -180,7 +198,8 @@ class Reproduction:
         """
         figures = [Figure(**{**f, "series": [Series(**s) for s in f["series"]]}) for f in data.get("figures", [])]
         return cls(name=data["name"], title=data["title"], claims=[Claim(**c) for c in data["claims"]],
-                   figures=figures, notes=list(data.get("notes", [])), config=dict(data.get("config", {})))
+                   figures=figures, notes=list(data.get("notes", [])), config=dict(data.get("config", {})),
+                   runs=list(data.get("runs", [])))
 
 
 def save_reproduction(record: Reproduction, folder: str | os.PathLike) -> Path:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gradscope.history import RunFolderError
+from gradscope.history import GradientHistory, RunFolderError
 from gradscope.reproduction import (
     REPRODUCTION_FILE,
     Claim,
@@ -40,11 +40,13 @@ def test_record_round_trips_through_its_folder_file(tmp_path):
     record = Reproduction(
         "he2015", "He et al.", [Claim("s", "q", "f", 0.707, 0.70), Claim("t", "q", "f", holds=False)],
         [Figure("backprop", "title", "layer", "rms", [Series("a", [1.0, 2.0], [0.7, 1.0], [0.707, 1.0])])],
-        notes=["inputs: digits"], config={"full": False, "seed": 3})
+        notes=["inputs: digits"], config={"full": False, "seed": 3}, runs=["relu-he_normal"],
+        histories={"relu-he_normal": GradientHistory(["hidden_1", "output"])})
     path = save_reproduction(record, tmp_path)
     assert path == tmp_path / REPRODUCTION_FILE
     again = load_reproduction(tmp_path)
-    assert again == record and again.agreed == 1
+    assert again == record and again.agreed == 1 and again.runs == ["relu-he_normal"]
+    assert again.histories == {} and "histories" not in path.read_text()  # the records are saved as run folders
 
 
 def test_loading_a_folder_without_a_reproduction_is_one_line(tmp_path):
