@@ -498,7 +498,8 @@ def lecture(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] =
         predicted = theory.layer_profile(widths, init, "tanh", mean_square)["act_rms"]
         measured = hidden_profile(records["tanh", init], "act_std")
         worst = _worst(measured, predicted)
-        how = "U(-0.05, 0.05): n Var W = 0.43 (512 inputs)" if init == "random_uniform" else "n Var W = 1 to 1.33"
+        gains = [a * theory.weight_variance(init, a, b) for a, b in zip(widths, widths[1:], strict=False)]
+        how = f"n Var W = {_range_text(gains)} by layer" + (", U(-0.05, 0.05)" if init == "random_uniform" else "")
         claims.append(Claim(f"{net}, tanh, {init}", "RMS of each hidden layer's output, layer 1 to the top",
                             f"sqrt(E[tanh(s)^2]), Var(s) = n Var W E[x^2] (eq. 5); {how}",
                             theory=worst[1], measured=worst[0], tolerance=TOLERANCE,
