@@ -5,6 +5,7 @@
     gradscope report DIR   show a saved run (or comparison) again, without training
     gradscope derivatives  tanh'(s), sigmoid'(s), ReLU'(s) as the lecture tabulates them
     gradscope inspect M    the gradients of any saved Keras model, at its weights or over a few steps
+    gradscope reproduce N  a paper's claims (glorot2010, he2015, lecture): theory beside measurement
 
 TensorFlow is imported only by the commands that train and by the float32
 column of ``derivatives``, so ``--help``, ``report`` and
@@ -19,6 +20,7 @@ import contextlib
 import math
 import os
 import sys
+import textwrap
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,7 +96,8 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     net = p.add_argument_group("the network (defaults: the lecture's 784-1024-512-512-512-10)")
     net.add_argument("--init", default=None, metavar="NAME",
                      help="kernel initializer, any Keras name: random_uniform (the lecture's, U(-0.05, 0.05)), "
-                     "glorot_uniform, he_normal, ... (default: random_uniform)")
+                     "glorot_uniform, he_normal, ...; or standard, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the "
+                     "heuristic Glorot & Bengio (2010) compare against (default: random_uniform)")
     net.add_argument("--layers", type=_widths, default=[1024, 512, 512, 512], metavar="W,W,...",
                      help="hidden layer widths (default: 1024,512,512,512)")
     net.add_argument("--output-activation", default=None, metavar="NAME",
@@ -225,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--activations", nargs="+", default=None, metavar="NAME",
                       help="hidden-layer activations to compare (default: tanh relu; with --regularizers: tanh)")
     cmp_.add_argument("--inits", nargs="+", default=None, metavar="NAME",
-                      help="initializers to cross with the activations (default: random_uniform)")
+                      help="initializers to cross with the activations, any Keras name or standard "
+                      "(see run --help) (default: random_uniform)")
     cmp_.add_argument("--regularizers", nargs="+", default=None, metavar="CURE",
                       choices=["none", "dropout", "weight_decay", "augment", "ensemble"],
                       help="instead of activations, compare cures for overfitting on one network, each alone: "
@@ -236,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", parents=[common], help="show a saved run or comparison again, without training",
                          description="Re-render a run folder (table, verdict, plots) or a comparison folder, "
                          "from the saved record only: TensorFlow is not needed.")
-    rep.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'gradscope run' or 'gradscope compare'")
+    rep.add_argument("run_dir", metavar="RUN_DIR",
+                     help="a folder written by 'gradscope run', 'compare' or 'reproduce'")
     rep.add_argument("--no-plots", action="store_true", help="do not redraw the PNG plots")
     rep.add_argument("--tensorboard", metavar="DIR", default=None,
                      help="also export the saved record as TensorBoard event files into DIR (a comparison: one "
@@ -250,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the points s (default: 0 1 2 4 8)")
     der.add_argument("--no-float32", action="store_true", help="skip the float32 TensorFlow column (no TF import)")
     add_inspect_parser(sub, common)
+    add_reproduce_parser(sub, common)
     return parser
 
 
@@ -325,7 +331,8 @@ def cmd_report(args: argparse.Namespace, stop: StopSignals) -> int:
     """
     from gradscope.experiments import show_comparison
     from gradscope.history import COMPARISON_FILE, RUN_FILE, RunFolderError
-    from gradscope.report import show_run
+    from gradscope.report import show_reproduction, show_run
+    from gradscope.reproduction import REPRODUCTION_FILE
 
     folder = Path(args.run_dir)
     if not folder.is_dir():
@@ -335,12 +342,15 @@ def cmd_report(args: argparse.Namespace, stop: StopSignals) -> int:
     try:
         if (folder / COMPARISON_FILE).is_file():
             show_comparison(folder, console, plots=not args.no_plots, tensorboard=tensorboard)
+        elif (folder / REPRODUCTION_FILE).is_file():
+            if tensorboard is not None:
+                raise UsageError(f"{folder} is a reproduction: it holds a table and figures, no steps for TensorBoard")
+            show_reproduction(folder, console=console, plots=not args.no_plots)
         elif (folder / RUN_FILE).is_file():
             show_run(folder, console=console, plots=not args.no_plots, tensorboard=tensorboard)
         else:
-            raise UsageError(
-                f"{folder} is not a gradscope run or comparison folder (no {RUN_FILE} or {COMPARISON_FILE})"
-            )
+            raise UsageError(f"{folder} is not a gradscope run, comparison or reproduction folder (no {RUN_FILE}, "
+                             f"{COMPARISON_FILE} or {REPRODUCTION_FILE})")
     except RunFolderError as exc:
         raise UsageError(str(exc)) from None
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
@@ -489,6 +499,85 @@ def cmd_inspect(args: argparse.Namespace, stop: StopSignals) -> int:
 
 
 COMMANDS["inspect"] = cmd_inspect
+
+
+# -- gradscope reproduce -------------------------------------------------------------------
+def add_reproduce_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Adds ``gradscope reproduce`` and its flags to the commands in ``sub``."""
+    from gradscope.reproduce import REPRODUCTIONS
+
+    names = "\n".join(f"  {name:<11} {what}" for name, (_, what) in REPRODUCTIONS.items())
+    rep = sub.add_parser(
+        "reproduce", parents=[common], help="a paper's claims, theory beside measurement (glorot2010, he2015, lecture)",
+        description=textwrap.fill(
+            "Build the networks a paper (or the lecture) describes, measure them with gradscope, and set each "
+            "measurement beside the closed form of the paper's variance argument: a table with a mark where they "
+            "agree within the stated tolerance, per-layer profiles against depth with the theory's line, and a "
+            "folder that 'gradscope report' shows again. Under a minute each on 2 CPU cores; docs/papers.md "
+            "explains every row.", 100) + "\n\nNAME is one of:\n" + names,
+        epilog="Examples:\n  gradscope reproduce glorot2010 --data ../shared/data/mnist\n"
+        "  gradscope reproduce he2015 --full          # the longer depth experiment\n"
+        "  gradscope report runs/reproduce-lecture    # the same table again, without TensorFlow",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument("name", metavar="NAME", help="what to reproduce: " + ", ".join(REPRODUCTIONS))
+    rep.add_argument("--full", action="store_true",
+                     help="the papers' sizes and longer budgets where the defaults are smaller: more batches at "
+                     "the initial weights, and he2015's depth experiment 512 wide for 1,000 steps (minutes, "
+                     "not one)")
+    rep.add_argument("--seed", type=_seed, default=0, help="seed of the weights and the data order (default: 0)")
+    rep.add_argument("--dataset", choices=["mnist", "digits"], default="mnist",
+                     help="mnist through keras.datasets (falling back to scikit-learn's 8x8 digits, with a notice), "
+                     "or digits (default: mnist)")
+    rep.add_argument("--data", metavar="PATH", default=None,
+                     help="a folder of MNIST IDX files (.gz or not) or an .npz with x_train, y_train, x_test, y_test")
+    rep.add_argument("--out", metavar="DIR", default=None,
+                     help="where to save (default: runs/reproduce-NAME, -full with --full; numbered when taken)")
+    rep.add_argument("--overwrite", action="store_true", help="replace what is saved in --out (default: refuse)")
+    rep.add_argument("--no-plots", action="store_true", help="do not draw the figures")
+    rep.set_defaults(limit=None)
+
+
+def cmd_reproduce(args: argparse.Namespace, stop: StopSignals) -> int:
+    """``gradscope reproduce NAME``: measures a paper's claims, shows them beside the theory, saves the folder.
+
+    Args:
+        args: the parsed flags of ``reproduce``.
+        stop: the command's signal handling.
+    """
+    from gradscope.reproduce import REPRODUCTIONS, default_folder
+
+    if args.name not in REPRODUCTIONS:
+        raise UsageError(f"unknown reproduction {args.name!r}: choose one of {', '.join(REPRODUCTIONS)}")
+    _import_tensorflow_quietly()
+    from gradscope.experiments import load_data, shell_command
+    from gradscope.render.claims import print_reproduction
+    from gradscope.report import print_recorded_runs, save_reproduction_folder
+    from gradscope.reproduce import reproduce
+    from gradscope.run_folder import claim_run_folder, release_run_folder
+
+    console = _console()
+    out = claim_run_folder(Path(args.out) if args.out else None, default_folder(args.name, args.full),
+                           overwrite=args.overwrite)
+    try:
+        data = load_data(args, console)
+
+        def say(text: str) -> None:
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+        record = reproduce(args.name, data, full=args.full, seed=args.seed, say=say)
+        with stop.shielded():
+            save_reproduction_folder(record, out, plots=not args.no_plots, overwrite=args.overwrite)
+    finally:
+        release_run_folder(out)  # removes it only if nothing was saved
+    print_reproduction(record, console)
+    print_recorded_runs(record, out, console)
+    console.print(f"saved to {out}  (show it again: {shell_command('gradscope', 'report', out)})",
+                  highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+COMMANDS["reproduce"] = cmd_reproduce
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from gradscope.history import (
     dumps_json,
     load_run,
 )
-from gradscope.models import LECTURE_HIDDEN, default_output_activation
+from gradscope.models import LECTURE_HIDDEN, default_output_activation, kernel_initializer
 from gradscope.render.evaluations import print_ensemble, print_generalisation
 from gradscope.render.terminal import model_table, print_comparison, print_summary
 from gradscope.run_folder import SaveError, claim_run_folder, release_run_folder, write_run_folder
@@ -192,7 +192,7 @@ def check_names(config: Config) -> None:
         keras.activations.get(name)(keras.ops.ones((1, 2)))
 
     def initializer(name: str) -> None:
-        if tuple(keras.initializers.get(name)((3, 2)).shape) != (3, 2):
+        if tuple(kernel_initializer(name)((3, 2)).shape) != (3, 2):
             raise ValueError("it gives a tensor of another shape")
 
     def optimizer(name: str) -> None:

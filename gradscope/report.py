@@ -32,7 +32,11 @@ from typing import Any
 
 from gradscope.diagnosis import Diagnosis, diagnose
 from gradscope.history import PLOTS_DIR, GradientHistory, RunFolderError, load_overview, load_run, same_folder
+from gradscope.reproduction import Reproduction, load_reproduction, save_reproduction
 from gradscope.run_folder import SaveError, describe_os_error, rescue_history, write_run_folder
+
+#: The sub-folder of a reproduction folder that holds its recorded runs.
+RUNS_DIR = "runs"
 
 
 def save_run(
@@ -272,3 +276,97 @@ def redraw_plots(history: GradientHistory, folder: str | os.PathLike) -> list[Pa
         return paths
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_reproduction_folder(record: Reproduction, folder: str | os.PathLike, plots: bool = True,
+                             overwrite: bool = False) -> Path:
+    """Saves a reproduction as a folder, all or nothing: ``reproduction.json``, ``plots/<figure>.png``, and each
+    recorded run as a run folder, ``runs/<name>/``.
+
+    Args:
+        record: what ``gradscope reproduce`` measured.
+        folder: the folder.
+        plots: draw the figures too. Defaults to `True`.
+        overwrite: replace ``folder`` when it is not empty. Defaults to `False`.
+
+    Raises:
+        SaveError: the folder could not be written (one line saying why).
+
+    Example:
+
+    >>> import tempfile
+    >>> from gradscope.reproduction import Claim
+    >>> record = Reproduction("demo", "a demo", [Claim("set-up", "x", "1", 1.0, 1.0)])
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     sorted(p.name for p in save_reproduction_folder(record, Path(folder) / "r").iterdir())
+    ['reproduction.json']
+    """
+    from gradscope.render.claims import plot_reproduction
+
+    def fill(tmp: Path) -> None:
+        for name, history in record.histories.items():
+            write_run(history, tmp / RUNS_DIR / name, plots=False)  # `gradscope report` draws them when asked
+        record.runs = list(record.histories)
+        save_reproduction(record, tmp)
+        if plots:
+            plot_reproduction(record, tmp / PLOTS_DIR)
+
+    return write_run_folder(folder, fill, overwrite=overwrite)
+
+
+def show_reproduction(folder: str | os.PathLike, console: Any = None, plots: bool = True) -> Reproduction:
+    """`gradscope report` for a folder ``gradscope reproduce`` wrote: the same table, the figures redrawn.
+
+    Args:
+        folder: the folder.
+        console: where to print (default: `gradscope.render.terminal.default_console`).
+        plots: redraw the figures into ``folder/plots/``. Defaults to `True`.
+
+    Raises:
+        RunFolderError: the folder holds no readable reproduction.
+
+    Example:
+
+    >>> import tempfile
+    >>> from rich.console import Console
+    >>> from gradscope.reproduction import Claim
+    >>> record = Reproduction("demo", "a demo", [Claim("set-up", "x", "1", 1.0, 1.0)])
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = save_reproduction_folder(record, Path(folder) / "r", plots=False)
+    ...     _ = show_reproduction(Path(folder) / "r", Console(width=100, color_system=None), plots=False)
+    reproduction ...
+                                   demo: a demo (1 of 1 claims agree)
+    ...
+    """
+    from gradscope.render.claims import plot_reproduction, print_reproduction
+    from gradscope.render.terminal import default_console
+
+    record = load_reproduction(folder)
+    console = console or default_console()
+    console.print(f"reproduction {folder}", highlight=False, markup=False, soft_wrap=True)
+    print_reproduction(record, console)
+    if plots:
+        try:
+            paths = plot_reproduction(record, Path(folder) / PLOTS_DIR)
+        except OSError as exc:
+            console.print(f"plots not redrawn: {describe_os_error(exc)} ({exc.filename or folder})",
+                          highlight=False, markup=False, soft_wrap=True)
+        else:
+            console.print("plots: " + ", ".join(str(p) for p in paths), highlight=False, markup=False, soft_wrap=True)
+    print_recorded_runs(record, folder, console)
+    return record
+
+
+def print_recorded_runs(record: Reproduction, folder: str | os.PathLike, console: Any) -> None:
+    """Says where a reproduction's recorded runs are, and how to see one, in one line.
+
+    Args:
+        record: the reproduction.
+        folder: its folder.
+        console: where to print.
+    """
+    if record.runs:
+        example = Path(folder) / RUNS_DIR / record.runs[-1]
+        console.print(f"{len(record.runs)} recorded runs in {Path(folder) / RUNS_DIR}: {', '.join(record.runs)} "
+                      f"(each one's table and verdict: gradscope report {example})", highlight=False, markup=False,
+                      soft_wrap=True)

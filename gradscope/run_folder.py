@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from gradscope.history import COMPARISON_FILE, RUN_FILE, GradientHistory, RunFolderError, current_umask
+from gradscope.reproduction import REPRODUCTION_FILE
 
 __all__ = [
     "RESCUE_PREFIX",
@@ -344,8 +345,9 @@ def _claim(path: Path, overwrite: bool) -> Path:
         except OSError as exc:
             raise RunFolderError(path, f"cannot be read ({describe_os_error(exc)})") from None
         if not overwrite:
-            if RUN_FILE in names or COMPARISON_FILE in names:
-                kind = "comparison" if COMPARISON_FILE in names else "run"
+            if RUN_FILE in names or COMPARISON_FILE in names or REPRODUCTION_FILE in names:
+                kind = ("comparison" if COMPARISON_FILE in names
+                        else "reproduction" if REPRODUCTION_FILE in names else "run")
                 raise RunFolderError(path, f"a {kind} is saved there; pass --overwrite to replace it, "
                                            "or choose another --out")
             if names:

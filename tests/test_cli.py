@@ -330,3 +330,31 @@ def test_a_signal_before_training_exits_quietly_with_its_code():
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143
     assert stderr.strip() == "gradscope run: interrupted (SIGTERM)"
+
+
+def test_reproduce_saves_a_folder_that_report_shows_with_the_same_table(tmp_path, capsys, monkeypatch):
+    from gradscope.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "lecture", "--dataset", "digits"]) == 0
+    first = capsys.readouterr().out
+    out = tmp_path / "runs" / "reproduce-lecture"
+    assert f"saved to {Path('runs') / 'reproduce-lecture'}" in first
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "activation_derivative.png", "activation_spread.png", "tanh_derivative.png"]
+    assert "[6/6] tanh'(s) and ReLU'(s) by TensorFlow's autodiff" in first  # progress, one line a measurement
+    table = first[first.index("lecture: The lecture's claims"):first.index("5 recorded runs")]
+    assert "tanh'(8) in float64" in table and "4.501e-07" in table
+    # Each measurement is a run folder of its own, which report shows like any run.
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == sorted(f"{a}-{i}-lecture" for a, i in [("tanh", "glorot_uniform"), ("tanh", "he_normal"),
+                                                          ("relu", "glorot_uniform"), ("relu", "he_normal"),
+                                                          ("tanh", "random_uniform")])
+    assert f"5 recorded runs in {Path('runs') / 'reproduce-lecture' / 'runs'}" in first
+    assert main(["report", str(out), "--no-plots"]) == 0
+    again = capsys.readouterr().out
+    assert table in again and "5 recorded runs in" in again
+    assert main(["report", str(out / "runs" / "relu-he_normal-lecture"), "--no-plots"]) == 0
+    assert "gradscope summary" in capsys.readouterr().out
+    assert main(["reproduce", "lecture", "--dataset", "digits", "--out", str(out)]) == 2  # never replaced silently
+    assert "a reproduction is saved there; pass --overwrite to replace it" in capsys.readouterr().err

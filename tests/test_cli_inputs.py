@@ -39,6 +39,7 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
     (["run", *SMALL, "--activation", "Layer"], "unknown Keras activation 'Layer'"),
     (["run", "--dataset", "digits", "--layers", "2000000000,2000000000", "--quiet"],
      "--layers 2000000000,2000000000: 4.0e+18 parameters need about"),
+    (["reproduce", "glorot2011"], "unknown reproduction 'glorot2011': choose one of glorot2010, he2015, lecture"),
 ])
 def test_a_bad_flag_is_one_line_naming_it(capsys, tmp_path, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)  # nothing may be written where the tests run
@@ -158,3 +159,11 @@ def test_a_path_with_brackets_is_printed_as_it_is_and_quoted_in_hints(capsys, tm
     assert f"gradscope report '{out_dir}'" in out  # a hint that pastes into a shell
     code, out, err = run_main(capsys, "report", str(out_dir), "--no-plots")
     assert code == 0, err and f"run {out_dir}:" in out
+
+
+def test_reproduce_help_teaches_each_name_and_where_the_docs_are(capsys):
+    code, out, _ = run_main(capsys, "reproduce", "--help")
+    assert code == 0
+    for words in ("glorot2010  Glorot & Bengio (2010)", "he2015      He et al. (2015)", "lecture     the lecture",
+                  "docs/papers.md", "--full", "gradscope report runs/reproduce-lecture"):
+        assert words in out, words

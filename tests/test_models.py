@@ -1,8 +1,9 @@
 """The lecture's network and its parameter counts."""
 
+import numpy as np
 import pytest
 
-from gradscope.models import LECTURE_HIDDEN, lecture_mlp, mlp_param_count
+from gradscope.models import LECTURE_HIDDEN, kernel_initializer, lecture_mlp, mlp_param_count
 
 
 @pytest.mark.slow
@@ -26,3 +27,22 @@ def test_hidden_activation_leaves_the_output_alone():
     # Per-layer seeds: layers of equal shape do not share weights.
     twin = lecture_mlp(8, hidden=(8, 8), seed=1)
     assert (twin.layers[0].kernel.numpy() != twin.layers[1].kernel.numpy()).any()
+
+
+def test_standard_init_is_glorot_and_bengios_uniform_heuristic():
+    # U[-1/sqrt(n), 1/sqrt(n)] with n the fan-in (Glorot & Bengio 2010, eq. 1): Var(W) = 1/(3n).
+    model = lecture_mlp(400, hidden=(300,), init="standard", seed=0)
+    kernel = model.layers[0].kernel.numpy().astype(np.float64)
+    assert np.abs(kernel).max() <= 1 / np.sqrt(400)
+    assert np.abs(kernel).max() > 0.99 / np.sqrt(400)
+    assert kernel.var() * 400 == pytest.approx(1 / 3, rel=0.02)
+    output = model.layers[1].kernel.numpy()
+    assert np.abs(output).max() <= 1 / np.sqrt(300)  # its own fan-in
+
+
+def test_standard_init_is_accepted_where_keras_names_are():
+    from gradscope.experiments import Config, check_names
+
+    check_names(Config(init="standard"))  # no error
+    assert type(kernel_initializer("standard", seed=1, layer=2)).__name__ == "VarianceScaling"
+    assert kernel_initializer("standard", seed=1, layer=2).seed == 1002
