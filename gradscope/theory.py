@@ -47,8 +47,10 @@ def derivative_table(
 def float32_autodiff(activation: str, points: Iterable[float]) -> list[tuple[float, float, float]]:
     """(s, f(s), f'(s)) as TensorFlow computes them in float32 with autodiff.
 
-    For tanh at s = 8, float32 tanh rounds to exactly 1.0 and the gradient
-    1 - tanh(s)^2 becomes exactly 0: saturation in its purest form.
+    For tanh at s = 8, TensorFlow's float32 tanh returns exactly 1.0 (its
+    approximation does so from s of about 7.9 on, although the float32
+    nearest tanh(8) is 0.99999976), and the gradient 1 - tanh(s)^2 becomes
+    exactly 0: saturation in its purest form.
     """
     import tensorflow as tf
 
