@@ -161,13 +161,15 @@ def forward_stats(a: Any, activation: str | None, saturation_threshold: float) -
     """
     a = as_matrix(a)
     kind = feature_kind(activation)
-    cols = ops.stack([ops.sum(f, axis=0) for f in FEATURES[kind](a, saturation_threshold)])  # (features, units)
+    features = FEATURES[kind](a, saturation_threshold)
     rows, units = a.shape
-    means = ops.sum(cols, axis=1) / float(rows * units)
+    # Each feature straight to its mean: reductions of one input that XLA
+    # fuses into one pass (sums per unit first would be a pass more).
+    means = ops.stack([ops.sum(f) for f in features]) / float(rows * units)
     dead = None
     if kind in RELU_LIKE:
-        # Row 2 counts each unit's active samples: 1 - count > 0 only at 0.
-        dead = ops.reshape(ops.sum(ops.relu(1.0 - cols[2])) / float(units), (1,))
+        # Each unit's count of active samples: 1 - count > 0 only at 0.
+        dead = ops.reshape(ops.sum(ops.relu(1.0 - ops.sum(features[2], axis=0))) / float(units), (1,))
     return statistics(kind, ops.reshape(means, (1, -1)), dead)[0]
 
 
