@@ -630,10 +630,14 @@ TRAINING_COMMANDS = ("run", "compare", "inspect", "reproduce")
 def _run(command: str, args: argparse.Namespace, stop: StopSignals) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for this audience
     if command in TRAINING_COMMANDS:
-        _import_tensorflow_quietly(getattr(args, "devices", 1) if command == "run" else 1)
-        import keras  # the backend: KERAS_BACKEND, else ~/.keras/keras.json
+        backend = os.environ.get("KERAS_BACKEND") or ""
+        if backend in ("", "tensorflow"):
+            # Keras may still read another backend from ~/.keras/keras.json: ask it,
+            # after TensorFlow's import is made quiet.
+            _import_tensorflow_quietly(getattr(args, "devices", 1) if command == "run" else 1)
+            import keras
 
-        backend = keras.backend.backend()
+            backend = keras.backend.backend()
         if backend != "tensorflow":
             print(f"gradscope {command}: error: this command trains with TensorFlow, and Keras runs on {backend} "
                   "here: set KERAS_BACKEND=tensorflow; under JAX, add gradscope.GradientMonitor to your own "

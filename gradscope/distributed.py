@@ -32,8 +32,6 @@ True
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -41,6 +39,8 @@ from typing import Any, TypeVar
 
 import tensorflow as tf
 
+from gradscope.cluster import check_strategy, is_chief, task  # noqa: F401 - their home is cluster.py
+from gradscope.errors import DistributionError
 from gradscope.stats import (
     FORWARD_STATS,
     batch_accuracy,
@@ -53,10 +53,6 @@ from gradscope.stats import (
 
 _NAN = float("nan")
 T = TypeVar("T")
-
-
-class DistributionError(RuntimeError):
-    """A `tf.distribute` strategy gradscope cannot record under; the message says why."""
 
 
 # -- where we are ------------------------------------------------------------------
@@ -89,50 +85,6 @@ def replica_aliases(variable: Any) -> list[Any]:
     if isinstance(inner, tf.distribute.DistributedValues) and copies:
         return [copies[0]]
     return []
-
-
-def task() -> tuple[str | None, int]:
-    """This process's task in a multi-worker cluster (``TF_CONFIG``): type and index."""
-    try:
-        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    except ValueError:
-        return None, 0
-    entry = config.get("task") or {}
-    cluster = config.get("cluster") or {}
-    if not cluster or not entry:
-        return None, 0
-    kind = entry.get("type")
-    # With no "chief" in the cluster, worker 0 is the chief (as in tf.distribute).
-    if kind == "worker" and "chief" not in cluster and int(entry.get("index", 0)) == 0:
-        kind = "chief"
-    return kind, int(entry.get("index", 0))
-
-
-def is_chief() -> bool:
-    """True unless this process is a worker, other than the chief, of a
-    multi-worker cluster: only the chief prints and writes files."""
-    kind, _ = task()
-    return kind in (None, "chief")
-
-
-def check_strategy(strategy: Any) -> None:
-    """Refuses the strategies gradscope cannot record under.
-
-    Raises:
-        DistributionError: for `TPUStrategy` (the step runs as one XLA
-            program on the TPU, where the hooks' cross-replica row cannot be
-            written) and `ParameterServerStrategy` (workers step
-            asynchronously: there is no global step to record).
-    """
-    name = type(strategy).__name__
-    if "TPUStrategy" in name:
-        raise DistributionError(
-            "gradscope cannot record under TPUStrategy: the step runs as one XLA program on the TPU; "
-            "record a short run under MirroredStrategy on GPUs or CPU instead (docs/scaling.md)")
-    if "ParameterServerStrategy" in name:
-        raise DistributionError(
-            "gradscope cannot record under ParameterServerStrategy: its workers step asynchronously, so "
-            "there is no one global step to record; use MultiWorkerMirroredStrategy (docs/scaling.md)")
 
 
 def outside_strategy(make: Callable[[], T]) -> T:

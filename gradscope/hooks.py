@@ -43,13 +43,9 @@ from typing import Any
 import tensorflow as tf
 
 from gradscope.distributed import replica_aliases, strategy_scope
+from gradscope.errors import HookError
 from gradscope.model_layers import LayerSpec
 from gradscope.recorder import Recorder
-
-
-class HookError(RuntimeError):
-    """The model or its optimizer cannot be hooked; the message says why."""
-
 
 _MARK = "__gradscope_original__"
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from gradscope.model_layers import LayerSpec
 from gradscope.portable_stats import FORWARD_STATS, batch_accuracy, forward_stats, histogram, sq_norm
-from gradscope.recorder import RowLayout, Rows
+from gradscope.rows import RowLayout, Rows
 
 _F = len(FORWARD_STATS)
 _NAN = float("nan")
@@ -380,7 +380,7 @@ class RecordedSteps:
                              jnp.asarray(t.scale, jnp.float32)])
         parts = {"forward": jnp.stack(forward), "backprop_sq": jnp.stack(backprop),
                  "grad_sq": _finite_or_inf(grad), "weight_sq": weight, "update_sq": update, "scalars": scalars}
-        row = jnp.concatenate([jnp.reshape(parts[name], (-1,)) for name, _ in recorder.layout.parts])
+        row = recorder.layout.concat(parts)
         return row, jnp.stack(hists)
 
 
@@ -424,7 +424,7 @@ class JaxHooks:
             HookError: no optimizer, ``run_eagerly=True`` or ``jit_compile=False``.
             DistributionError: under ``keras.distribution``.
         """
-        from gradscope.hooks import HookError
+        from gradscope.errors import DistributionError, HookError
 
         model = self.model
         optimizer = getattr(model, "optimizer", None)
@@ -432,8 +432,6 @@ class JaxHooks:
             raise HookError("the model has no Keras optimizer to hook; compile it (model.compile(optimizer=...)) "
                             "before training")
         if keras.distribution.distribution() is not None:
-            from gradscope.distributed import DistributionError
-
             raise DistributionError(
                 "gradscope does not record under keras.distribution on the JAX backend yet; record a "
                 "single-device run, or use the TensorFlow backend's tf.distribute (docs/backends.md)")

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -341,34 +342,17 @@ def _all_layers(model: Any) -> list[Any]:
 
 
 def _traced_structure(model: Any, specs: list[LayerSpec]) -> ModelStructure | None:
-    signature = _input_signature(model)
-    if signature is None:
+    inputs = _input_shapes(model)
+    if inputs is None:
         return None
-    import tensorflow as tf
+    import keras
 
-    calls: list[_Call] = []
-    originals = []
-    for layer in _all_layers(model):
-        original = layer.__dict__.get("call")
-
-        def traced_call(*args, _layer=layer, _call=layer.call, **kwargs):
-            out = _call(*args, **kwargs)
-            inputs = [t for t in tf.nest.flatten((args, kwargs)) if isinstance(t, tf.Tensor)]
-            calls.append(_Call(_layer, inputs, out if isinstance(out, tf.Tensor) else None))
-            return out
-
-        originals.append((layer, original))
-        object.__setattr__(layer, "call", traced_call)
+    jax = keras.backend.backend() == "jax"
+    trace = _jax_trace if jax else _tf_trace
     try:
-        traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
+        calls, graph = _recorded_calls(model, lambda: trace(model, inputs), _tensor_type(jax))
     except Exception:  # an input the model does not accept: keep the variable order
         return None
-    finally:
-        for layer, original in originals:
-            if original is None:
-                object.__delattr__(layer, "call")
-            else:
-                object.__setattr__(layer, "call", original)
     # A call is recorded when it returns, so the innermost layer that made a
     # tensor comes first: it is the tensor's producer, not the block around it.
     first_call: dict[int, int] = {}
@@ -386,9 +370,66 @@ def _traced_structure(model: Any, specs: list[LayerSpec]) -> ModelStructure | No
     order = sorted(range(len(specs)), key=lambda i: first_call.get(id(specs[i].layer), len(calls) + i))
     last_output: dict[int, Any] = {id(c.layer): c.output for c in calls if c.output is not None}
     measured = {i: last_output.get(id(units.get(i, s.layer))) for i, s in enumerate(specs)}
-    sources = len(tf.nest.flatten(signature))
-    branches = _branches(traced.graph, traced.graph.inputs[:sources], measured)
+    # The branches are read off TensorFlow's graph; on JAX every layer counts as on the main path.
+    branches = set() if graph is None else _branches(graph, graph.inputs[:len(inputs)], measured)
     return ModelStructure(order, units, branches)
+
+
+def _tensor_type(jax: bool) -> type:
+    """What a traced tensor is on the backend: a `tf.Tensor`, or a JAX tracer."""
+    if jax:
+        import jax.core
+
+        return jax.core.Tracer
+    import tensorflow as tf
+
+    return tf.Tensor
+
+
+def _recorded_calls(model: Any, run: Callable[[], Any], tensor: type) -> tuple[list[_Call], Any]:
+    """Every layer call of one symbolic forward pass (``run()``), as it
+    returns, with its tensor inputs and output; and what ``run`` returned."""
+    import keras
+
+    calls: list[_Call] = []
+    originals = []
+    for layer in _all_layers(model):
+        original = layer.__dict__.get("call")
+
+        def traced_call(*args, _layer=layer, _call=layer.call, **kwargs):
+            out = _call(*args, **kwargs)
+            inputs = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, tensor)]
+            calls.append(_Call(_layer, inputs, out if isinstance(out, tensor) else None))
+            return out
+
+        originals.append((layer, original))
+        object.__setattr__(layer, "call", traced_call)
+    try:
+        result = run()
+    finally:
+        for layer, original in originals:
+            if original is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", original)
+    return calls, result
+
+
+def _tf_trace(model: Any, inputs: list[tuple[tuple, str]]) -> Any:
+    """The forward pass traced into a throwaway TensorFlow graph; returns the graph."""
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec(shape, dtype) for shape, dtype in inputs]
+    signature = specs[0] if len(specs) == 1 else specs
+    return tf.function(lambda x: model(x, training=False)).get_concrete_function(signature).graph
+
+
+def _jax_trace(model: Any, inputs: list[tuple[tuple, str]]) -> None:
+    """The forward pass traced abstractly by JAX (no arithmetic runs); a batch of 2 stands for any."""
+    import jax
+
+    args = [jax.ShapeDtypeStruct(tuple(2 if d is None else d for d in shape), dtype) for shape, dtype in inputs]
+    jax.make_jaxpr(lambda x: model(x, training=False))(args[0] if len(args) == 1 else args)
 
 
 def _units(calls: list[_Call], producer: dict[int, _Call], consumers: dict[int, list[_Call]],
@@ -463,25 +504,23 @@ def _branches(graph: Any, sources: list[Any], measured: dict[int, Any]) -> set[i
     return {i for i, t in measured.items() if i not in on_main and getattr(t, "op", None) in position}
 
 
-def _input_signature(model: Any) -> Any:
-    """A `tf.TensorSpec` (or a structure of them) for the model's input:
-    from its symbolic inputs, or from the shape it was built with."""
-    import tensorflow as tf
-
+def _input_shapes(model: Any) -> list[tuple[tuple, str]] | None:
+    """``(shape, dtype)`` of each of the model's inputs (None for the batch):
+    from its symbolic inputs, or from the shape it was built with; None when
+    neither describes them."""
     try:
         inputs = list(getattr(model, "inputs", None) or [])
     except (AttributeError, ValueError):
         inputs = []
     if inputs:
-        specs = [tf.TensorSpec(tuple(t.shape), t.dtype) for t in inputs]
-        return specs[0] if len(specs) == 1 else specs
+        return [(tuple(t.shape), str(t.dtype)) for t in inputs]
     shapes = getattr(model, "_build_shapes_dict", None) or {}
     if len(shapes) != 1:
         return None
     shape = next(iter(shapes.values()))
     if not isinstance(shape, (tuple, list)) or not all(d is None or isinstance(d, int) for d in shape):
         return None
-    return tf.TensorSpec(tuple(shape), tf.float32)
+    return [(tuple(shape), "float32")]
 
 
 def _short_name(variable: Any) -> str:

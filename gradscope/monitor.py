@@ -23,8 +23,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from gradscope.cluster import is_chief
 from gradscope.diagnosis import Diagnosis, NonFinite
-from gradscope.distributed import is_chief
 from gradscope.history import GradientHistory
 from gradscope.model_layers import is_built
 from gradscope.render.live import LiveView, Progress

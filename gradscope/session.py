@@ -33,17 +33,21 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gradscope.cluster import check_strategy, is_chief
 from gradscope.diagnosis import NonFinite, first_nonfinite
-from gradscope.distributed import bad_replica, check_strategy, is_chief, outside_strategy
+from gradscope.errors import HookError
 from gradscope.history import GradientHistory
-from gradscope.hooks import HookError, Hooks
 from gradscope.model_layers import LayerSpec, watched_layers
-from gradscope.recorder import Recorder
 from gradscope.run_folder import claim_run_folder
+
+if TYPE_CHECKING:
+    from gradscope.hooks import Hooks
+    from gradscope.jax_step import JaxHooks, JaxRecorder
+    from gradscope.recorder import Recorder
 
 
 @dataclass(frozen=True)
@@ -153,8 +157,8 @@ class RecordingSession:
         self.options = options
         self.config: dict[str, Any] = dict(config or {})
         self.history: GradientHistory | None = None
-        self.recorder: Recorder | None = None
-        self.hooks: Hooks | None = None
+        self.recorder: Recorder | JaxRecorder | None = None
+        self.hooks: Hooks | JaxHooks | None = None
         #: The first non-finite value seen since the last `attach`.
         self.nonfinite: NonFinite | None = None
         self._model: Any = None
@@ -204,11 +208,14 @@ class RecordingSession:
             return False
         try:
             self._prepare(model)
+            # The backend's own hooks, imported here: the JAX recording imports no TensorFlow.
             if self._jax:
                 from gradscope.jax_step import JaxHooks
 
                 self.hooks = JaxHooks(model, self.recorder, self._specs)
             else:
+                from gradscope.hooks import Hooks
+
                 self.hooks = Hooks(model, self.recorder, self._specs)
             self.hooks.install()
         except (HookError, AttributeError, TypeError) as exc:
@@ -262,6 +269,9 @@ class RecordingSession:
             )
             self._coverage_checked = False
         elif not keep:
+            from gradscope.distributed import outside_strategy
+            from gradscope.recorder import Recorder
+
             spe = int(getattr(model, "steps_per_execution", 1) or 1)
             self.recorder = outside_strategy(lambda: Recorder(  # plain variables, even in a strategy's scope
                 [s.activation for s in specs],
@@ -327,7 +337,9 @@ class RecordingSession:
         if check and self.nonfinite is None:
             # Only the new rows are searched, so the check costs O(rows).
             found = first_nonfinite(new, loss_scaled=self.recorder.stage.scale_fn is not None)
-            if found is not None:
+            if found is not None and not self._jax:  # several replicas: TensorFlow only
+                from gradscope.distributed import bad_replica
+
                 found = dataclasses.replace(found, replica=bad_replica(self.recorder, found.step))
             self.nonfinite = found
         return Flushed(len(rows), found)

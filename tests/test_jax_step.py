@@ -35,6 +35,15 @@ def test_the_jax_tests_pass():
     assert done.returncode == 0, tail
     # Every JAX test ran: none was skipped for a missing backend.
     assert " passed" in done.stdout and " skipped" not in done.stdout, tail
+    # Recording on JAX imports no TensorFlow.
+    script = ("import sys, numpy as np, keras; from gradscope import GradientMonitor; "
+              "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation='tanh')]); "
+              "m.compile(optimizer='sgd', loss='mse'); g = GradientMonitor(); "
+              "m.fit(np.ones((8, 3)), np.ones((8, 2)), batch_size=4, verbose=0, callbacks=[g]); "
+              "g.summary(); print(len(g.history), 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.split()[-2:] == ["2", "False"], done.stdout[-2000:] + done.stderr[-2000:]
 
 
 # -- the JAX side --------------------------------------------------------------------------
@@ -272,7 +281,7 @@ def test_keras_distribution_is_refused_in_one_line():
     import jax
 
     from gradscope import GradientMonitor
-    from gradscope.distributed import DistributionError
+    from gradscope.errors import DistributionError
 
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
     try:
@@ -374,3 +383,25 @@ def test_a_train_step_of_its_own(capsys):
                 np.testing.assert_array_equal(a, b)
         else:
             assert "no step was recorded" in err
+
+
+@jax_only
+def test_a_unit_of_a_layer_and_its_activation_layer_is_measured_at_the_activation():
+    from gradscope import GradientMonitor
+    from gradscope.model_layers import watched_layers
+
+    inp = keras.Input((12,))
+    h = keras.layers.ReLU()(keras.layers.Dense(8)(inp))
+    model = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Activation("tanh")(keras.layers.Dense(6)(h))))
+    model.compile(optimizer="sgd", loss="mse")
+    specs = watched_layers(model)
+    assert [s.activation for s in specs] == ["relu", "tanh", "linear"]
+    x, y = _data(n=32)
+    w, b = (np.asarray(v.numpy(), np.float64) for v in specs[0].layer.weights)
+    relu = np.maximum(x @ w + b, 0)
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    h = monitor.history
+    assert h["act_mean"][0][0] == pytest.approx(relu.mean(), rel=1e-5)
+    assert h["dead"][0][0] == pytest.approx(np.mean(np.all(relu == 0, axis=0)))
+    assert np.isfinite(h["saturation"][0][1])

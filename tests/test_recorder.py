@@ -84,7 +84,7 @@ def test_a_nonfinite_norm_is_recorded_as_inf_not_nan():
 
 
 def test_the_row_layout_concatenates_and_splits_back_the_same_numbers():
-    from gradscope.recorder import RowLayout
+    from gradscope.rows import RowLayout
     from gradscope.stats import FORWARD_STATS
 
     layout = RowLayout(layers=2, variables=3)
@@ -107,7 +107,7 @@ def test_the_row_layout_concatenates_and_splits_back_the_same_numbers():
 
 
 def test_rows_become_per_layer_series_summed_over_each_layers_variables():
-    from gradscope.recorder import Rows
+    from gradscope.rows import Rows
 
     n, F = 2, 7
     rows = Rows(
