@@ -151,7 +151,8 @@ def _ablate(variants, models, x, y) -> None:
         monitor, model = variants[name], models[name]
         model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, epochs=1, verbose=0, callbacks=[monitor])
         recorder = monitor.session.recorder
-        recorder.steps = kind(recorder.steps.hooks)  # the next fit keeps it: same model and optimizer
+        steps = recorder.steps  # the next fit keeps its replacement: same model, optimizer and train function
+        recorder.steps = kind(steps.hooks, steps.plain_train)
 
 
 def worker(args: argparse.Namespace) -> None:
