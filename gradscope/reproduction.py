@@ -88,14 +88,17 @@ class Claim:
 
     @property
     def tolerance_text(self) -> str:
+        """The tolerance as the table shows it: ``"within 5%"``, ``"exact"``, or the stated criterion."""
         if self.holds is not None:
-            return "verdict rules"
+            return "criterion stated"
         return "exact" if self.tolerance == 0 else f"within {100 * self.tolerance:g}%"
 
     def shown_theory(self) -> str:
+        """The theory cell: the claim's own text, or its value."""
         return self.theory_text or _number(self.theory)
 
     def shown_measured(self) -> str:
+        """The measured cell: the claim's own text, or its value."""
         return self.measured_text or _number(self.measured)
 
 

@@ -32,7 +32,7 @@ def test_verdict_claim_holds_or_not_whatever_the_numbers():
     claim = Claim("30 layers", "training", "0.707^29", theory_text="stalls", measured_text="accuracy 11%",
                   holds=True)
     assert claim.agrees and math.isnan(claim.deviation)
-    assert (claim.deviation_text, claim.tolerance_text) == ("as claimed", "verdict rules")
+    assert (claim.deviation_text, claim.tolerance_text) == ("as claimed", "criterion stated")
     assert not Claim("s", "q", "f", theory_text="trains", measured_text="stalled", holds=False).agrees
 
 

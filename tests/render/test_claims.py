@@ -40,7 +40,7 @@ def test_table_sets_theory_beside_measured_with_a_mark_and_the_tolerance():
     assert "0.577 (sqrt(n Var W * E[tanh'(s)^2]))" in standard and "0.575" in standard
     assert "✓ 0.35% off (within 5%)" in standard
     assert "✗ 13% off (within 5%)" in next(line for line in rows if "21 ReLU" in line)
-    assert "✓ as claimed" in next(line for line in rows if "30 ReLU" in line) and "rules)" in text
+    assert "✓ as claimed" in next(line for line in rows if "30 ReLU" in line) and "stated)" in text
     assert "inputs: digits" in text and "defaults, seed 0; took 4.2 s (5.0 s of CPU)" in text
 
 
