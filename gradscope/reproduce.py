@@ -163,7 +163,7 @@ def kernel_gradient_profile(history: GradientHistory, widths: list[int]) -> np.n
 
 
 def input_mean_square(data: Any, samples: int) -> float:
-    """E[x^2] of the first ``samples`` training inputs, over samples and features: Glorot & Bengio's Var[x].
+    """E[x^2] of the first ``samples`` training inputs, over samples and features: He et al.'s E[x^2] (eq. 7).
 
     Args:
         data: the `gradscope.data.Dataset`.
@@ -182,41 +182,12 @@ def input_mean_square(data: Any, samples: int) -> float:
 def autodiff(activation: str, points: list[float], dtype: str) -> np.ndarray:
     """f'(s) at ``points`` as TensorFlow's autodiff computes it in ``dtype`` (``"float32"``, ``"float64"``).
 
-    Args:
-        activation: ``"tanh"`` or ``"relu"``.
-        points: the points s.
-        dtype: the float type.
-
     Example:
 
-    >>> [f"{g:.4g}" for g in autodiff("tanh", [0.0, 8.0], "float64")], autodiff("tanh", [8.0], "float32").tolist()
-    (['1', '4.501e-07'], [0.0])
+    >>> autodiff("tanh", [8.0], "float32").tolist()  # float32 tanh(8) comes out as exactly 1
+    [0.0]
     """
-    import tensorflow as tf
-
-    s = tf.constant(points, dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(s)
-        y = {"tanh": tf.tanh, "relu": tf.nn.relu}[activation](s)
-    return tape.gradient(y, s).numpy().astype(np.float64)
-
-
-def autodiff_value(activation: str, s: float, dtype: str) -> float:
-    """f(s) itself as TensorFlow computes it in ``dtype``: float32 tanh(8) is where saturation shows.
-
-    Args:
-        activation: ``"tanh"`` or ``"relu"``.
-        s: the point.
-        dtype: the float type.
-
-    Example:
-
-    >>> autodiff_value("tanh", 8.0, "float32")  # the float32 nearest tanh(8) is 0.99999976
-    1.0
-    """
-    import tensorflow as tf
-
-    return float({"tanh": tf.tanh, "relu": tf.nn.relu}[activation](tf.constant(s, dtype)).numpy())
+    return np.array([g for _, _, g in theory.tf_autodiff(activation, points, dtype)], np.float64)
 
 
 def _depth_axis(n: int) -> list[float]:
@@ -334,7 +305,8 @@ def glorot2010(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None
 HE_INITS = {
     "glorot_uniform": ("Glorot init", "sqrt(n Var W * E[ReLU'(s)^2]) = sqrt(1 * 1/2) (eq. 12 with Glorot's "
                        "n Var W = 1)"),
-    "he_normal": ("He init (he_normal)", "sqrt(n Var W * E[ReLU'(s)^2]) = sqrt(2 * 1/2) (eqs. 12, 14)"),
+    "he_normal": ("He init (he_normal)",
+                  "sqrt(n Var W * E[ReLU'(s)^2]) = sqrt(2 * 1/2) (eq. 12; eq. 10, equal to eq. 14 for equal widths)"),
 }
 
 
@@ -526,20 +498,22 @@ def lecture(data: Any, scale: Scale, seed: int = 0, say: Callable[[str], None] =
                         "1 - tanh(s)^2 = sech(s)^2", theory=float(theory.derivative("tanh", 8.0)),
                         measured=float(tanh64[at8]), tolerance=DERIVATIVE_TOLERANCE))
     relu = autodiff("relu", points, "float64")
-    derivative_points = Figure("tanh_derivative", "tanh'(s) and ReLU'(s): the lecture's tanh'(8) = 4.5e-7",
-                               "s", "f'(s): measured by TensorFlow's autodiff, theory sech^2(s) and the step", [
+    derivative_points = Figure("tanh_derivative", "tanh'(s) and ReLU'(s) by TensorFlow's autodiff, beside "
+                               "sech^2(s) and the step: the lecture's tanh'(8) = 4.5e-7",
+                               "s", "f'(s)", [
                                    Series("tanh'(s), float64", points, [float(v) for v in tanh64],
                                           [float(v) for v in theory.derivative("tanh", np.array(points))]),
                                    Series("tanh'(s), float32 (0 drawn at the bottom edge)", points,
                                           [float(v) for v in tanh32]),
-                                   Series("ReLU'(s), float64", points, [float(v) for v in relu],
+                                   Series("ReLU'(s), float64 (0 at s = 0: the bottom edge)", points,
+                                          [float(v) for v in relu],
                                           [float(v) for v in theory.derivative("relu", np.array(points))])])
     notes = [f"inputs: {data.name}; E[x^2] of the inputs = {mean_square:.4g}; the lecture's tanh output and MSE; "
              f"{scale.batches} batches of {scale.batch_size} at the initial weights, seed {seed}",
              "a profile claim is judged by its layer furthest from the theory; the theory takes each pre-activation "
              "as Gaussian, N(0, q), with q carried forward layer by layer",
              f"in float32, TensorFlow's autodiff gives tanh'(8) = {tanh32[at8]:.3g}: its float32 tanh returns "
-             f"{float(autodiff_value('tanh', 8.0, 'float32')):.9g} at s = 8, where the float32 nearest tanh(8) is "
+             f"{theory.tf_autodiff('tanh', [8.0], 'float32')[0][1]:.9g} at s = 8, where the float32 nearest tanh(8) is "
              f"{float(np.float32(np.tanh(8.0))):.9g}"]
     runs = {f"{activation}-{init}-lecture": history for (activation, init), history in records.items()}
     return Reproduction("lecture", "The lecture's claims: tanh against ReLU, random_uniform against Glorot, tanh'(8)",

@@ -52,15 +52,31 @@ def float32_autodiff(activation: str, points: Iterable[float]) -> list[tuple[flo
     nearest tanh(8) is 0.99999976), and the gradient 1 - tanh(s)^2 becomes
     exactly 0: saturation in its purest form.
     """
+    return tf_autodiff(activation, points, "float32")
+
+
+def tf_autodiff(activation: str, points: Iterable[float], dtype: str) -> list[tuple[float, float, float]]:
+    """(s, f(s), f'(s)) as TensorFlow computes them in ``dtype`` with autodiff.
+
+    Args:
+        activation: ``"tanh"``, ``"sigmoid"`` or ``"relu"``.
+        points: the points s.
+        dtype: ``"float32"`` or ``"float64"``.
+
+    Example:
+
+    >>> [f"{g:.4g}" for _, _, g in tf_autodiff("tanh", [0.0, 8.0], "float64")]
+    ['1', '4.501e-07']
+    """
     import tensorflow as tf
 
-    s = tf.constant(list(points), tf.float32)
+    s = tf.constant(list(points), dtype)
     fn = {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu}[activation]
     with tf.GradientTape() as tape:
         tape.watch(s)
         y = fn(s)
     g = tape.gradient(y, s)
-    return [(float(a), float(b), float(c)) for a, b, c in zip(s.numpy(), y.numpy(), g.numpy(), strict=False)]
+    return [(float(a), float(b), float(c)) for a, b, c in zip(s.numpy(), y.numpy(), g.numpy(), strict=True)]
 
 
 def linear_backprop_ratio(n: int, sigma2: float, k: int) -> float:
@@ -208,7 +224,7 @@ def layer_profile(widths: Sequence[int], init: str, activation: str, input_mean_
         init: the initializer of every kernel (a name in `WEIGHT_VARIANCES`).
         activation: the hidden layers' activation: ``"tanh"``, ``"relu"`` or ``"linear"``.
         input_mean_square: E[x^2] of the inputs, averaged over their features (the one
-            fact about the data the forward pass needs, Glorot & Bengio's Var[x]).
+            fact about the data the forward pass needs: He et al.'s E[x^2] of eq. 7).
 
     Returns:
         Arrays of one value per hidden layer, input side first: ``q`` (Var(s), eq. 5 with E[f(s)^2] in place of
