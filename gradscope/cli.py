@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
@@ -504,9 +505,16 @@ COMMANDS["inspect"] = cmd_inspect
 # -- gradscope reproduce -------------------------------------------------------------------
 def add_reproduce_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Adds ``gradscope reproduce`` and its flags to the commands in ``sub``."""
-    from gradscope.reproduce import REPRODUCTIONS
+    from gradscope.reproduce import REPRODUCTIONS, SCALES, STALL_MARGIN, TOLERANCE, TRAINS_AT
 
     names = "\n".join(f"  {name:<11} {what}" for name, (_, what) in REPRODUCTIONS.items())
+    he = SCALES["he2015"]
+    names += "\n\n" + textwrap.fill(
+        f"A factor or a per-layer profile agrees within {TOLERANCE:.0%} of the theory. he2015's depth "
+        f"experiment, at its defaults: {he.train_depth} ReLU layers of {he.train_width}, {he.train_steps} SGD "
+        f"steps of {he.train_batch} at learning rate {he.lr:g} with momentum 0.9; it 'stalls' when the training "
+        f"accuracy over the last tenth of the steps stays within {STALL_MARGIN * 100:.0f} points of chance, and "
+        f"'trains' at {TRAINS_AT:.0%} or more.", 100)
     rep = sub.add_parser(
         "reproduce", parents=[common], help="a paper's claims, theory beside measurement (glorot2010, he2015, lecture)",
         description=textwrap.fill(
@@ -627,17 +635,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 TRAINING_COMMANDS = ("run", "compare", "inspect", "reproduce")
 
 
+def configured_backend() -> str:
+    """The backend Keras will run on, read as Keras reads it (``KERAS_BACKEND``,
+    else ``keras.json`` in ``KERAS_HOME`` or ``~/.keras``) without importing it:
+    importing Keras would import TensorFlow before its start-up chatter is silenced.
+
+    Example:
+
+    >>> configured_backend() in ("tensorflow", "jax", "torch", "numpy", "openvino")
+    True
+    """
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return str(json.load(f).get("backend") or "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
 def _run(command: str, args: argparse.Namespace, stop: StopSignals) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for this audience
     if command in TRAINING_COMMANDS:
-        backend = os.environ.get("KERAS_BACKEND") or ""
-        if backend in ("", "tensorflow"):
-            # Keras may still read another backend from ~/.keras/keras.json: ask it,
-            # after TensorFlow's import is made quiet.
-            _import_tensorflow_quietly(getattr(args, "devices", 1) if command == "run" else 1)
-            import keras
-
-            backend = keras.backend.backend()
+        backend = configured_backend()
         if backend != "tensorflow":
             print(f"gradscope {command}: error: this command trains with TensorFlow, and Keras runs on {backend} "
                   "here: set KERAS_BACKEND=tensorflow; under JAX, add gradscope.GradientMonitor to your own "

@@ -24,7 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -306,8 +308,7 @@ def save_reproduction_folder(record: Reproduction, folder: str | os.PathLike, pl
     def fill(tmp: Path) -> None:
         for name, history in record.histories.items():
             write_run(history, tmp / RUNS_DIR / name, plots=False)  # `gradscope report` draws them when asked
-        record.runs = list(record.histories)
-        save_reproduction(record, tmp)
+        save_reproduction(dataclasses.replace(record, runs=list(record.histories)), tmp)
         if plots:
             plot_reproduction(record, tmp / PLOTS_DIR)
 
@@ -365,8 +366,10 @@ def print_recorded_runs(record: Reproduction, folder: str | os.PathLike, console
         folder: its folder.
         console: where to print.
     """
-    if record.runs:
-        example = Path(folder) / RUNS_DIR / record.runs[-1]
-        console.print(f"{len(record.runs)} recorded runs in {Path(folder) / RUNS_DIR}: {', '.join(record.runs)} "
-                      f"(each one's table and verdict: gradscope report {example})", highlight=False, markup=False,
+    runs = record.runs or list(record.histories)  # saved, or just measured
+    if runs:
+        example = Path(folder) / RUNS_DIR / runs[-1]
+        console.print(f"{len(runs)} recorded runs in {Path(folder) / RUNS_DIR}: {', '.join(runs)} "
+                      f"(each one's table and verdict: {shlex.join(['gradscope', 'report', str(example)])})",
+                      highlight=False, markup=False,
                       soft_wrap=True)

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -141,7 +141,7 @@ def weight_variance(init: str, fan_in: int, fan_out: int) -> float:
                          f"{', '.join(WEIGHT_VARIANCES)}") from None
 
 
-def gaussian_mean(fn: object, q: float) -> float:
+def gaussian_mean(fn: Callable[[np.ndarray], np.ndarray], q: float) -> float:
     """E[fn(s)] for s ~ N(0, q), by Gauss-Hermite quadrature.
 
     Args:
@@ -153,7 +153,7 @@ def gaussian_mean(fn: object, q: float) -> float:
     >>> round(gaussian_mean(np.square, 2.5), 12)
     2.5
     """
-    return float(np.sum(_WEIGHTS * fn(np.sqrt(max(q, 0.0)) * _NODES)))  # type: ignore[operator]
+    return float(np.sum(_WEIGHTS * fn(np.sqrt(max(q, 0.0)) * _NODES)))
 
 
 def mean_square_derivative(activation: str, q: float) -> float:
