@@ -68,15 +68,6 @@ def _lecture_model(jit: bool = True):
     return model
 
 
-def _data(steps: int):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.random((steps * BATCH, 784), dtype=np.float32)
-    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, steps * BATCH)]
-    return x, y
-
-
 def _synced(model) -> None:
     """Waits for the device: JAX dispatches asynchronously, and the CPU time
     of a step still running must not fall into the next measurement."""
@@ -89,9 +80,11 @@ def _synced(model) -> None:
 
 
 def monitor(args: argparse.Namespace) -> None:
+    from _bench import interleaved_cpu_times, mnist_like  # imports Keras: after KERAS_BACKEND is set
+
     from gradscope import GradientMonitor
 
-    x, y = _data(args.steps)
+    x, y = mnist_like(args.steps * BATCH)
     variants = {
         "plain fit": None,
         "GradientMonitor()": GradientMonitor(),
@@ -113,14 +106,8 @@ def monitor(args: argparse.Namespace) -> None:
 
     for name in variants:  # compile and warm every variant once, untimed
         call(name)
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.rounds):
-        order = list(variants)
-        random.Random(r).shuffle(order)
-        for name in order:
-            t0 = time.process_time()
-            call(name)
-            cpu[name].append((time.process_time() - t0) / len(x))
+    per_call = interleaved_cpu_times({name: lambda name=name: call(name) for name in variants}, args.rounds, 1)
+    cpu = {name: [t / len(x) for t in times] for name, times in per_call.items()}
     print(f"JAX backend, lecture network, batch {BATCH}, {args.steps} steps per call, {args.rounds} rounds")
     print(f"{'variant':20} {'CPU us/sample':>14} {'ratio to plain':>15}")
     for name in variants:
@@ -157,8 +144,10 @@ def _ablate(variants, models, x, y) -> None:
 
 def worker(args: argparse.Namespace) -> None:
     """One backend's plain fit: prints [wall ms per step, CPU ms per step], medians over epochs."""
+    from _bench import mnist_like
+
     jit = args.backend.endswith("+jit") or args.backend == "jax"  # Keras compiles JAX's step with XLA anyway
-    x, y = _data(args.steps)
+    x, y = mnist_like(args.steps * BATCH)
     model = _lecture_model(jit=jit)
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)  # compile, warm up
     _synced(model)

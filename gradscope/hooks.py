@@ -44,18 +44,9 @@ import tensorflow as tf
 
 from gradscope.distributed import replica_aliases, strategy_scope
 from gradscope.errors import HookError
+from gradscope.instance_wrappers import unwrap, wrap
 from gradscope.model_layers import LayerSpec
 from gradscope.recorder import Recorder
-
-_MARK = "__gradscope_original__"
-
-
-def _strip(obj: Any, name: str) -> None:
-    """Removes a gradscope wrapper left on ``obj`` (e.g. by a fit that was
-    interrupted before its on_train_end), so wrappers never stack."""
-    current = obj.__dict__.get(name)
-    if current is not None and hasattr(current, _MARK):
-        object.__delattr__(obj, name)
 
 
 class Hooks:
@@ -121,7 +112,7 @@ class Hooks:
 
     def remove(self) -> None:
         for obj, name, _, _ in reversed(self.installed):
-            _strip(obj, name)
+            unwrap(obj, name)
         self.installed.clear()
         self.suspended = False
 
@@ -130,7 +121,7 @@ class Hooks:
         if not self.suspended:
             for obj, name, _, group in self.installed:
                 if group == "forward":
-                    _strip(obj, name)
+                    unwrap(obj, name)
             self.suspended = True
 
     def resume(self) -> None:
@@ -141,13 +132,7 @@ class Hooks:
             self.suspended = False
 
     def _patch(self, obj: Any, name: str, make: Callable[[Callable], Callable], group: str) -> None:
-        _strip(obj, name)
-        original = getattr(obj, name)
-        wrapper = tf.autograph.experimental.do_not_convert(make(original))
-        setattr(wrapper, _MARK, original)
-        # object.__setattr__ skips Keras' attribute tracking, which would
-        # otherwise try to track the wrapper function as model state.
-        object.__setattr__(obj, name, wrapper)
+        wrapper = wrap(obj, name, make, tf.autograph.experimental.do_not_convert)
         self.installed.append((obj, name, wrapper, group))
 
     # -- the optimizer ------------------------------------------------------------

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,13 +42,20 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from gradscope.instance_wrappers import unwrap, wrap
 from gradscope.model_layers import LayerSpec
-from gradscope.portable_stats import FORWARD_STATS, batch_accuracy, forward_stats, histogram, sq_norm
+from gradscope.portable_stats import (
+    FORWARD_STATS,
+    batch_accuracy,
+    finite_or_inf,
+    forward_stats,
+    histogram,
+    sq_norm,
+)
 from gradscope.rows import RowLayout, Rows
 
 _F = len(FORWARD_STATS)
 _NAN = float("nan")
-_MARK = "__gradscope_original__"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,9 +145,8 @@ class Coverage:
     seen_forward: set[int] = dataclasses.field(default_factory=set)
     seen_backprop: set[int] = dataclasses.field(default_factory=set)
     seen_gradients: bool = False
-    #: Not None under loss scaling (the session only asks whether it is None: a
-    #: loss scaler skips a non-finite step itself, so that is not reported).
-    scale_fn: Any = None
+    #: The run scales its loss (a `LossScaleOptimizer`): a non-finite step is the scaler's to skip.
+    loss_scaled: bool = False
 
 
 class HostSchedule:
@@ -239,24 +246,23 @@ class JaxRecorder:
         self.schedule = HostSchedule(every, weights_every)
         self.histograms = HostHistograms()
         self.stage = Coverage()
-        #: Rows kept between two flushes; older ones are dropped and counted as lost.
-        self.capacity = int(capacity)
-        self.pending: list[tuple[int, Any]] = []  # (global step, row on the device)
+        #: (global step, row on the device) of the rows since the last flush; past
+        #: ``capacity`` (nobody flushes: an interrupted fit) the oldest are dropped and counted as lost.
+        self.pending: collections.deque[tuple[int, Any]] = collections.deque(maxlen=int(capacity))
         self._lost = 0
         #: The compiled steps, kept across fits of the same model.
         self.steps: RecordedSteps | None = None
 
     def add(self, step: int, row: Any) -> None:
         """Keeps one step's row (a device array) until the next flush."""
+        self._lost += len(self.pending) == self.pending.maxlen
         self.pending.append((step, row))
-        if len(self.pending) > self.capacity:  # nobody flushes (an interrupted fit): memory stays bounded
-            del self.pending[0]
-            self._lost += 1
 
     def flush(self) -> Rows:
         """The rows recorded since the last flush, stacked on the device and fetched in one transfer."""
-        pending, self.pending = self.pending, []
-        lost, self._lost = self._lost, 0
+        pending, lost = list(self.pending), self._lost
+        self.pending.clear()
+        self._lost = 0
         if not pending:
             rows = self.layout.split(np.zeros((0, self.layout.width), np.float32), np.zeros(0, np.int64))
         else:
@@ -267,7 +273,8 @@ class JaxRecorder:
 
     def restart(self) -> None:
         """A new record: step 0 next, no pending rows, no histograms yet."""
-        self.pending, self._lost = [], 0
+        self.pending.clear()
+        self._lost = 0
         self.schedule.start_at(0)
         self.histograms.clear()
 
@@ -367,7 +374,7 @@ class RecordedSteps:
         def weights() -> tuple[Any, Any]:
             w = jnp.stack([sq_norm(t.after[i]) for i in cols])
             u = jnp.stack([sq_norm(t.after[i] - t.before[i]) for i in cols])
-            return _finite_or_inf(w), _finite_or_inf(u)
+            return finite_or_inf(w), finite_or_inf(u)
 
         def skipped() -> tuple[Any, Any]:
             nan = jnp.full((V,), _NAN, jnp.float32)
@@ -379,14 +386,9 @@ class RecordedSteps:
         scalars = jnp.stack([jnp.asarray(loss, jnp.float32), jnp.asarray(accuracy, jnp.float32),
                              jnp.asarray(t.scale, jnp.float32)])
         parts = {"forward": jnp.stack(forward), "backprop_sq": jnp.stack(backprop),
-                 "grad_sq": _finite_or_inf(grad), "weight_sq": weight, "update_sq": update, "scalars": scalars}
+                 "grad_sq": finite_or_inf(grad), "weight_sq": weight, "update_sq": update, "scalars": scalars}
         row = recorder.layout.concat(parts)
         return row, jnp.stack(hists)
-
-
-def _finite_or_inf(x: Any) -> Any:
-    """+inf where ``x`` is NaN or Inf: in the record, NaN means "not measured"."""
-    return jnp.where(jnp.isfinite(x), x, jnp.inf)
 
 
 class JaxHooks:
@@ -440,7 +442,7 @@ class JaxHooks:
         if not getattr(model, "jit_compile", True):
             raise HookError("jit_compile=False: the JAX backend records compiled steps only")
         # A LossScaleOptimizer skips non-finite steps itself: not reported as fatal.
-        self.recorder.stage.scale_fn = True if hasattr(optimizer, "inner_optimizer") else None
+        self.recorder.stage.loss_scaled = hasattr(optimizer, "inner_optimizer")
         self._patch(model, "compute_loss_and_updates", self._wrap_loss_and_updates)
         self._patch(model, "compute_metrics", self._wrap_compute_metrics)
         self._patch(optimizer, "stateless_apply", self._wrap_stateless_apply)
@@ -458,9 +460,7 @@ class JaxHooks:
     def remove(self) -> None:
         """Takes the wrappers off and gives the model back Keras' own train function."""
         for obj, name in reversed(self.installed):
-            current = obj.__dict__.get(name)
-            if current is not None and hasattr(current, _MARK):
-                object.__delattr__(obj, name)
+            unwrap(obj, name)
         self.installed.clear()
         if self.model.__dict__.get("train_function") is self._installed_train:
             object.__setattr__(self.model, "train_function", self._plain_train)
@@ -472,13 +472,7 @@ class JaxHooks:
         """See `suspend`."""
 
     def _patch(self, obj: Any, name: str, make: Callable[[Callable], Callable]) -> None:
-        current = obj.__dict__.get(name)
-        if current is not None and hasattr(current, _MARK):
-            object.__delattr__(obj, name)  # a wrapper left by an interrupted fit: never stack them
-        original = getattr(obj, name)
-        wrapper = make(original)
-        setattr(wrapper, _MARK, original)
-        object.__setattr__(obj, name, wrapper)  # skips Keras' attribute tracking
+        wrap(obj, name, make)
         self.installed.append((obj, name))
 
     # -- the wrappers (they act only while the recorded step is traced) -----------------
@@ -544,7 +538,6 @@ class JaxHooks:
             new_tv, new_ov = original(optimizer_variables, grads, trainable_variables)
             t.grads, t.before, t.after = grads, trainable_variables, list(new_tv)
             self.recorder.stage.seen_gradients = True
-            self.applied_by.update({c: "optimizer" for c in range(len(self.columns))})
             return new_tv, new_ov
 
         return stateless_apply

@@ -241,6 +241,18 @@ def batch_accuracy(y_true: Any, y_pred: Any, argmax: Callable[[Any], Any] | None
     return ops.mean(ops.cast(hit, "float32"))
 
 
+def finite_or_inf(x: Any) -> Any:
+    """+inf where ``x`` is NaN or Inf: in the record, NaN means "not measured".
+
+    Example:
+
+    >>> import numpy as np
+    >>> np.asarray(finite_or_inf(np.array([1.0, np.nan, -np.inf], np.float32))).tolist()
+    [1.0, inf, inf]
+    """
+    return ops.where(ops.isfinite(x), x, float("inf"))
+
+
 def _rank(x: Any) -> int | None:
     """The number of dimensions of ``x``, or None when unknown (a TensorFlow graph tensor)."""
     try:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -366,10 +365,12 @@ def print_recorded_runs(record: Reproduction, folder: str | os.PathLike, console
         folder: its folder.
         console: where to print.
     """
+    from gradscope.experiments import shell_command
+
     runs = record.runs or list(record.histories)  # saved, or just measured
     if runs:
         example = Path(folder) / RUNS_DIR / runs[-1]
         console.print(f"{len(runs)} recorded runs in {Path(folder) / RUNS_DIR}: {', '.join(runs)} "
-                      f"(each one's table and verdict: {shlex.join(['gradscope', 'report', str(example)])})",
+                      f"(each one's table and verdict: {shell_command('gradscope', 'report', example)})",
                       highlight=False, markup=False,
                       soft_wrap=True)

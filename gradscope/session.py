@@ -336,7 +336,7 @@ class RecordingSession:
         found = None
         if check and self.nonfinite is None:
             # Only the new rows are searched, so the check costs O(rows).
-            found = first_nonfinite(new, loss_scaled=self.recorder.stage.scale_fn is not None)
+            found = first_nonfinite(new, loss_scaled=self.recorder.stage.loss_scaled)
             if found is not None and not self._jax:  # several replicas: TensorFlow only
                 from gradscope.distributed import bad_replica
 

@@ -101,6 +101,11 @@ class Staging:
             self.pending_scalars = var(np.full((2,), _NAN, np.float32), "scalars")  # loss, accuracy
 
     # -- the loss scale ------------------------------------------------------------
+    @property
+    def loss_scaled(self) -> bool:
+        """The run scales its loss (mixed precision): a non-finite step is the scaler's to skip."""
+        return self.scale_fn is not None
+
     def scale(self) -> tf.Tensor:
         """The current loss scale (1.0 without loss scaling)."""
         return tf.cast(self.scale_fn(), tf.float32) if self.scale_fn else tf.constant(1.0)

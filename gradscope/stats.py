@@ -23,12 +23,13 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-# The histogram is TensorFlow's too: the recorder takes it from here.
+# histogram and finite_or_inf serve TensorFlow's step too: the recorder and distributed.py take them from here.
 from gradscope.portable_stats import (  # noqa: F401
     FEATURES,
     FORWARD_STATS,
     RELU_LIKE,
     feature_kind,
+    finite_or_inf,
     histogram,
     statistics,
 )
@@ -239,6 +240,3 @@ def placed(shape: list[int], rows: list[int], values: tf.Tensor | None, base: tf
     return tf.tensor_scatter_nd_update(base, [[r] for r in rows], values)
 
 
-def finite_or_inf(x: tf.Tensor) -> tf.Tensor:
-    """+inf where ``x`` is NaN or Inf: in the record, NaN means "not measured"."""
-    return tf.where(tf.math.is_finite(x), x, tf.constant(float("inf"), x.dtype))

@@ -169,7 +169,7 @@ def test_steps_per_execution_gives_a_row_per_step_and_fits_reuse_the_compiled_st
     # A fit without the monitor runs Keras' own train function again: nothing more is recorded.
     recorder = monitor.session.recorder
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert recorder.pending == [] and recorder.schedule.step == 16
+    assert not recorder.pending and recorder.schedule.step == 16
 
 
 @jax_only
